@@ -1,0 +1,50 @@
+# mirrorgate: the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+NODE_MODULES_STAMP := node_modules/.package-lock.json
+CONFIG ?= config/example.yaml
+PORT ?= 8443
+METRICS_PORT ?= 9090
+CERTS_DIR ?= certs
+
+.PHONY: all install build typecheck lint test test-deps run bench certs deploy clean
+
+all: build
+
+# npm ci only when the lockfile changed since the last install.
+$(NODE_MODULES_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $(NODE_MODULES_STAMP)
+
+install: $(NODE_MODULES_STAMP)
+
+build: install
+	npm run build
+
+typecheck: install
+	npm run typecheck
+
+lint: install
+	npm run lint
+
+# System packages that integration tests drive for real (a distribution registry,
+# htpasswd). Installed only when missing and only when we may (root).
+test-deps:
+	@bash scripts/test-deps.sh
+
+test: install test-deps build typecheck lint
+	npm test
+
+run: build
+	node dist/cli.js serve --config $(CONFIG) --no-kube --port $(PORT) --metrics-port $(METRICS_PORT) --certs-dir $(CERTS_DIR)
+
+bench: build
+	npm run bench
+
+certs: build
+	node dist/cli.js certs --out-dir $(CERTS_DIR)
+
+deploy:
+	kubectl apply -k manifests/
+
+clean:
+	rm -rf dist .tap coverage

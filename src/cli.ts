@@ -1,0 +1,221 @@
+#!/usr/bin/env node
+/**
+ * The mirrorgate command line: the only reader of argv and the environment.
+ * Exit codes: 0 success, 1 runtime failure, 2 usage or config error.
+ */
+import { readFileSync, realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ConfigError } from './config/schema.js';
+import { loadConfigFile } from './config/watch.js';
+import { decideRewrite } from './core/rules.js';
+import { judgeImage } from './core/policy.js';
+import { serve } from './serve.js';
+
+export class UsageError extends Error {
+  readonly code = 'MG_USAGE';
+}
+
+const USAGE = `mirrorgate: rewrite third-party container images to your mirror at pod admission
+
+Usage:
+  mirrorgate serve --config FILE [--port 8443] [--metrics-port 9090] [--host 0.0.0.0]
+                   [--tls-cert FILE --tls-key FILE] [--certs-dir ./certs]
+                   [--kubeconfig FILE | --no-kube] [--shutdown-delay 5s]
+  mirrorgate rewrite --config FILE [--output text|json] IMAGE...
+  mirrorgate help | --help
+  mirrorgate version | --version
+
+Exit codes: 0 success, 1 runtime failure, 2 usage or config error.
+Environment (set by the Deployment): POD_NAMESPACE, MIRRORGATE_SERVICE (default mirrorgate).`;
+
+interface Io {
+  out(line: string): void;
+  err(line: string): void;
+}
+
+const stdio: Io = {
+  out: (l) => process.stdout.write(`${l}\n`),
+  err: (l) => process.stderr.write(`${l}\n`),
+};
+
+function parse<const O extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: O) {
+  try {
+    return parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+function str(v: unknown): string | undefined {
+  return typeof v === 'string' ? v : undefined;
+}
+
+function port(v: unknown, name: string, dflt: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UsageError(`--${name}: not a port number: ${String(v)}`);
+  return n;
+}
+
+function duration(v: unknown, name: string, dfltMs: number): number {
+  if (v === undefined) return dfltMs;
+  const m = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(String(v));
+  if (!m) throw new UsageError(`--${name}: not a duration (like 5s or 500ms): ${String(v)}`);
+  return Number(m[1]) * (m[2] === 'ms' ? 1 : 1000);
+}
+
+function requireConfig(values: Record<string, unknown>): string {
+  const config = str(values.config);
+  if (config === undefined) throw new UsageError('--config FILE is required');
+  return config;
+}
+
+async function cmdServe(args: string[], io: Io): Promise<number> {
+  const { values, positionals } = parse(args, {
+    config: { type: 'string' },
+    port: { type: 'string' },
+    'metrics-port': { type: 'string' },
+    host: { type: 'string' },
+    'metrics-host': { type: 'string' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
+    'certs-dir': { type: 'string' },
+    kubeconfig: { type: 'string' },
+    'no-kube': { type: 'boolean' },
+    'shutdown-delay': { type: 'string' },
+  });
+  if (positionals.length > 0) throw new UsageError(`serve takes no arguments (got ${positionals.join(' ')})`);
+  const tlsCert = str(values['tls-cert']);
+  const tlsKey = str(values['tls-key']);
+  if ((tlsCert === undefined) !== (tlsKey === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
+  if (values['no-kube'] === true && values.kubeconfig !== undefined) throw new UsageError('--kubeconfig and --no-kube exclude each other');
+  const host = str(values.host) ?? '0.0.0.0';
+  const running = await serve({
+    configPath: requireConfig(values),
+    host,
+    port: port(values.port, 'port', 8443),
+    metricsPort: port(values['metrics-port'], 'metrics-port', 9090),
+    metricsHost: str(values['metrics-host']) ?? host,
+    tlsCert,
+    tlsKey,
+    certsDir: str(values['certs-dir']) ?? './certs',
+    serviceName: process.env.MIRRORGATE_SERVICE ?? 'mirrorgate',
+    namespace: process.env.POD_NAMESPACE ?? 'mirrorgate',
+    shutdownDelayMs: duration(values['shutdown-delay'], 'shutdown-delay', 5000),
+    noKube: values['no-kube'] === true,
+    kubeconfig: str(values.kubeconfig),
+  });
+  if (process.stdout.isTTY) {
+    io.err(`mirrorgate: webhook on ${running.url}/mutate, metrics on ${running.metricsUrl}/metrics`);
+    if (running.caFile) io.err(`try: curl --cacert ${running.caFile} -H 'Content-Type: application/json' --data @examples/admission-review.json ${running.url}/mutate`);
+  }
+  const stop = (signal: string): void => {
+    running.shutdown(signal).then(
+      () => process.exit(0),
+      (err: unknown) => {
+        running.log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+  return new Promise<number>(() => undefined); // runs until a signal
+}
+
+async function cmdRewrite(args: string[], io: Io): Promise<number> {
+  const { values, positionals } = parse(args, { config: { type: 'string' }, output: { type: 'string' } });
+  const output = str(values.output) ?? 'text';
+  if (output !== 'text' && output !== 'json') throw new UsageError(`--output: text or json (got ${output})`);
+  if (positionals.length === 0) throw new UsageError('rewrite needs at least one IMAGE');
+  const { config } = await loadConfigFile(requireConfig(values));
+  let failed = false;
+  const results = positionals.map((image) => {
+    const d = decideRewrite(config.ruleSet, image);
+    const final = d.kind === 'rewrite' ? d.rewritten : image;
+    const verdict = config.policy ? judgeImage(config.policy, final) : { allowed: true as const };
+    if (d.kind === 'invalid' || !verdict.allowed) failed = true;
+    return {
+      image,
+      decision: d.kind === 'rewrite' ? 'rewrite' : d.kind === 'invalid' ? 'invalid' : `unchanged (${d.reason})`,
+      result: final,
+      rule: d.kind === 'rewrite' ? `rules[${d.rule.index}] ${d.rule.from.source} -> ${d.rule.to.source}${d.rule.verify ? ' (verify)' : ''}` : undefined,
+      reason: d.kind === 'invalid' ? d.reason : d.kind === 'unchanged' ? d.detail : undefined,
+      policy: verdict.allowed ? (config.policy ? 'allowed' : 'no policy') : `denied: ${verdict.message}`,
+    };
+  });
+  if (output === 'json') io.out(JSON.stringify(results, null, 2));
+  else {
+    for (const r of results) {
+      const head = r.decision === 'rewrite' ? `${r.image} -> ${r.result}` : `${r.image}: ${r.decision}`;
+      io.out([head, r.rule && `  rule: ${r.rule}`, r.reason && `  reason: ${r.reason}`, `  policy: ${r.policy}`].filter(Boolean).join('\n'));
+    }
+  }
+  return failed ? 1 : 0;
+}
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+/** Run the CLI; resolves to the exit code. */
+export async function main(argv: string[], io: Io = stdio): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'serve':
+        return await cmdServe(rest, io);
+      case 'rewrite':
+        return await cmdRewrite(rest, io);
+      case 'version':
+      case '--version':
+        io.out(version());
+        return 0;
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        io.out(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command "${command}"`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.err(`mirrorgate: ${err.message}\n\n${USAGE}`);
+      return 2;
+    }
+    if (err instanceof ConfigError) {
+      io.err(`mirrorgate: ${err.message}`);
+      return 2;
+    }
+    io.err(`mirrorgate: ${err instanceof Error ? err.message : String(err)}`);
+    return 1;
+  }
+}
+
+function isEntryPoint(): boolean {
+  const script = process.argv[1];
+  if (script === undefined) return false;
+  try {
+    // npm's bin link is a symlink to this file.
+    return realpathSync(script) === fileURLToPath(import.meta.url);
+  } catch {
+    return false;
+  }
+}
+
+// Run when executed directly (not when imported by tests).
+if (isEntryPoint()) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      process.stderr.write(`mirrorgate: ${String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,127 @@
+/**
+ * Loading the config file and keeping it current. A ConfigMap mounted as a volume is
+ * updated by swapping a `..data` symlink, which `fs.watch` on the file alone misses,
+ * so the directory is watched as well and the file is also polled.
+ * An invalid new version is rejected and the last good config stays in force.
+ */
+import { readFile } from 'node:fs/promises';
+import { watch, watchFile, unwatchFile, type FSWatcher } from 'node:fs';
+import { dirname } from 'node:path';
+import { ConfigError, parseConfig, type Config } from './schema.js';
+
+/** Read and validate a config file. Throws ConfigError (unreadable files included). */
+export async function loadConfigFile(path: string): Promise<{ config: Config; text: string }> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new ConfigError(path, [{ path: '(file)', message: `cannot read: ${reason}` }]);
+  }
+  return { config: parseConfig(text, path), text };
+}
+
+/** The current config, read on every admission (a reload swaps it atomically). */
+export interface ConfigSource {
+  current(): Config;
+}
+
+export interface ConfigWatcherEvents {
+  onReload(config: Config): void;
+  onReject(error: Error): void;
+}
+
+/**
+ * Holds the last good config and reloads it when the file changes. Never throws from
+ * a watcher callback; stop() releases every watcher.
+ */
+export class ConfigWatcher implements ConfigSource {
+  #config: Config;
+  #text: string;
+  #watcher: FSWatcher | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #checking = false;
+  #again = false;
+  #stopped = false;
+
+  constructor(
+    private readonly path: string,
+    initial: { config: Config; text: string },
+    private readonly events: ConfigWatcherEvents,
+    private readonly opts: { intervalMs?: number; debounceMs?: number } = {},
+  ) {
+    this.#config = initial.config;
+    this.#text = initial.text;
+  }
+
+  current(): Config {
+    return this.#config;
+  }
+
+  start(): this {
+    const interval = this.opts.intervalMs ?? 2000;
+    watchFile(this.path, { interval, persistent: false }, () => this.#schedule());
+    try {
+      this.#watcher = watch(dirname(this.path), { persistent: false }, () => this.#schedule());
+      this.#watcher.on('error', () => undefined);
+    } catch {
+      // Polling alone still works (e.g. a filesystem without inotify).
+    }
+    return this;
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    unwatchFile(this.path);
+    this.#watcher?.close();
+    if (this.#timer) clearTimeout(this.#timer);
+  }
+
+  /** Re-read now; resolves when done. Also used by tests. */
+  async check(): Promise<void> {
+    if (this.#checking) {
+      this.#again = true;
+      return;
+    }
+    this.#checking = true;
+    try {
+      do {
+        this.#again = false;
+        await this.#checkOnce();
+      } while (this.#again && !this.#stopped);
+    } finally {
+      this.#checking = false;
+    }
+  }
+
+  #schedule(): void {
+    if (this.#stopped) return;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.check().catch((err: unknown) => this.events.onReject(err instanceof Error ? err : new Error(String(err))));
+    }, this.opts.debounceMs ?? 100);
+  }
+
+  async #checkOnce(): Promise<void> {
+    let text: string;
+    try {
+      text = await readFile(this.path, 'utf8');
+    } catch (err) {
+      // Mid-swap a ConfigMap volume can briefly lack the file; the next event retries.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      this.events.onReject(new ConfigError(this.path, [{ path: '(file)', message: `cannot read: ${(err as Error).message}` }]));
+      return;
+    }
+    if (text === this.#text) return;
+    this.#text = text;
+    let config: Config;
+    try {
+      config = parseConfig(text, this.path);
+    } catch (err) {
+      this.events.onReject(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
+    this.#config = config;
+    this.events.onReload(config);
+  }
+}

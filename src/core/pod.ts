@@ -1,0 +1,384 @@
+/**
+ * Pod mutation planning: given a pod as received and the compiled settings, decide
+ * what each container's image becomes, which pull secrets are added, what policy
+ * says, and build the minimal JSONPatch. Pure: no I/O, no clock, no logger.
+ */
+import type { Operation } from 'fast-json-patch';
+import { escapePointer, isObject, type JsonObject } from './json.js';
+import { judgeImage, type Policy } from './policy.js';
+import { secretsNeeded, type PullSecret } from './pull-secrets.js';
+import { parseReference, type ImageReference } from './reference.js';
+import { decideRewrite, type Rule, type RuleSet } from './rules.js';
+
+export const ANNOTATION_REWRITE = 'mirrorgate.io/rewrite';
+export const ANNOTATION_ORIGINAL_IMAGES = 'mirrorgate.io/original-images';
+export const ANNOTATION_MIRROR_POD = 'kubernetes.io/config.mirror';
+
+export type Mode = 'enforce' | 'audit';
+export type ContainerList = 'initContainers' | 'containers' | 'ephemeralContainers';
+const LISTS: readonly ContainerList[] = ['initContainers', 'containers', 'ephemeralContainers'];
+
+export interface ContainerView {
+  readonly list: ContainerList;
+  readonly index: number;
+  readonly name: string;
+  /** undefined when the container has no image field. */
+  readonly image: string | undefined;
+}
+
+/** The parts of a Pod that planning reads, checked for type. */
+export interface PodView {
+  /** False only for an object with no metadata at all (never from the API server). */
+  readonly hasMetadata: boolean;
+  readonly annotations: Readonly<Record<string, string>> | undefined;
+  readonly containers: readonly ContainerView[];
+  /** Names in spec.imagePullSecrets; undefined when the field is absent. */
+  readonly imagePullSecrets: readonly string[] | undefined;
+}
+
+/**
+ * Read a Pod object, checking the type of every field planning touches. A wrong type
+ * is a malformed request (the API server never sends one), reported by path.
+ */
+export function readPod(object: unknown, at = 'request.object'): { ok: true; pod: PodView } | { ok: false; error: string } {
+  if (!isObject(object)) return { ok: false, error: `${at}: must be an object` };
+  const metadata = object.metadata;
+  if (metadata !== undefined && !isObject(metadata)) return { ok: false, error: `${at}.metadata: must be an object` };
+  let annotations: Record<string, string> | undefined;
+  const rawAnnotations = metadata?.annotations;
+  if (rawAnnotations !== undefined && rawAnnotations !== null) {
+    if (!isObject(rawAnnotations)) return { ok: false, error: `${at}.metadata.annotations: must be an object` };
+    for (const [k, v] of Object.entries(rawAnnotations)) {
+      if (typeof v !== 'string') return { ok: false, error: `${at}.metadata.annotations["${k}"]: must be a string` };
+    }
+    annotations = rawAnnotations as Record<string, string>;
+  }
+  const spec = object.spec;
+  if (spec !== undefined && !isObject(spec)) return { ok: false, error: `${at}.spec: must be an object` };
+  const containers: ContainerView[] = [];
+  for (const list of LISTS) {
+    const raw = spec?.[list];
+    if (raw === undefined || raw === null) continue;
+    if (!Array.isArray(raw)) return { ok: false, error: `${at}.spec.${list}: must be an array` };
+    for (let index = 0; index < raw.length; index++) {
+      const c: unknown = raw[index];
+      if (!isObject(c)) return { ok: false, error: `${at}.spec.${list}[${index}]: must be an object` };
+      const name = c.name ?? '';
+      if (typeof name !== 'string') return { ok: false, error: `${at}.spec.${list}[${index}].name: must be a string` };
+      const image = c.image;
+      if (image !== undefined && image !== null && typeof image !== 'string') {
+        return { ok: false, error: `${at}.spec.${list}[${index}].image: must be a string` };
+      }
+      containers.push({ list, index, name, image: typeof image === 'string' ? image : undefined });
+    }
+  }
+  let imagePullSecrets: string[] | undefined;
+  const rawSecrets = spec?.imagePullSecrets;
+  if (rawSecrets !== undefined && rawSecrets !== null) {
+    if (!Array.isArray(rawSecrets)) return { ok: false, error: `${at}.spec.imagePullSecrets: must be an array` };
+    imagePullSecrets = [];
+    for (let i = 0; i < rawSecrets.length; i++) {
+      const s: unknown = rawSecrets[i];
+      if (!isObject(s)) return { ok: false, error: `${at}.spec.imagePullSecrets[${i}]: must be an object` };
+      if (typeof s.name === 'string') imagePullSecrets.push(s.name);
+    }
+  }
+  return { ok: true, pod: { hasMetadata: metadata !== undefined, annotations, containers, imagePullSecrets } };
+}
+
+export interface Settings {
+  readonly ruleSet: RuleSet;
+  readonly policy: Policy | undefined;
+  readonly pullSecrets: readonly PullSecret[];
+}
+
+export interface PlanInput {
+  readonly operation: 'CREATE' | 'UPDATE';
+  /** '' for the pod itself, 'ephemeralcontainers' for `kubectl debug`. */
+  readonly subResource: string;
+  readonly pod: PodView;
+  readonly oldPod: PodView | undefined;
+  readonly mode: Mode;
+}
+
+/** What a registry check said about a rewrite target (see verification). */
+export type VerifyOutcome = 'present' | 'absent' | 'unreachable';
+
+/** How a rule's verified rewrite falls back when the mirror cannot answer. */
+export type OnUnreachable = 'original' | 'rewrite' | 'deny';
+
+export interface VerifyAnswers {
+  /** Outcome per rewritten reference (the target string). Missing means not checked. */
+  readonly outcomes: ReadonlyMap<string, VerifyOutcome>;
+  readonly onUnreachable: OnUnreachable;
+}
+
+export type ContainerAction =
+  | 'rewritten' // enforce: the image is patched
+  | 'would-rewrite' // audit: it would be
+  | 'missing' // a verified rule found the target absent: original kept
+  | 'unverified' // the mirror could not be asked: original kept (onUnreachable: original)
+  | 'unchanged' // no rule, already on a target, or no image
+  | 'opted-out' // the pod's rewrite annotation is "false"
+  | 'invalid'; // the reference does not parse
+
+export interface ContainerDecision {
+  readonly container: ContainerView;
+  readonly action: ContainerAction;
+  /** The image before and after planning (after = before unless rewritten). */
+  readonly original: string | undefined;
+  readonly final: string | undefined;
+  /** Normalised registry of the original image ('invalid' when it does not parse). */
+  readonly sourceRegistry: string | undefined;
+  readonly rule: Rule | undefined;
+  /** The rewrite target, also for would-rewrite/missing/unverified. */
+  readonly target: string | undefined;
+  /** Set when policy rejects the final image. */
+  readonly violation: string | undefined;
+  readonly violationRegistry: string | undefined;
+}
+
+export interface Plan {
+  /** Why the whole pod was left alone, when it was. */
+  readonly skipped: string | undefined;
+  readonly decisions: readonly ContainerDecision[];
+  readonly operations: Operation[];
+  readonly warnings: string[];
+  readonly auditAnnotations: Record<string, string>;
+  /** Enforce mode: the denial message when any final image violates policy. */
+  readonly denial: string | undefined;
+  /** Target references of verified rules to check before finishing the plan. */
+  readonly toVerify: readonly string[];
+}
+
+/** Warnings beyond this many are summarised in one line (the API server drops some when there are many). */
+export const MAX_WARNINGS = 8;
+
+/**
+ * Which containers this request may change, and so which are judged:
+ * - CREATE: all of them;
+ * - UPDATE of the pod: only init/regular containers whose image changed (the rest of
+ *   the spec is immutable, and patching an unchanged image would restart the container);
+ * - UPDATE of `ephemeralcontainers`: only new or changed ephemeral containers.
+ */
+export function containersInScope(input: PlanInput): ContainerView[] {
+  const { operation, subResource, pod, oldPod } = input;
+  if (operation === 'CREATE') return pod.containers.filter((c) => c.image !== undefined);
+  const wantList = (c: ContainerView): boolean =>
+    subResource === 'ephemeralcontainers' ? c.list === 'ephemeralContainers' : c.list !== 'ephemeralContainers';
+  const before = new Map<string, string | undefined>();
+  for (const c of oldPod?.containers ?? []) if (wantList(c)) before.set(`${c.list}/${c.name}`, c.image);
+  return pod.containers.filter(
+    (c) => wantList(c) && c.image !== undefined && (!before.has(`${c.list}/${c.name}`) || before.get(`${c.list}/${c.name}`) !== c.image),
+  );
+}
+
+/**
+ * Plan a pod. Call once without `verify` to learn `toVerify`; when it is non-empty,
+ * ask the registries and call again with the answers. Both calls are pure.
+ */
+export function planPod(input: PlanInput, settings: Settings, verify?: VerifyAnswers): Plan {
+  const { pod, mode, operation } = input;
+  const annotations = pod.annotations ?? {};
+  if (annotations[ANNOTATION_MIRROR_POD] !== undefined) {
+    return emptyPlan('static mirror pod (kubernetes.io/config.mirror): left alone');
+  }
+  const optedOut = (annotations[ANNOTATION_REWRITE] ?? '').toLowerCase() === 'false';
+  const scope = containersInScope(input);
+  const decisions: ContainerDecision[] = [];
+  const toVerify: string[] = [];
+  const unreachableDenials: string[] = [];
+
+  for (const container of scope) {
+    const image = container.image as string;
+    const d = decideRewrite(settings.ruleSet, image);
+    if (d.kind === 'invalid') {
+      decisions.push(decision(container, 'invalid', image, image, 'invalid', undefined, undefined));
+      continue;
+    }
+    const sourceRegistry = d.ref.registry;
+    if (d.kind === 'unchanged') {
+      decisions.push(decision(container, 'unchanged', image, image, sourceRegistry, undefined, undefined));
+      continue;
+    }
+    if (optedOut) {
+      decisions.push(decision(container, 'opted-out', image, image, sourceRegistry, d.rule, d.rewritten));
+      continue;
+    }
+    let action: ContainerAction = mode === 'audit' ? 'would-rewrite' : 'rewritten';
+    if (d.rule.verify) {
+      const outcome = verify?.outcomes.get(d.rewritten);
+      if (outcome === undefined) {
+        if (!toVerify.includes(d.rewritten)) toVerify.push(d.rewritten);
+      } else if (outcome === 'absent') {
+        action = 'missing';
+      } else if (outcome === 'unreachable') {
+        const fallback = verify?.onUnreachable ?? 'original';
+        if (fallback === 'original') action = 'unverified';
+        else if (fallback === 'deny') {
+          unreachableDenials.push(`container "${container.name}": cannot verify that ${d.rewritten} is in the mirror (registry unreachable)`);
+        }
+      }
+    }
+    const keep = action === 'missing' || action === 'unverified';
+    decisions.push(decision(container, action, image, keep ? image : d.rewritten, sourceRegistry, d.rule, d.rewritten));
+  }
+
+  // Policy is judged on what would run after this webhook: in audit mode that is the
+  // image as it would be in enforce mode, so the report shows the real gap.
+  const judged = decisions.map((dec): ContainerDecision => {
+    if (settings.policy === undefined || dec.final === undefined) return dec;
+    const finalImage = dec.action === 'would-rewrite' ? (dec.target as string) : dec.final;
+    const verdict = judgeImage(settings.policy, finalImage);
+    if (verdict.allowed) return dec;
+    let why = verdict.message;
+    if (dec.action === 'missing') why = `${why}; its mirror copy ${dec.target ?? ''} is not in the mirror yet`;
+    if (dec.action === 'unverified') why = `${why}; the mirror could not be checked for ${dec.target ?? ''}`;
+    return { ...dec, violation: why, violationRegistry: verdict.registry };
+  });
+
+  const warnings: string[] = [];
+  const auditAnnotations: Record<string, string> = {};
+  const operations: Operation[] = [];
+  const violations = judged.filter((d) => d.violation !== undefined);
+  const rewrites = judged.filter((d) => d.action === 'rewritten' || d.action === 'would-rewrite');
+
+  for (const d of judged) {
+    if (d.action === 'missing') warnings.push(`mirrorgate: container "${d.container.name}": ${d.original ?? ''} is not in the mirror yet; kept`);
+    if (d.action === 'unverified') warnings.push(`mirrorgate: container "${d.container.name}": mirror unreachable; kept ${d.original ?? ''}`);
+  }
+
+  if (mode === 'audit') {
+    for (const d of rewrites) warnings.push(`mirrorgate: container "${d.container.name}": ${d.original ?? ''} would be rewritten to ${d.target ?? ''}`);
+    for (const d of violations) warnings.push(`mirrorgate: container "${d.container.name}": ${d.violation ?? ''}`);
+    for (const m of unreachableDenials) warnings.push(`mirrorgate: would deny: ${m}`);
+    if (rewrites.length > 0) auditAnnotations['would-rewrite'] = JSON.stringify(Object.fromEntries(rewrites.map((d) => [d.container.name, d.target])));
+    if (violations.length > 0 || unreachableDenials.length > 0) {
+      auditAnnotations.violations = JSON.stringify([
+        ...violations.map((d) => ({ container: d.container.name, image: d.final, reason: d.violation })),
+        ...unreachableDenials.map((m) => ({ reason: m })),
+      ]);
+    }
+    return {
+      skipped: undefined,
+      decisions: judged,
+      operations,
+      warnings: summarise(warnings),
+      auditAnnotations,
+      denial: undefined,
+      toVerify,
+    };
+  }
+
+  // Enforce.
+  const problems = [
+    ...violations.map((d) => `container "${d.container.name}": ${d.violation ?? ''}`),
+    ...unreachableDenials,
+  ];
+  if (problems.length > 0) {
+    if (violations.length > 0) auditAnnotations.violations = JSON.stringify(violations.map((d) => ({ container: d.container.name, image: d.final, reason: d.violation })));
+    return {
+      skipped: undefined,
+      decisions: judged,
+      operations: [],
+      warnings: summarise(warnings),
+      auditAnnotations,
+      denial: `mirrorgate: denied: ${problems.join('; ')}`,
+      toVerify,
+    };
+  }
+  if (toVerify.length > 0) {
+    // Not final until the registries have answered: build no patch yet.
+    return { skipped: undefined, decisions: judged, operations, warnings: summarise(warnings), auditAnnotations, denial: undefined, toVerify };
+  }
+
+  for (const d of rewrites) {
+    operations.push({ op: 'replace', path: `/spec/${d.container.list}/${d.container.index}/image`, value: d.final });
+  }
+  if (rewrites.length > 0) {
+    auditAnnotations.rewritten = JSON.stringify(Object.fromEntries(rewrites.map((d) => [d.container.name, d.final])));
+  }
+  if (operation === 'CREATE') {
+    if (rewrites.length > 0) operations.push(...originalImagesOps(pod, rewrites));
+    operations.push(...pullSecretOps(pod, judged, settings.pullSecrets));
+  }
+  return { skipped: undefined, decisions: judged, operations, warnings: summarise(warnings), auditAnnotations, denial: undefined, toVerify };
+}
+
+function decision(
+  container: ContainerView,
+  action: ContainerAction,
+  original: string,
+  final: string,
+  sourceRegistry: string,
+  rule: Rule | undefined,
+  target: string | undefined,
+): ContainerDecision {
+  return { container, action, original, final, sourceRegistry, rule, target, violation: undefined, violationRegistry: undefined };
+}
+
+function emptyPlan(skipped: string): Plan {
+  return { skipped, decisions: [], operations: [], warnings: [], auditAnnotations: {}, denial: undefined, toVerify: [] };
+}
+
+function summarise(warnings: string[]): string[] {
+  if (warnings.length <= MAX_WARNINGS) return warnings;
+  const shown = warnings.slice(0, MAX_WARNINGS - 1);
+  shown.push(`mirrorgate: and ${warnings.length - shown.length} more (see the audit annotations and the report)`);
+  return shown;
+}
+
+/**
+ * Record the original references by container name. A reinvocation that rewrites a
+ * container added by a later webhook merges into the existing record rather than
+ * replacing it; a pass that rewrites nothing leaves it untouched (no operation).
+ */
+function originalImagesOps(pod: PodView, rewrites: readonly ContainerDecision[]): Operation[] {
+  let record: Record<string, string> = {};
+  const existing = pod.annotations?.[ANNOTATION_ORIGINAL_IMAGES];
+  if (existing !== undefined) {
+    try {
+      const parsed: unknown = JSON.parse(existing);
+      if (isObject(parsed)) {
+        for (const [k, v] of Object.entries(parsed)) if (typeof v === 'string') record[k] = v;
+      }
+    } catch {
+      record = {};
+    }
+  }
+  for (const d of rewrites) if (record[d.container.name] === undefined) record[d.container.name] = d.original ?? '';
+  const value = JSON.stringify(record);
+  if (!pod.hasMetadata) return [{ op: 'add', path: '/metadata', value: { annotations: { [ANNOTATION_ORIGINAL_IMAGES]: value } } }];
+  if (pod.annotations === undefined) {
+    return [{ op: 'add', path: '/metadata/annotations', value: { [ANNOTATION_ORIGINAL_IMAGES]: value } }];
+  }
+  return [{ op: 'add', path: `/metadata/annotations/${escapePointer(ANNOTATION_ORIGINAL_IMAGES)}`, value }];
+}
+
+function pullSecretOps(pod: PodView, decisions: readonly ContainerDecision[], pullSecrets: readonly PullSecret[]): Operation[] {
+  if (pullSecrets.length === 0) return [];
+  // Every image the pod will run, not only the ones in scope: a secret is needed as
+  // long as any container pulls from its registry.
+  const finals = new Map<string, string | undefined>();
+  for (const c of pod.containers) finals.set(`${c.list}/${c.index}`, c.image);
+  for (const d of decisions) finals.set(`${d.container.list}/${d.container.index}`, d.final);
+  const refs: ImageReference[] = [];
+  for (const image of finals.values()) {
+    if (image === undefined) continue;
+    const p = parseReference(image);
+    if (p.ok) refs.push(p.ref);
+  }
+  const needed = secretsNeeded(pullSecrets, refs);
+  const have = new Set(pod.imagePullSecrets ?? []);
+  const missing = needed.filter((n) => !have.has(n));
+  if (missing.length === 0) return [];
+  if (pod.imagePullSecrets === undefined) {
+    return [{ op: 'add', path: '/spec/imagePullSecrets', value: missing.map((name) => ({ name })) }];
+  }
+  return missing.map((name) => ({ op: 'add', path: '/spec/imagePullSecrets/-', value: { name } }));
+}
+
+/** Convenience for callers that have a raw object: is it a Pod by its kind fields? */
+export function isPodKind(kind: JsonObject | undefined): boolean {
+  return kind !== undefined && kind.group === '' && kind.version === 'v1' && kind.kind === 'Pod';
+}

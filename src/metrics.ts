@@ -1,0 +1,81 @@
+/**
+ * Prometheus metrics on an owned registry (never the global one), with bounded label
+ * values: registries beyond a cap are counted under `other`, so a cluster full of
+ * one-off registries cannot blow up the series count.
+ */
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export const OPERATIONS = ['create', 'update', 'ephemeralcontainers', 'other'] as const;
+export const RESULTS = ['allowed', 'patched', 'denied', 'error', 'invalid'] as const;
+export type AdmissionResult = (typeof RESULTS)[number];
+
+/** Keeps at most `max` distinct values; the rest map to `other`. */
+export class LabelLimiter {
+  readonly #seen = new Set<string>();
+  constructor(private readonly max: number) {}
+  value(v: string): string {
+    if (this.#seen.has(v)) return v;
+    if (this.#seen.size >= this.max) return 'other';
+    this.#seen.add(v);
+    return v;
+  }
+}
+
+export interface Metrics {
+  readonly registry: Registry;
+  readonly admissionRequests: Counter<'operation' | 'result'>;
+  readonly admissionDuration: Histogram;
+  readonly imageRewrites: Counter<'source_registry' | 'target_registry' | 'mode'>;
+  readonly policyViolations: Counter<'registry' | 'mode'>;
+  readonly configReloads: Counter<'result'>;
+  /** Bounded registry label value. */
+  registryLabel(registry: string): string;
+}
+
+export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: number } = {}): Metrics {
+  const registry = new Registry();
+  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
+  const limiter = new LabelLimiter(opts.maxRegistries ?? 50);
+  const admissionRequests = new Counter({
+    name: 'mirrorgate_admission_requests_total',
+    help: 'Admission requests answered, by operation (create, update, ephemeralcontainers, other) and result (allowed, patched, denied, error, invalid).',
+    labelNames: ['operation', 'result'] as const,
+    registers: [registry],
+  });
+  const admissionDuration = new Histogram({
+    name: 'mirrorgate_admission_duration_seconds',
+    help: 'Time from receiving an AdmissionReview to answering it, in seconds.',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [registry],
+  });
+  const imageRewrites = new Counter({
+    name: 'mirrorgate_image_rewrites_total',
+    help: 'Container images rewritten (mode=enforce) or that would be (mode=audit), by source and target registry.',
+    labelNames: ['source_registry', 'target_registry', 'mode'] as const,
+    registers: [registry],
+  });
+  const policyViolations = new Counter({
+    name: 'mirrorgate_policy_violations_total',
+    help: 'Container images not from an allowed registry (denied in enforce mode, reported in audit mode).',
+    labelNames: ['registry', 'mode'] as const,
+    registers: [registry],
+  });
+  const configReloads = new Counter({
+    name: 'mirrorgate_config_reloads_total',
+    help: 'Config file reloads, by result (success, failure: the last good config stays in force).',
+    labelNames: ['result'] as const,
+    registers: [registry],
+  });
+  // Pre-set to zero so rate() and alerts work before the first event.
+  for (const operation of OPERATIONS) for (const result of RESULTS) admissionRequests.inc({ operation, result }, 0);
+  for (const result of ['success', 'failure']) configReloads.inc({ result }, 0);
+  return {
+    registry,
+    admissionRequests,
+    admissionDuration,
+    imageRewrites,
+    policyViolations,
+    configReloads,
+    registryLabel: (r) => limiter.value(r),
+  };
+}

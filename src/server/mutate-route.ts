@@ -1,0 +1,158 @@
+/**
+ * POST /mutate: decode, let the core decide, encode. Every answer to a decodable
+ * review is a well-formed AdmissionReview carrying the request uid, also after an
+ * internal error (then allowed or denied per the configured failurePolicy).
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import {
+  allowed,
+  decodeReview,
+  denied,
+  evaluate,
+  reviewOf,
+  type AdmissionRequest,
+  type AdmissionResponse,
+  type Evaluation,
+} from '../core/admission.js';
+import type { Mode, VerifyAnswers } from '../core/pod.js';
+import type { ConfigSource } from '../config/watch.js';
+import type { Logger } from '../logger.js';
+import type { AdmissionResult, Metrics } from '../metrics.js';
+import { parseTimeoutParam } from './json-body.js';
+
+/** Answers registry checks for verified rules (see the verification module). */
+export interface Verifier {
+  /** Resolve within `budgetMs`; never rejects. */
+  verify(targets: readonly string[], budgetMs: number): Promise<VerifyAnswers>;
+}
+
+/** Receives every decided admission (the report, later stages). Must not throw. */
+export interface AdmissionObserver {
+  observe(event: { request: AdmissionRequest; evaluation: Evaluation; mode: Mode }): void;
+}
+
+export interface MutateDeps {
+  readonly config: ConfigSource;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  /** Monotonic milliseconds. */
+  readonly now: () => number;
+  /** Per-namespace mode override (namespace label), when known. */
+  readonly namespaceMode?: ((namespace: string) => Mode | undefined) | undefined;
+  readonly verifier?: Verifier | undefined;
+  readonly observers?: readonly AdmissionObserver[] | undefined;
+}
+
+interface MutateQuery {
+  timeout?: string;
+}
+
+export function mutateRoute(deps: MutateDeps) {
+  return async function plugin(app: FastifyInstance): Promise<void> {
+    app.post<{ Querystring: MutateQuery }>('/mutate', async (req, reply) => handle(deps, req, reply));
+  };
+}
+
+async function handle(deps: MutateDeps, req: FastifyRequest<{ Querystring: MutateQuery }>, reply: FastifyReply): Promise<void> {
+  const started = deps.now();
+  const decoded = decodeReview(req.body);
+  if (!decoded.ok) {
+    deps.metrics.admissionRequests.inc({ operation: 'other', result: 'invalid' });
+    deps.log.warn({ uid: decoded.uid, error: decoded.error }, 'malformed admission review');
+    await reply.code(400).send({ error: 'Bad Request', message: decoded.error });
+    return;
+  }
+  const request = decoded.request;
+  const log = deps.log.child({ uid: request.uid, namespace: request.namespace, operation: request.operation, subResource: request.subResource || undefined });
+  let evaluation: Evaluation | undefined;
+  let mode: Mode = 'enforce';
+  let response: AdmissionResponse;
+  let result: AdmissionResult;
+  let label = 'other';
+  try {
+    const config = deps.config.current();
+    mode = config.mode === 'audit' ? 'audit' : (deps.namespaceMode?.(request.namespace) ?? config.mode);
+    evaluation = evaluate(request, config.settings, mode);
+    label = evaluation.label;
+    if (evaluation.error !== undefined) {
+      deps.metrics.admissionRequests.inc({ operation: label, result: 'invalid' });
+      log.warn({ error: evaluation.error }, 'malformed admission review');
+      await reply.code(400).send({ error: 'Bad Request', message: evaluation.error });
+      return;
+    }
+    const toVerify = evaluation.plan?.toVerify ?? [];
+    if (toVerify.length > 0) {
+      // Without a verifier (no registry access configured) nothing can be confirmed:
+      // keep the originals, which is what an unreachable mirror means too.
+      const answers: VerifyAnswers = deps.verifier
+        ? await deps.verifier.verify(toVerify, requestBudgetMs(req.query.timeout))
+        : { outcomes: new Map(toVerify.map((t) => [t, 'unreachable'] as const)), onUnreachable: 'original' };
+      evaluation = evaluate(request, config.settings, mode, answers);
+    }
+    response = evaluation.response;
+    result = !response.allowed ? 'denied' : response.patch !== undefined ? 'patched' : 'allowed';
+    if (!request.dryRun) record(deps, evaluation, mode);
+    for (const o of deps.observers ?? []) o.observe({ request, evaluation, mode });
+  } catch (err) {
+    // Never let an internal error become a 500: the API server would apply its own
+    // failurePolicy, but we answer ours, with the uid, and say why in the log.
+    result = 'error';
+    const failurePolicy = safeFailurePolicy(deps);
+    log.error({ err }, 'internal error during admission');
+    response =
+      failurePolicy === 'Fail'
+        ? denied(request.uid, 'mirrorgate: internal error; denied by failurePolicy Fail (see the webhook log)', { code: 500 })
+        : allowed(request.uid, { warnings: ['mirrorgate: internal error; admitted unchanged by failurePolicy Ignore'] });
+  }
+  const seconds = (deps.now() - started) / 1000;
+  deps.metrics.admissionRequests.inc({ operation: label, result });
+  deps.metrics.admissionDuration.observe(seconds);
+  // One line per admission: what was decided and how long it took.
+  log.info(
+    {
+      kind: request.kind.kind,
+      name: request.name || undefined,
+      mode,
+      dryRun: request.dryRun || undefined,
+      decision: result,
+      rewrites: evaluation?.plan?.decisions.filter((d) => d.action === 'rewritten' || d.action === 'would-rewrite').length,
+      reason: evaluation?.reason ?? evaluation?.plan?.denial,
+      durationMs: Math.round(seconds * 1e6) / 1e3,
+    },
+    'admission',
+  );
+  await reply.code(200).send(reviewOf(response));
+}
+
+/** The budget for registry checks: never beyond the API server's own deadline. */
+function requestBudgetMs(timeout: string | undefined): number {
+  const ms = parseTimeoutParam(timeout);
+  // Leave room for the answer to travel back before the API server gives up.
+  return ms === undefined ? Number.POSITIVE_INFINITY : Math.max(0, ms - 250);
+}
+
+function safeFailurePolicy(deps: MutateDeps): 'Ignore' | 'Fail' {
+  try {
+    return deps.config.current().failurePolicy;
+  } catch {
+    return 'Fail';
+  }
+}
+
+function record(deps: MutateDeps, evaluation: Evaluation, mode: Mode): void {
+  const plan = evaluation.plan;
+  if (plan === undefined) return;
+  for (const d of plan.decisions) {
+    if ((d.action === 'rewritten' || d.action === 'would-rewrite') && d.sourceRegistry !== undefined && d.target !== undefined) {
+      const target = d.target.slice(0, d.target.indexOf('/') === -1 ? undefined : d.target.indexOf('/'));
+      deps.metrics.imageRewrites.inc({
+        source_registry: deps.metrics.registryLabel(d.sourceRegistry),
+        target_registry: deps.metrics.registryLabel(target),
+        mode,
+      });
+    }
+    if (d.violation !== undefined) {
+      deps.metrics.policyViolations.inc({ registry: deps.metrics.registryLabel(d.violationRegistry ?? 'invalid'), mode });
+    }
+  }
+}

@@ -1,0 +1,76 @@
+import { readFileSync } from 'node:fs';
+import t from 'tap';
+import { ConfigError, parseConfig, validateConfig } from '../../src/config/schema.js';
+
+function problems(raw: unknown): string[] {
+  try {
+    validateConfig(raw);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems.map((p) => `${p.path}: ${p.message}`);
+    throw err;
+  }
+  return [];
+}
+
+t.test('the shipped example config is valid', async (t) => {
+  const c = parseConfig(readFileSync(new URL('../../config/example.yaml', import.meta.url), 'utf8'));
+  t.equal(c.mode, 'enforce');
+  t.equal(c.ruleSet.rules.length, 5);
+  t.equal(c.failurePolicy, 'Fail', 'enforce + policy defaults to failing closed');
+  t.ok(Object.isFrozen(c) && Object.isFrozen(c.file.rules), 'frozen');
+});
+
+t.test('defaults', async (t) => {
+  const c = validateConfig({});
+  t.equal(c.mode, 'enforce');
+  t.equal(c.failurePolicy, 'Ignore', 'no policy: fail open');
+  t.equal(c.policy, undefined);
+  t.same(c.ruleSet.rules, []);
+  t.equal(c.logLevel, 'info');
+  t.equal(validateConfig(null).mode, 'enforce', 'an empty file is the defaults');
+  t.equal(validateConfig({ mode: 'audit', policy: { allowedRegistries: ['a.io'] } }).failurePolicy, 'Ignore', 'audit fails open');
+});
+
+const bad: { name: string; raw: unknown; expect: string[] }[] = [
+  { name: 'root not a mapping', raw: [1], expect: ['(root): must be a mapping of keys to values'] },
+  { name: 'unknown top-level key', raw: { rulez: [] }, expect: ['rulez: unknown key'] },
+  { name: 'bad mode', raw: { mode: 'strict' }, expect: ['mode: must be one of enforce, audit (got "strict")'] },
+  { name: 'bad failurePolicy', raw: { failurePolicy: 'ignore' }, expect: ['failurePolicy: must be one of Ignore, Fail'] },
+  { name: 'rules not a list', raw: { rules: { from: 'a' } }, expect: ['rules: must be a list'] },
+  { name: 'rule missing to', raw: { rules: [{ from: 'docker.io' }] }, expect: ['rules[0].to: is required'] },
+  { name: 'rule unknown key', raw: { rules: [{ from: 'docker.io', to: 'm.io', tp: 'x' }] }, expect: ['rules[0].tp: unknown key'] },
+  { name: 'rule bad verify', raw: { rules: [{ from: 'docker.io', to: 'm.io', verify: 'yes' }] }, expect: ['rules[0].verify: must be true or false'] },
+  {
+    name: 'every problem listed, indexes match the file',
+    raw: { rules: [{ from: 'docker.io' }, { from: 'quay.io', to: 'not a host' }, { from: 'gcr.io', to: 'm.io' }, { from: 'ghcr.io', to: 'gcr.io/x' }] },
+    expect: ['rules[0].to: is required', 'rules[1].to: "not a host" contains whitespace', 'rules[3].to: "gcr.io/x" overlaps rules[2].from'],
+  },
+  { name: 'policy not a mapping', raw: { policy: ['a'] }, expect: ['policy: must be a mapping'] },
+  { name: 'policy without list', raw: { policy: {} }, expect: ['policy.allowedRegistries: is required'] },
+  { name: 'policy empty list', raw: { policy: { allowedRegistries: [] } }, expect: ['policy.allowedRegistries: is empty'] },
+  { name: 'policy bad entry', raw: { policy: { allowedRegistries: ['ok.io', 5, 'https://x'] } }, expect: ['policy.allowedRegistries[1]: must be a string', 'policy.allowedRegistries[2]: "https://x" must be a registry host, not a URL'] },
+  { name: 'pull secret bad name', raw: { pullSecrets: [{ name: 'Bad_Name', registries: ['m.io'] }] }, expect: ['pullSecrets[0].name: "Bad_Name" is not a valid Secret name'] },
+  { name: 'pull secret missing name', raw: { pullSecrets: [{ registries: ['m.io'] }] }, expect: ['pullSecrets[0].name: is required'] },
+  { name: 'pull secret missing registries', raw: { pullSecrets: [{ name: 's' }] }, expect: ['pullSecrets[0].registries: must list at least one registry'] },
+];
+
+t.test('validation lists every problem by path', async (t) => {
+  for (const c of bad) {
+    t.test(c.name, async (t) => {
+      const got = problems(c.raw);
+      t.equal(got.length, c.expect.length, `problems: ${JSON.stringify(got)}`);
+      for (const e of c.expect) t.ok(got.some((g) => g.startsWith(e)), `has "${e}" in ${JSON.stringify(got)}`);
+    });
+  }
+});
+
+t.test('YAML syntax errors and duplicate keys are config errors', async (t) => {
+  t.throws(() => parseConfig('mode: [unclosed', 'x.yaml'), ConfigError);
+  t.throws(() => parseConfig('mode: audit\nmode: enforce\n', 'x.yaml'), /x.yaml/);
+  t.equal(parseConfig('{"mode": "audit"}').mode, 'audit', 'JSON is YAML');
+});
+
+t.test('the error message names the file and each field', async (t) => {
+  const err = t.throws(() => parseConfig('mode: bad\nrules: [{from: docker.io}]\n', 'cfg.yaml')) as Error;
+  t.match(err.message, /invalid config cfg.yaml:\n {2}mode: .*\n {2}rules\[0\]\.to: is required/);
+});

@@ -1,0 +1,58 @@
+import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { ConfigError } from '../../src/config/schema.js';
+import { ConfigWatcher, loadConfigFile } from '../../src/config/watch.js';
+
+async function tempConfig(t: { teardown(fn: () => unknown): void }, text: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'mg-config-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'config.yaml');
+  await writeFile(file, text);
+  return file;
+}
+
+function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const start = Date.now();
+  return new Promise((resolve, reject) => {
+    const tick = (): void => {
+      if (cond()) resolve();
+      else if (Date.now() - start > ms) reject(new Error('condition not met in time'));
+      else setTimeout(tick, 20);
+    };
+    tick();
+  });
+}
+
+t.test('loadConfigFile: unreadable file is a ConfigError naming the file', async (t) => {
+  await t.rejects(loadConfigFile(join(tmpdir(), 'does-not-exist-mg.yaml')), ConfigError);
+  await t.rejects(loadConfigFile(join(tmpdir(), 'does-not-exist-mg.yaml')), /does-not-exist-mg.yaml/);
+});
+
+t.test('reloads a valid change, rejects an invalid one and keeps the last good config', async (t) => {
+  const file = await tempConfig(t, 'mode: enforce\n');
+  const reloaded: string[] = [];
+  const rejected: string[] = [];
+  const w = new ConfigWatcher(file, await loadConfigFile(file), {
+    onReload: (c) => reloaded.push(c.mode),
+    onReject: (e) => rejected.push(e.message),
+  }, { intervalMs: 50, debounceMs: 10 }).start();
+  t.teardown(() => w.stop());
+
+  await writeFile(file, 'mode: audit\n');
+  await until(() => reloaded.length === 1);
+  t.equal(w.current().mode, 'audit');
+
+  await writeFile(file, 'mode: nonsense\n');
+  await until(() => rejected.length === 1);
+  t.match(rejected[0], /mode: must be one of enforce, audit/);
+  t.equal(w.current().mode, 'audit', 'last good config stays in force');
+
+  // A ConfigMap volume update: the file is replaced by a rename, not written in place.
+  const next = `${file}.new`;
+  await writeFile(next, 'mode: enforce\n');
+  await rename(next, file);
+  await until(() => reloaded.length === 2);
+  t.equal(w.current().mode, 'enforce');
+});

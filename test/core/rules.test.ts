@@ -1,0 +1,125 @@
+import t from 'tap';
+import { compileRules, decideRewrite, type RuleInput, type RuleSet } from '../../src/core/rules.js';
+
+function ruleSet(rules: RuleInput[]): RuleSet {
+  const r = compileRules(rules);
+  if (!r.ok) throw new Error(r.problems.map((p) => `${p.path}: ${p.message}`).join('\n'));
+  return r.ruleSet;
+}
+
+const standard = ruleSet([
+  { from: 'docker.io', to: 'mirror.example.com/dockerhub' },
+  { from: 'gcr.io', to: 'mirror.example.com/gcr' },
+  { from: 'gcr.io/google-samples', to: 'us-docker.pkg.dev/acme-prod/gcr-samples' },
+  { from: 'quay.io/prometheus', to: 'mirror.example.com/prom' },
+  { from: '*.example.org', to: 'mirror.example.com/example-org' },
+  { from: 'localhost:5000', to: 'mirror.example.com/local' },
+  { from: 'docker.io/library/busybox', to: 'mirror.example.com/bb' },
+]);
+
+const D = 'sha256:' + 'a'.repeat(64);
+
+const cases: { name: string; image: string; expect: string | { kind: 'unchanged' | 'invalid'; reason?: string } }[] = [
+  { name: 'official image, tag kept', image: 'nginx:1.14.2', expect: 'mirror.example.com/dockerhub/library/nginx:1.14.2' },
+  { name: 'official image, no tag stays no tag', image: 'nginx', expect: 'mirror.example.com/dockerhub/library/nginx' },
+  { name: 'docker.io prefix', image: 'docker.io/library/nginx:1', expect: 'mirror.example.com/dockerhub/library/nginx:1' },
+  { name: 'index.docker.io is docker.io', image: 'index.docker.io/bitnami/redis:7', expect: 'mirror.example.com/dockerhub/bitnami/redis:7' },
+  { name: 'uppercase host matches case-insensitively', image: 'Docker.IO/library/nginx:1', expect: 'mirror.example.com/dockerhub/library/nginx:1' },
+  { name: 'user image on Docker Hub', image: 'bitnami/redis:7.2', expect: 'mirror.example.com/dockerhub/bitnami/redis:7.2' },
+  { name: 'digest kept byte for byte', image: `nginx@${D}`, expect: `mirror.example.com/dockerhub/library/nginx@${D}` },
+  { name: 'tag and digest kept', image: `nginx:1.25@${D}`, expect: `mirror.example.com/dockerhub/library/nginx:1.25@${D}` },
+  { name: 'tag case kept', image: 'nginx:Latest-RC1', expect: 'mirror.example.com/dockerhub/library/nginx:Latest-RC1' },
+  { name: 'longest match wins', image: 'gcr.io/google-samples/hello-app:1.0', expect: 'us-docker.pkg.dev/acme-prod/gcr-samples/hello-app:1.0' },
+  { name: 'shorter rule for other paths', image: 'gcr.io/distroless/static:nonroot', expect: 'mirror.example.com/gcr/distroless/static:nonroot' },
+  { name: 'whole components only', image: 'gcr.io/google-samples-evil/app:1', expect: 'mirror.example.com/gcr/google-samples-evil/app:1' },
+  { name: 'path prefix rule', image: 'quay.io/prometheus/node-exporter:v1', expect: 'mirror.example.com/prom/node-exporter:v1' },
+  { name: 'path prefix rule does not match siblings', image: 'quay.io/prometheus-operator/x:v1', expect: { kind: 'unchanged', reason: 'no-rule' } },
+  { name: 'registry without rule', image: 'quay.io/coreos/etcd:v3', expect: { kind: 'unchanged', reason: 'no-rule' } },
+  { name: 'wildcard subdomain', image: 'registry.example.org/team/app:1', expect: 'mirror.example.com/example-org/team/app:1' },
+  { name: 'wildcard deep subdomain', image: 'a.b.example.org/app:1', expect: 'mirror.example.com/example-org/app:1' },
+  { name: 'wildcard never the apex', image: 'example.org/app:1', expect: { kind: 'unchanged', reason: 'no-rule' } },
+  { name: 'wildcard never a look-alike suffix', image: 'example.org.evil.io/app:1', expect: { kind: 'unchanged', reason: 'no-rule' } },
+  { name: 'look-alike of docker.io is not docker.io', image: 'docker.io.evil.com/library/nginx:1', expect: { kind: 'unchanged', reason: 'no-rule' } },
+  { name: 'host with port', image: 'localhost:5000/app:dev', expect: 'mirror.example.com/local/app:dev' },
+  { name: 'port is part of the host', image: 'localhost:5001/app:dev', expect: { kind: 'unchanged', reason: 'no-rule' } },
+  { name: 'full repository rule beats registry rule', image: 'busybox:1.36', expect: 'mirror.example.com/bb:1.36' },
+  { name: 'full repository rule, nested below it', image: 'docker.io/library/busybox/extra:1', expect: 'mirror.example.com/bb/extra:1' },
+  { name: 'already on a target: idempotent', image: 'mirror.example.com/dockerhub/library/nginx:1.14.2', expect: { kind: 'unchanged', reason: 'on-target' } },
+  { name: 'already on an Artifact Registry target', image: 'us-docker.pkg.dev/acme-prod/gcr-samples/hello-app:1.0', expect: { kind: 'unchanged', reason: 'on-target' } },
+  { name: 'invalid reference never rewritten', image: 'Nginx:1', expect: { kind: 'invalid' } },
+  { name: 'empty reference invalid', image: '', expect: { kind: 'invalid' } },
+  { name: 'url is invalid', image: 'https://docker.io/nginx', expect: { kind: 'invalid' } },
+];
+
+t.test('decideRewrite', async (t) => {
+  for (const c of cases) {
+    t.test(c.name, async (t) => {
+      const d = decideRewrite(standard, c.image);
+      if (typeof c.expect === 'string') {
+        t.equal(d.kind, 'rewrite', `${c.image} is rewritten`);
+        if (d.kind === 'rewrite') t.equal(d.rewritten, c.expect);
+        // Idempotent: the result is left alone by a second pass.
+        const again = decideRewrite(standard, c.expect);
+        t.equal(again.kind, 'unchanged', 'second pass changes nothing');
+      } else {
+        t.equal(d.kind, c.expect.kind);
+        if (c.expect.reason && d.kind === 'unchanged') t.equal(d.reason, c.expect.reason);
+        if (d.kind === 'invalid') t.match(d.reason, c.image === '' ? /./ : c.image, 'reason quotes the reference');
+      }
+    });
+  }
+});
+
+t.test('target that would exceed the name length is not rewritten', async (t) => {
+  const rs = ruleSet([{ from: 'docker.io', to: `mirror.example.com/${'x'.repeat(200)}` }]);
+  const d = decideRewrite(rs, `docker.io/${'a'.repeat(60)}/b:1`);
+  t.equal(d.kind, 'unchanged');
+  if (d.kind === 'unchanged') {
+    t.equal(d.reason, 'target-invalid');
+    t.ok(d.detail, 'says why');
+  }
+});
+
+t.test('rule targeting a full repository keeps tag', async (t) => {
+  const rs = ruleSet([{ from: 'docker.io/library/nginx', to: 'mirror.example.com/nginx' }]);
+  const d = decideRewrite(rs, 'nginx:1.25');
+  t.equal(d.kind === 'rewrite' ? d.rewritten : d.kind, 'mirror.example.com/nginx:1.25');
+});
+
+const bad: { name: string; rules: RuleInput[]; path: string; message: RegExp }[] = [
+  { name: 'from not a host', rules: [{ from: 'not a host', to: 'm.example.com' }], path: 'rules[0].from', message: /whitespace/ },
+  { name: 'from is a URL', rules: [{ from: 'https://docker.io', to: 'm.example.com' }], path: 'rules[0].from', message: /URL/ },
+  { name: 'to with wildcard', rules: [{ from: 'docker.io', to: '*.example.com' }], path: 'rules[0].to', message: /wildcard/ },
+  { name: 'to with uppercase path', rules: [{ from: 'docker.io', to: 'm.example.com/Docker' }], path: 'rules[0].to', message: /repository path/ },
+  { name: 'to with trailing slash', rules: [{ from: 'docker.io', to: 'm.example.com/' }], path: 'rules[0].to', message: /end with/ },
+  { name: 'to with a tag', rules: [{ from: 'docker.io', to: 'm.example.com/x:1' }], path: 'rules[0].to', message: /repository path/ },
+  { name: 'star in the middle', rules: [{ from: 'a.*.com', to: 'm.example.com' }], path: 'rules[0].from', message: /first label/ },
+  { name: 'duplicate from', rules: [{ from: 'docker.io', to: 'a.example.com' }, { from: 'index.docker.io', to: 'b.example.com' }], path: 'rules[1].from', message: /duplicates rules\[0\]/ },
+  { name: 'loop: target is a from', rules: [{ from: 'docker.io', to: 'mirror.example.com' }, { from: 'mirror.example.com', to: 'other.example.com' }], path: 'rules[0].to', message: /rewritten again/ },
+  { name: 'loop: rewrite into own source', rules: [{ from: 'docker.io', to: 'docker.io/mirror' }], path: 'rules[0].to', message: /rewritten again/ },
+  { name: 'loop: wildcard from covers target', rules: [{ from: '*.example.com', to: 'mirror.example.com' }], path: 'rules[0].to', message: /rewritten again/ },
+  { name: 'loop: from below a target prefix', rules: [{ from: 'docker.io', to: 'm.example.com' }, { from: 'm.example.com/x', to: 'n.example.com' }], path: 'rules[0].to', message: /rewritten again/ },
+  { name: 'copyOnMiss without verify', rules: [{ from: 'docker.io', to: 'm.example.com', copyOnMiss: true }], path: 'rules[0].copyOnMiss', message: /verify/ },
+];
+
+t.test('compileRules rejects', async (t) => {
+  for (const c of bad) {
+    t.test(c.name, async (t) => {
+      const r = compileRules(c.rules);
+      t.equal(r.ok, false);
+      if (!r.ok) {
+        const p = r.problems.find((p) => p.path === c.path);
+        t.ok(p, `problem at ${c.path}: ${JSON.stringify(r.problems)}`);
+        if (p) t.match(p.message, c.message);
+      }
+    });
+  }
+});
+
+t.test('non-overlapping targets under one host compile', async (t) => {
+  const r = compileRules([
+    { from: 'docker.io', to: 'mirror.example.com/dockerhub' },
+    { from: 'quay.io', to: 'mirror.example.com/quay' },
+  ]);
+  t.equal(r.ok, true);
+});
