@@ -51,21 +51,21 @@ function str(v: unknown): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
-function port(v: unknown, name: string, dflt: number): number {
+function port(v: string | boolean | undefined, name: string, dflt: number): number {
   if (v === undefined) return dflt;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UsageError(`--${name}: not a port number: ${String(v)}`);
+  if (typeof v !== 'string' || !/^\d+$/.test(v) || n > 65535) throw new UsageError(`--${name}: not a port number: ${String(v)}`);
   return n;
 }
 
-function duration(v: unknown, name: string, dfltMs: number): number {
+function duration(v: string | boolean | undefined, name: string, dfltMs: number): number {
   if (v === undefined) return dfltMs;
   const m = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(String(v));
   if (!m) throw new UsageError(`--${name}: not a duration (like 5s or 500ms): ${String(v)}`);
   return Number(m[1]) * (m[2] === 'ms' ? 1 : 1000);
 }
 
-function requireConfig(values: Record<string, unknown>): string {
+function requireConfig(values: { config?: string | boolean | undefined }): string {
   const config = str(values.config);
   if (config === undefined) throw new UsageError('--config FILE is required');
   return config;

@@ -3,7 +3,7 @@ import t from 'tap';
 import { compilePolicy } from '../../src/core/policy.js';
 import { compilePullSecrets } from '../../src/core/pull-secrets.js';
 import { compileRules } from '../../src/core/rules.js';
-import { planPod, readPod, type Mode, type PlanInput, type Settings, MAX_WARNINGS } from '../../src/core/pod.js';
+import { planPod, readPod, type PlanInput, type Settings, MAX_WARNINGS } from '../../src/core/pod.js';
 
 const { applyPatch, deepClone } = fjp;
 
@@ -33,7 +33,7 @@ function plan(p: Pod, s: Settings, extra: Partial<Omit<PlanInput, 'pod' | 'oldPo
   const oldView = extra.old ? readPod(extra.old) : undefined;
   if (oldView && !oldView.ok) throw new Error(oldView.error);
   return planPod(
-    { operation: extra.operation ?? 'CREATE', subResource: extra.subResource ?? '', pod: view.pod, oldPod: oldView?.ok ? oldView.pod : undefined, mode: (extra.mode ?? 'enforce') as Mode },
+    { operation: extra.operation ?? 'CREATE', subResource: extra.subResource ?? '', pod: view.pod, oldPod: oldView?.ok ? oldView.pod : undefined, mode: extra.mode ?? 'enforce' },
     s,
   );
 }
