@@ -1,0 +1,219 @@
+/**
+ * The webhook as it runs: `serve()` with real TLS on 127.0.0.1, certificates created
+ * once and reused, the metrics port, and SIGTERM-style shutdown that keeps answering
+ * while endpoints update. The CLI is also started as a process and stopped by SIGTERM.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { request as httpsRequest, Agent } from 'node:https';
+import { request as httpRequest } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { serve, type Running } from '../src/serve.js';
+import { LogSink, review } from './support/app.js';
+
+const CONFIG = `mode: enforce
+rules:
+  - from: docker.io
+    to: mirror.example.com/dockerhub
+policy:
+  allowedRegistries: [mirror.example.com]
+`;
+
+async function tempDir(t: { teardown(fn: () => unknown): void }): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'mg-serve-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+function post(url: string, ca: string, body: unknown, agent?: Agent): Promise<{ status: number; json: any }> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const req = httpsRequest(
+      { hostname: u.hostname, port: u.port, path: `${u.pathname}${u.search}`, method: 'POST', ca, agent, servername: 'localhost', headers: { 'content-type': 'application/json' } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString('utf8')) }));
+      },
+    );
+    req.on('error', reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
+function get(url: string, ca?: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const opts = { hostname: u.hostname, port: u.port, path: u.pathname, ca, servername: 'localhost' };
+    const req = (u.protocol === 'https:' ? httpsRequest : httpRequest)(opts, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function start(t: { teardown(fn: () => unknown): void }, dir: string, shutdownDelayMs = 200): Promise<{ running: Running; ca: string; logs: LogSink }> {
+  const configPath = join(dir, 'config.yaml');
+  await writeFile(configPath, CONFIG);
+  const logs = new LogSink();
+  const running = await serve({
+    configPath,
+    host: '127.0.0.1',
+    port: 0,
+    metricsPort: 0,
+    metricsHost: '127.0.0.1',
+    tlsCert: undefined,
+    tlsKey: undefined,
+    certsDir: join(dir, 'certs'),
+    serviceName: 'mirrorgate',
+    namespace: 'mirrorgate',
+    shutdownDelayMs,
+    noKube: true,
+    kubeconfig: undefined,
+    logDestination: logs,
+  });
+  t.teardown(() => running.shutdown('test over'));
+  const ca = await readFile(join(dir, 'certs', 'ca.crt'), 'utf8');
+  return { running, ca, logs };
+}
+
+t.test('serves /mutate over TLS with created certificates, and metrics over HTTP', async (t) => {
+  const dir = await tempDir(t);
+  const { running, ca, logs } = await start(t, dir);
+  t.match(running.url, /^https:\/\/127\.0\.0\.1:\d+$/);
+  const { uid, body } = review();
+  const res = await post(`${running.url}/mutate?timeout=10s`, ca, body);
+  t.equal(res.status, 200);
+  t.equal(res.json.response.uid, uid);
+  t.equal(res.json.response.patchType, 'JSONPatch');
+  t.equal((await get(`${running.url}/readyz`, ca)).status, 200);
+  const metrics = await get(`${running.metricsUrl}/metrics`);
+  t.match(metrics.body, /mirrorgate_admission_requests_total\{operation="create",result="patched"\} 1/);
+  t.match(metrics.body, /process_cpu_user_seconds_total/, 'Node default metrics');
+  for (const f of ['ca.crt', 'tls.crt', 'tls.key']) {
+    t.equal((await stat(join(dir, 'certs', f))).mode & 0o777, 0o600, `${f} is 0600`);
+  }
+  t.equal(logs.find('mirrorgate listening').length, 1);
+  t.match(logs.find('admission')[0], { uid, decision: 'patched' });
+});
+
+t.test('certificates are created once and reused on the next start', async (t) => {
+  const dir = await tempDir(t);
+  const first = await start(t, dir);
+  const crt = await readFile(join(dir, 'certs', 'tls.crt'), 'utf8');
+  await first.running.shutdown('restart');
+  const second = await start(t, dir);
+  t.equal(await readFile(join(dir, 'certs', 'tls.crt'), 'utf8'), crt, 'same certificate');
+  t.equal(second.logs.find('reusing certificates').length, 1);
+});
+
+t.test('shutdown: not ready at once, keeps serving during the delay, then closes', async (t) => {
+  const dir = await tempDir(t);
+  const { running, ca } = await start(t, dir, 600);
+  const agent = new Agent({ keepAlive: true, ca });
+  t.teardown(() => agent.destroy());
+  await post(`${running.url}/mutate`, ca, review().body, agent);
+  const done = running.shutdown('SIGTERM');
+  const ready = await get(`${running.url}/readyz`, ca);
+  t.equal(ready.status, 503, 'readiness false at once');
+  t.match(ready.body, /shutting down/);
+  // Requests during the delay, on the kept-alive connection and on new ones, all succeed.
+  const during = await Promise.all(Array.from({ length: 20 }, (_, i) => post(`${running.url}/mutate`, ca, review().body, i % 2 === 0 ? agent : undefined)));
+  t.ok(during.every((r) => r.status === 200 && r.json.response.allowed === true), 'all answered during the shutdown delay');
+  await done;
+  await t.rejects(post(`${running.url}/mutate`, ca, review().body), 'closed after the drain');
+});
+
+t.test('invalid config: serve throws a ConfigError naming the field', async (t) => {
+  const dir = await tempDir(t);
+  const configPath = join(dir, 'bad.yaml');
+  await writeFile(configPath, 'mode: enforce\nrules:\n  - from: docker.io\n    to: "not a host"\n');
+  await t.rejects(
+    serve({ configPath, host: '127.0.0.1', port: 0, metricsPort: 0, metricsHost: '127.0.0.1', tlsCert: undefined, tlsKey: undefined, certsDir: join(dir, 'c'), serviceName: 's', namespace: 'n', shutdownDelayMs: 0, noKube: true, kubeconfig: undefined }),
+    /rules\[0\]\.to: "not a host" contains whitespace/,
+  );
+});
+
+/** Start the real CLI (TypeScript through tsx) and wait for its listening line. */
+function startCli(args: string[]): Promise<{ child: ReturnType<typeof spawn>; lines: string[]; url: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`cli did not start: ${lines.join('\n')}`)), 30_000);
+    child.stdout?.on('data', (d: Buffer) => {
+      for (const l of d.toString('utf8').split('\n')) {
+        if (l.trim() === '') continue;
+        lines.push(l);
+        if (l.includes('"mirrorgate listening"')) {
+          clearTimeout(timer);
+          const url = (JSON.parse(l) as { url: string }).url;
+          resolve({ child, lines, url });
+        }
+      }
+    });
+    child.stderr?.on('data', (d: Buffer) => lines.push(d.toString('utf8')));
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`cli exited ${code}: ${lines.join('\n')}`));
+    });
+  });
+}
+
+t.test('the CLI exits 0 on SIGTERM after draining', async (t) => {
+  const dir = await tempDir(t);
+  await writeFile(join(dir, 'config.yaml'), CONFIG);
+  const { child, url, lines } = await startCli(['serve', '--config', join(dir, 'config.yaml'), '--no-kube', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--certs-dir', join(dir, 'certs'), '--shutdown-delay', '100ms']);
+  const ca = await readFile(join(dir, 'certs', 'ca.crt'), 'utf8');
+  const res = await post(url, ca, review().body);
+  t.equal(res.status, 200);
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  child.kill('SIGTERM');
+  t.equal(await exited, 0, 'exit code 0');
+  t.ok(lines.some((l) => l.includes('"shut down"')), 'logged the shutdown');
+});
+
+t.test('the CLI: usage and config errors exit 2 with a message', async (t) => {
+  const run = (args: string[]): Promise<{ code: number | null; err: string }> =>
+    new Promise((resolve) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let err = '';
+      child.stderr.on('data', (d: Buffer) => (err += d.toString('utf8')));
+      child.on('exit', (code) => resolve({ code, err }));
+    });
+  const dir = await tempDir(t);
+  await writeFile(join(dir, 'bad.yaml'), 'mode: strict\nrules: [{from: docker.io, to: m.example.com, extra: 1}]\n');
+  const bad = await run(['serve', '--config', join(dir, 'bad.yaml'), '--no-kube']);
+  t.equal(bad.code, 2);
+  t.match(bad.err, /mode: must be one of enforce, audit/);
+  t.match(bad.err, /rules\[0\]\.extra: unknown key/);
+  const usage = await run(['serve', '--bogus']);
+  t.equal(usage.code, 2);
+  t.match(usage.err, /Unknown option '--bogus'/);
+  const unknown = await run(['frobnicate']);
+  t.equal(unknown.code, 2);
+  t.match(unknown.err, /unknown command "frobnicate"/);
+});
+
+t.test('mirrorgate rewrite prints each decision', async (t) => {
+  const { main } = await import('../src/cli.js');
+  const dir = await tempDir(t);
+  await writeFile(join(dir, 'c.yaml'), CONFIG);
+  const out: string[] = [];
+  const err: string[] = [];
+  const io = { out: (l: string) => out.push(l), err: (l: string) => err.push(l) };
+  t.equal(await main(['rewrite', '--config', join(dir, 'c.yaml'), 'nginx:1.14.2'], io), 0);
+  t.match(out.join('\n'), 'nginx:1.14.2 -> mirror.example.com/dockerhub/library/nginx:1.14.2');
+  out.length = 0;
+  t.equal(await main(['rewrite', '--config', join(dir, 'c.yaml'), 'quay.io/x/y:1', 'Bad:Ref'], io), 1, 'exit 1 when denied or invalid');
+  t.match(out.join('\n'), /quay.io\/x\/y:1: unchanged \(no-rule\)\n {2}policy: denied: "quay.io\/x\/y:1" is not from an allowed registry/);
+  t.match(out.join('\n'), /Bad:Ref: invalid/);
+  out.length = 0;
+  t.equal(await main(['rewrite', '--config', join(dir, 'c.yaml'), '--output', 'json', 'nginx'], io), 0);
+  t.same(JSON.parse(out.join('\n'))[0].result, 'mirror.example.com/dockerhub/library/nginx');
+  t.equal(await main(['rewrite', '--config', join(dir, 'c.yaml')], io), 2, 'no image is a usage error');
+});
