@@ -12,7 +12,7 @@ import { createLogger, type Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { buildServer } from './server/app.js';
 import { buildMetricsServer } from './server/metrics-route.js';
-import { readTlsFiles, tlsServerOptions, watchTlsFiles, type TlsFiles } from './server/tls.js';
+import { readTlsFiles, tlsSecureContextOptions, tlsServerOptions, watchTlsFiles, type TlsFiles } from './server/tls.js';
 
 export interface ServeOptions {
   readonly configPath: string;
@@ -91,14 +91,16 @@ export async function serve(opts: ServeOptions): Promise<Running> {
   const tlsWatch = watchTlsFiles(tlsFiles, {
     onReload: (next) => {
       try {
-        (app.server as unknown as HttpsServer).setSecureContext({ cert: next.cert, key: next.key });
+        // Full options, not just {cert, key}: setSecureContext resets whatever is not
+        // passed, TLS 1.2 minimum included.
+        (app.server as unknown as HttpsServer).setSecureContext(tlsSecureContextOptions(next));
         log.info({ certFile: tlsFiles.certFile }, 'serving certificate reloaded');
       } catch (err) {
         log.error({ err }, 'serving certificate reload failed; keeping the current one');
       }
     },
     onError: (err) => log.error({ error: err.message }, 'serving certificate files invalid; keeping the current one'),
-  });
+  }, { initial: pair });
   const metricsApp = buildMetricsServer({ metrics, log });
 
   await app.listen({ host: opts.host, port: opts.port });
