@@ -57,11 +57,17 @@ export function compileRules(inputs: readonly RuleInput[], basePath = 'rules', f
     const from = parsePattern(input.from, true);
     if (!from.ok) problems.push({ path: `${at}.from`, message: from.reason });
     const to = parsePattern(input.to, false);
+    let toHostOk = true;
     if (!to.ok) problems.push({ path: `${at}.to`, message: to.reason });
+    else if (!/[.:]/.test(to.pattern.host) && to.pattern.host !== 'localhost') {
+      // `mirror/dockerhub/...` would be read back as a Docker Hub path by every runtime.
+      problems.push({ path: `${at}.to`, message: `"${input.to}": the host must contain "." or ":" or be localhost, or runtimes read it as a Docker Hub path` });
+      toHostOk = false;
+    }
     if (input.copyOnMiss === true && input.verify !== true) {
       problems.push({ path: `${at}.copyOnMiss`, message: 'needs verify: true (a copy is queued when verification finds the image missing)' });
     }
-    if (from.ok && to.ok) {
+    if (from.ok && to.ok && toHostOk) {
       rules.push({
         index,
         from: from.pattern,

@@ -99,6 +99,7 @@ const bad: { name: string; rules: RuleInput[]; path: string; message: RegExp }[]
   { name: 'loop: rewrite into own source', rules: [{ from: 'docker.io', to: 'docker.io/mirror' }], path: 'rules[0].to', message: /rewritten again/ },
   { name: 'loop: wildcard from covers target', rules: [{ from: '*.example.com', to: 'mirror.example.com' }], path: 'rules[0].to', message: /rewritten again/ },
   { name: 'loop: from below a target prefix', rules: [{ from: 'docker.io', to: 'm.example.com' }, { from: 'm.example.com/x', to: 'n.example.com' }], path: 'rules[0].to', message: /rewritten again/ },
+  { name: 'to host that reads as a Docker Hub path', rules: [{ from: 'docker.io', to: 'mirror/dockerhub' }], path: 'rules[0].to', message: /Docker Hub path/ },
   { name: 'copyOnMiss without verify', rules: [{ from: 'docker.io', to: 'm.example.com', copyOnMiss: true }], path: 'rules[0].copyOnMiss', message: /verify/ },
 ];
 
