@@ -1,13 +1,31 @@
-/** The plain-HTTP metrics server: GET /metrics (Prometheus text). */
+/** The plain-HTTP metrics server: GET /metrics (Prometheus text), GET /report, GET /report.html. */
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
+import { renderReportHtml } from '../report/html.js';
+import type { Report } from '../report/rewrites.js';
 
-export function buildMetricsServer(deps: { metrics: Metrics; log: Logger }): FastifyInstance {
+/** The report to show: the merged view over replicas when the cluster is reachable, else this replica's. */
+export interface ReportSource {
+  report(): Promise<Report>;
+}
+
+export function buildMetricsServer(deps: { metrics: Metrics; log: Logger; report?: ReportSource | undefined }): FastifyInstance {
   const app = Fastify({ loggerInstance: deps.log, disableRequestLogging: true, forceCloseConnections: true }) as unknown as FastifyInstance;
   app.get('/metrics', async (_req, reply) => {
     const body = await deps.metrics.registry.metrics();
     return reply.header('content-type', deps.metrics.registry.contentType).send(body);
   });
+  const source = deps.report;
+  if (source !== undefined) {
+    app.get('/report', async (_req, reply) => reply.header('cache-control', 'no-store').send(await source.report()));
+    app.get('/report.html', async (_req, reply) =>
+      reply
+        .header('content-type', 'text/html; charset=utf-8')
+        .header('cache-control', 'no-store')
+        .header('content-security-policy', "default-src 'none'; style-src 'unsafe-inline'")
+        .send(renderReportHtml(await source.report())),
+    );
+  }
   return app;
 }

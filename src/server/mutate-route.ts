@@ -91,8 +91,12 @@ async function handle(deps: MutateDeps, req: FastifyRequest<{ Querystring: Mutat
     }
     response = evaluation.response;
     result = !response.allowed ? 'denied' : response.patch !== undefined ? 'patched' : 'allowed';
-    if (!request.dryRun) record(deps, evaluation, mode);
-    for (const o of deps.observers ?? []) o.observe({ request, evaluation, mode });
+    // dryRun requests leave no trace (sideEffects: NoneOnDryRun): no rewrite metrics,
+    // no report entry, no background copy.
+    if (!request.dryRun) {
+      record(deps, evaluation, mode);
+      for (const o of deps.observers ?? []) o.observe({ request, evaluation, mode });
+    }
   } catch (err) {
     // Never let an internal error become a 500: the API server would apply its own
     // failurePolicy, but we answer ours, with the uid, and say why in the log.

@@ -1,0 +1,306 @@
+/**
+ * The background report: an in-memory record of admission decisions keyed by source
+ * registry. It answers "which registries and images still come from outside, what was
+ * rewritten, what would be (audit), what was denied, what is missing from the mirror".
+ *
+ * Memory is bounded whatever the traffic: at most `maxRegistries` entries (the rest are
+ * counted under `other`), each with at most `maxImages` images, `maxImages` missing
+ * images and `maxNamespaces` namespaces (overflow counted). With the defaults (200
+ * registries, 100 images, 100 namespaces, references of at most 255 bytes) that is a few
+ * megabytes at worst, typically kilobytes.
+ */
+import type { ContainerDecision, Mode } from '../core/pod.js';
+import { formatReference, parseReference } from '../core/reference.js';
+
+/** Images are reported fully qualified (`docker.io/library/nginx:1.14.2`), as copy tools want them. */
+function qualified(image: string): string {
+  const p = parseReference(image);
+  return p.ok ? formatReference(p.ref) : image;
+}
+
+export interface RegistryEntry {
+  /** Rewrite target prefix of the rule for this registry, when there is one. */
+  target: string | undefined;
+  rewritten: number;
+  wouldRewrite: number;
+  denied: number;
+  /** Kept as they are although a rule matches: opted out, missing from the mirror, mirror unreachable. */
+  skipped: number;
+  /** Pulled as they are: no rule for them (or already on a mirror). */
+  unchanged: number;
+  images: string[];
+  imagesOverflow: number;
+  /** Images a verified rule found missing from the mirror: the copy list. */
+  missing: string[];
+  missingOverflow: number;
+  namespaces: string[];
+  namespacesOverflow: number;
+  /**
+   * Images a rule would send to the mirror that are still pulled from here (audit mode,
+   * missing from the mirror, mirror unreachable, opted out), with their rewrite target:
+   * the copy list. An image leaves it once it is rewritten.
+   */
+  pending: Record<string, string>;
+  pendingOverflow: number;
+  copied: number;
+  copyFailed: number;
+  firstSeen: string;
+  lastSeen: string;
+}
+
+export interface Report {
+  generatedAt: string;
+  mode: Mode;
+  registries: Record<string, RegistryEntry>;
+}
+
+export interface ReportLimits {
+  readonly maxRegistries: number;
+  readonly maxImages: number;
+  readonly maxNamespaces: number;
+}
+
+export const DEFAULT_LIMITS: ReportLimits = { maxRegistries: 200, maxImages: 100, maxNamespaces: 100 };
+export const OTHER = 'other';
+
+function emptyEntry(at: string): RegistryEntry {
+  return {
+    target: undefined,
+    rewritten: 0,
+    wouldRewrite: 0,
+    denied: 0,
+    skipped: 0,
+    unchanged: 0,
+    images: [],
+    imagesOverflow: 0,
+    missing: [],
+    missingOverflow: 0,
+    namespaces: [],
+    namespacesOverflow: 0,
+    pending: {},
+    pendingOverflow: 0,
+    copied: 0,
+    copyFailed: 0,
+    firstSeen: at,
+    lastSeen: at,
+  };
+}
+
+function addPending(e: RegistryEntry, image: string, target: string, max: number): number {
+  if (e.pending[image] !== undefined) return 0;
+  if (Object.keys(e.pending).length >= max) return 1;
+  e.pending[image] = target;
+  return 0;
+}
+
+/** Add to a bounded list of distinct values; returns the overflow increment (0 or 1). */
+function addBounded(list: string[], index: Set<string> | undefined, value: string, max: number): number {
+  if (index ? index.has(value) : list.includes(value)) return 0;
+  if (list.length >= max) return 1;
+  list.push(value);
+  index?.add(value);
+  return 0;
+}
+
+export class ReportCache {
+  readonly #entries = new Map<string, RegistryEntry>();
+  /** Per-entry lookup sets so that adding an image stays O(1). */
+  readonly #imageSets = new Map<string, Set<string>>();
+  readonly #limits: ReportLimits;
+  #mode: Mode;
+  #version = 0;
+
+  constructor(
+    private readonly now: () => Date,
+    mode: Mode,
+    limits: Partial<ReportLimits> = {},
+  ) {
+    this.#limits = { ...DEFAULT_LIMITS, ...limits };
+    this.#mode = mode;
+  }
+
+  /** Changes on every recorded event: lets the persister skip unchanged flushes. */
+  get version(): number {
+    return this.#version;
+  }
+
+  setMode(mode: Mode): void {
+    this.#mode = mode;
+  }
+
+  #entry(registry: string, at: string): RegistryEntry {
+    let key = registry;
+    let e = this.#entries.get(key);
+    if (e === undefined) {
+      if (this.#entries.size >= this.#limits.maxRegistries - 1 && key !== OTHER) key = OTHER;
+      e = this.#entries.get(key);
+      if (e === undefined) {
+        e = emptyEntry(at);
+        this.#entries.set(key, e);
+        this.#imageSets.set(key, new Set());
+      }
+    }
+    e.lastSeen = at;
+    return e;
+  }
+
+  /** Record the decisions of one admission (never called for dryRun requests). */
+  record(decisions: readonly ContainerDecision[], namespace: string): void {
+    if (decisions.length === 0) return;
+    const at = this.now().toISOString();
+    const { maxImages, maxNamespaces } = this.#limits;
+    for (const d of decisions) {
+      if (d.original === undefined || d.sourceRegistry === undefined) continue;
+      const image = qualified(d.original);
+      const e = this.#entry(d.sourceRegistry, at);
+      const key = this.#entries.get(d.sourceRegistry) === e ? d.sourceRegistry : OTHER;
+      if (d.rule !== undefined) e.target = d.rule.target;
+      switch (d.action) {
+        case 'rewritten':
+          e.rewritten++;
+          break;
+        case 'would-rewrite':
+          e.wouldRewrite++;
+          break;
+        case 'missing':
+          e.skipped++;
+          e.missingOverflow += addBounded(e.missing, undefined, image, maxImages);
+          break;
+        case 'opted-out':
+        case 'unverified':
+          e.skipped++;
+          break;
+        case 'unchanged':
+        case 'invalid':
+          e.unchanged++;
+          break;
+      }
+      if (d.violation !== undefined) e.denied++;
+      if (d.target !== undefined) {
+        if (d.action === 'rewritten') delete e.pending[image];
+        else if (d.action !== 'unchanged' && d.action !== 'invalid') e.pendingOverflow += addPending(e, image, d.target, maxImages);
+      }
+      e.imagesOverflow += addBounded(e.images, this.#imageSets.get(key), image, maxImages);
+      if (namespace !== '') e.namespacesOverflow += addBounded(e.namespaces, undefined, namespace, maxNamespaces);
+    }
+    this.#version++;
+  }
+
+  /** Record the outcome of a background copy into the mirror. */
+  recordCopy(sourceRegistry: string, original: string, ok: boolean): void {
+    const image = qualified(original);
+    const e = this.#entry(sourceRegistry, this.now().toISOString());
+    if (ok) {
+      e.copied++;
+      const i = e.missing.indexOf(image);
+      if (i !== -1) e.missing.splice(i, 1);
+      delete e.pending[image];
+    } else e.copyFailed++;
+    this.#version++;
+  }
+
+  /** Restore counts persisted by an earlier run of this replica (or adopted from a gone one). */
+  absorb(report: Report): void {
+    for (const [registry, incoming] of Object.entries(report.registries)) {
+      const e = this.#entry(registry, incoming.lastSeen);
+      const key = this.#entries.get(registry) === e ? registry : OTHER;
+      mergeEntry(e, incoming, this.#limits, this.#imageSets.get(key));
+    }
+    this.#version++;
+  }
+
+  snapshot(): Report {
+    const registries: Record<string, RegistryEntry> = {};
+    for (const [k, e] of [...this.#entries.entries()].sort(([a], [b]) => a.localeCompare(b))) registries[k] = structuredClone(e);
+    return { generatedAt: this.now().toISOString(), mode: this.#mode, registries };
+  }
+}
+
+function mergeEntry(into: RegistryEntry, from: RegistryEntry, limits: ReportLimits, imageSet?: Set<string>): void {
+  into.target ??= from.target;
+  into.rewritten += from.rewritten ?? 0;
+  into.wouldRewrite += from.wouldRewrite ?? 0;
+  into.denied += from.denied ?? 0;
+  into.skipped += from.skipped ?? 0;
+  into.unchanged += from.unchanged ?? 0;
+  into.copied += from.copied ?? 0;
+  into.copyFailed += from.copyFailed ?? 0;
+  into.imagesOverflow += from.imagesOverflow ?? 0;
+  into.missingOverflow += from.missingOverflow ?? 0;
+  into.namespacesOverflow += from.namespacesOverflow ?? 0;
+  into.pendingOverflow += from.pendingOverflow ?? 0;
+  for (const [image, target] of Object.entries(from.pending ?? {})) into.pendingOverflow += addPending(into, image, target, limits.maxImages);
+  for (const i of from.images ?? []) into.imagesOverflow += addBounded(into.images, imageSet, i, limits.maxImages);
+  for (const i of from.missing ?? []) into.missingOverflow += addBounded(into.missing, undefined, i, limits.maxImages);
+  for (const n of from.namespaces ?? []) into.namespacesOverflow += addBounded(into.namespaces, undefined, n, limits.maxNamespaces);
+  if (from.firstSeen && from.firstSeen < into.firstSeen) into.firstSeen = from.firstSeen;
+  if (from.lastSeen && from.lastSeen > into.lastSeen) into.lastSeen = from.lastSeen;
+}
+
+/** The merged view over replicas: counts summed, lists united (bounded), seen times widened. */
+export function mergeReports(reports: readonly Report[], now: Date, limits: ReportLimits = DEFAULT_LIMITS): Report {
+  const registries: Record<string, RegistryEntry> = {};
+  // The first report is the live one where there is one: its mode is the current mode.
+  const mode: Mode = reports[0]?.mode ?? 'enforce';
+  for (const r of reports) {
+    for (const [k, e] of Object.entries(r.registries)) {
+      const into = (registries[k] ??= emptyEntry(e.firstSeen));
+      mergeEntry(into, e, limits);
+    }
+  }
+  const sorted: Record<string, RegistryEntry> = {};
+  for (const k of Object.keys(registries).sort()) sorted[k] = registries[k] as RegistryEntry;
+  return { generatedAt: now.toISOString(), mode, registries: sorted };
+}
+
+/** Check the shape of a persisted or fetched report; throws an Error naming what is wrong. */
+export function parseReport(text: string, source: string): Report {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${source}: not JSON: ${(err as Error).message}`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${source}: not a report object`);
+  const r = raw as Partial<Report>;
+  if (typeof r.registries !== 'object' || r.registries === null) throw new Error(`${source}: registries missing`);
+  const registries: Record<string, RegistryEntry> = {};
+  for (const [k, v] of Object.entries(r.registries)) {
+    if (typeof v !== 'object' || v === null) throw new Error(`${source}: registries["${k}"] is not an object`);
+    const e = emptyEntry(typeof v.firstSeen === 'string' ? v.firstSeen : new Date(0).toISOString());
+    mergeEntry(e, sanitise(v), DEFAULT_LIMITS);
+    e.target = typeof v.target === 'string' ? v.target : undefined;
+    registries[k] = e;
+  }
+  return { generatedAt: typeof r.generatedAt === 'string' ? r.generatedAt : '', mode: r.mode === 'audit' ? 'audit' : 'enforce', registries };
+}
+
+function sanitise(v: Partial<RegistryEntry>): RegistryEntry {
+  const num = (x: unknown): number => (typeof x === 'number' && Number.isFinite(x) && x >= 0 ? Math.floor(x) : 0);
+  const strs = (x: unknown): string[] => (Array.isArray(x) ? x.filter((s): s is string => typeof s === 'string') : []);
+  const time = (x: unknown): string => (typeof x === 'string' ? x : '');
+  return {
+    target: typeof v.target === 'string' ? v.target : undefined,
+    rewritten: num(v.rewritten),
+    wouldRewrite: num(v.wouldRewrite),
+    denied: num(v.denied),
+    skipped: num(v.skipped),
+    unchanged: num(v.unchanged),
+    images: strs(v.images),
+    imagesOverflow: num(v.imagesOverflow),
+    missing: strs(v.missing),
+    missingOverflow: num(v.missingOverflow),
+    namespaces: strs(v.namespaces),
+    namespacesOverflow: num(v.namespacesOverflow),
+    pending: Object.fromEntries(
+      Object.entries(typeof v.pending === 'object' && v.pending !== null ? v.pending : {}).filter(
+        (kv): kv is [string, string] => typeof kv[1] === 'string',
+      ),
+    ),
+    pendingOverflow: num(v.pendingOverflow),
+    copied: num(v.copied),
+    copyFailed: num(v.copyFailed),
+    firstSeen: time(v.firstSeen),
+    lastSeen: time(v.lastSeen),
+  };
+}

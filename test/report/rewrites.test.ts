@@ -1,0 +1,137 @@
+import t from 'tap';
+import { readPod, planPod, type Mode, type Settings } from '../../src/core/pod.js';
+import { compileRules } from '../../src/core/rules.js';
+import { compilePolicy } from '../../src/core/policy.js';
+import { escapeHtml, renderReportHtml } from '../../src/report/html.js';
+import { copyCommands, formatTable, pendingImages } from '../../src/report/format.js';
+import { mergeReports, parseReport, ReportCache } from '../../src/report/rewrites.js';
+
+function settings(): Settings {
+  const rules = compileRules([
+    { from: 'docker.io', to: 'mirror.example.com/dockerhub' },
+    { from: 'quay.io', to: 'mirror.example.com/quay', verify: true },
+  ]);
+  const policy = compilePolicy(['mirror.example.com', 'registry.k8s.io']);
+  if (!rules.ok || !policy.ok) throw new Error('config');
+  return { ruleSet: rules.ruleSet, policy: policy.policy, pullSecrets: [] };
+}
+
+function decisions(images: string[], mode: Mode, absent: string[] = []) {
+  const view = readPod({ spec: { containers: images.map((image, i) => ({ name: `c${i}`, image })) } });
+  if (!view.ok) throw new Error(view.error);
+  const input = { operation: 'CREATE' as const, subResource: '', pod: view.pod, oldPod: undefined, mode };
+  const first = planPod(input, settings());
+  const outcomes = new Map(first.toVerify.map((t) => [t, absent.includes(t) ? ('absent' as const) : ('present' as const)]));
+  return planPod(input, settings(), { outcomes, onUnreachable: 'original' }).decisions;
+}
+
+let clock = Date.parse('2026-11-22T10:00:00Z');
+const now = (): Date => new Date(clock);
+
+t.test('records rewrites, audits, denials and misses by source registry', async (t) => {
+  const cache = new ReportCache(now, 'enforce');
+  cache.record(decisions(['nginx:1.14.2', 'nginx:1.14.2', 'evil.io/x:1', 'registry.k8s.io/pause:3.9'], 'enforce'), 'team-a');
+  clock += 60_000;
+  cache.record(decisions(['quay.io/acme/app:1'], 'enforce', ['mirror.example.com/quay/acme/app:1']), 'team-b');
+  cache.record(decisions(['redis:7'], 'audit'), 'team-c');
+  const r = cache.snapshot();
+  t.same(Object.keys(r.registries), ['docker.io', 'evil.io', 'quay.io', 'registry.k8s.io']);
+  t.match(r.registries['docker.io'], {
+    target: 'mirror.example.com/dockerhub',
+    rewritten: 2,
+    wouldRewrite: 1,
+    denied: 0,
+    images: ['docker.io/library/nginx:1.14.2', 'docker.io/library/redis:7'],
+    namespaces: ['team-a', 'team-c'],
+    pending: { 'docker.io/library/redis:7': 'mirror.example.com/dockerhub/library/redis:7' },
+    firstSeen: '2026-11-22T10:00:00.000Z',
+    lastSeen: '2026-11-22T10:01:00.000Z',
+  });
+  t.match(r.registries['evil.io'], { denied: 1, unchanged: 1, target: undefined });
+  t.match(r.registries['quay.io'], { skipped: 1, missing: ['quay.io/acme/app:1'], pending: { 'quay.io/acme/app:1': 'mirror.example.com/quay/acme/app:1' } });
+  t.match(r.registries['registry.k8s.io'], { unchanged: 1, denied: 0 });
+});
+
+t.test('a rewrite later takes an image off the pending list; a copy takes it off missing', async (t) => {
+  const cache = new ReportCache(now, 'enforce');
+  cache.record(decisions(['quay.io/acme/app:1'], 'enforce', ['mirror.example.com/quay/acme/app:1']), 'a');
+  cache.recordCopy('quay.io', 'quay.io/acme/app:1', true);
+  t.same(cache.snapshot().registries['quay.io']?.missing, []);
+  t.equal(cache.snapshot().registries['quay.io']?.copied, 1);
+  cache.record(decisions(['redis:7'], 'audit'), 'a');
+  cache.record(decisions(['redis:7'], 'enforce'), 'a');
+  t.same(cache.snapshot().registries['docker.io']?.pending, {});
+});
+
+t.test('memory stays bounded: registries, images and namespaces overflow into counts', async (t) => {
+  const cache = new ReportCache(now, 'enforce', { maxRegistries: 5, maxImages: 3, maxNamespaces: 2 });
+  for (let i = 0; i < 50; i++) cache.record(decisions([`r${i}.example.org/app:${i}`, `nginx:${i}`], 'enforce'), `ns-${i}`);
+  const r = cache.snapshot();
+  t.equal(Object.keys(r.registries).length, 5, 'at most maxRegistries entries');
+  t.ok(r.registries.other, 'the rest under other');
+  t.equal(r.registries.other?.unchanged, 47, 'r0..r2 keep entries; r3..r49 go to other');
+  const d = r.registries['docker.io'];
+  t.equal(d?.images.length, 3);
+  t.equal(d?.imagesOverflow, 47);
+  t.equal(d?.namespaces.length, 2);
+  t.equal(d?.namespacesOverflow, 48);
+  t.equal(d?.rewritten, 50, 'counts are never lost');
+});
+
+t.test('merge sums counts, unites lists and widens seen times', async (t) => {
+  const a = new ReportCache(() => new Date('2026-11-22T10:00:00Z'), 'enforce');
+  const b = new ReportCache(() => new Date('2026-11-22T12:00:00Z'), 'enforce');
+  a.record(decisions(['nginx:1'], 'enforce'), 'x');
+  b.record(decisions(['nginx:1', 'nginx:2'], 'enforce'), 'y');
+  const m = mergeReports([a.snapshot(), b.snapshot()], new Date('2026-11-22T13:00:00Z'));
+  t.match(m.registries['docker.io'], {
+    rewritten: 3,
+    images: ['docker.io/library/nginx:1', 'docker.io/library/nginx:2'],
+    namespaces: ['x', 'y'],
+    firstSeen: '2026-11-22T10:00:00.000Z',
+    lastSeen: '2026-11-22T12:00:00.000Z',
+  });
+  t.equal(m.generatedAt, '2026-11-22T13:00:00.000Z');
+});
+
+t.test('parseReport round-trips and rejects garbage with a message', async (t) => {
+  const cache = new ReportCache(now, 'audit');
+  cache.record(decisions(['nginx:1'], 'audit'), 'x');
+  const snap = cache.snapshot();
+  t.same(parseReport(JSON.stringify(snap), 'test'), snap);
+  t.throws(() => parseReport('{', 'cm[a]'), /cm\[a\]: not JSON/);
+  t.throws(() => parseReport('[]', 'cm[a]'), /not a report object/);
+  t.throws(() => parseReport('{"registries": {"x": 1}}', 'cm[a]'), /registries\["x"\] is not an object/);
+  const hostile = parseReport('{"registries": {"x": {"rewritten": -5, "images": [1, "a"], "pending": {"a": 3}}}}', 'h');
+  t.match(hostile.registries.x, { rewritten: 0, images: ['a'], pending: {} }, 'bad values are dropped, not trusted');
+});
+
+t.test('text formats: table, pending images, copy commands', async (t) => {
+  const cache = new ReportCache(now, 'audit');
+  cache.record(decisions(['nginx:1.14.2', 'quay.io/acme/app:1'], 'audit'), 'x');
+  const r = cache.snapshot();
+  const table = formatTable(r);
+  t.match(table, /^mode: audit/);
+  t.match(table, /REGISTRY\s+TARGET\s+REWRITTEN\s+WOULD/);
+  t.match(table, /docker\.io\s+mirror\.example\.com\/dockerhub\s+0\s+1/);
+  t.same(pendingImages(r).map((p) => p.source), ['docker.io/library/nginx:1.14.2', 'quay.io/acme/app:1']);
+  t.same(copyCommands(r, 'gcrane'), [
+    'gcrane cp docker.io/library/nginx:1.14.2 mirror.example.com/dockerhub/library/nginx:1.14.2',
+    'gcrane cp quay.io/acme/app:1 mirror.example.com/quay/acme/app:1',
+  ]);
+  t.match(copyCommands(r, 'skopeo')[0], /^skopeo copy --all --preserve-digests docker:\/\/docker.io\/library\/nginx:1.14.2 docker:\/\/mirror/);
+  t.match(copyCommands(r, 'crane')[0], /^crane copy /);
+});
+
+t.test('html page is self-contained and escapes everything', async (t) => {
+  const cache = new ReportCache(now, 'enforce');
+  cache.record(decisions(['nginx:1'], 'enforce'), '<script>alert(1)</script>');
+  const html = renderReportHtml(cache.snapshot());
+  t.match(html, /^<!doctype html>/);
+  t.notMatch(html, /<script/i, 'no script, and none injected');
+  t.match(html, /&lt;script&gt;alert\(1\)&lt;\/script&gt;/);
+  t.notMatch(html, /(src|href)=["']?https?:/, 'no external assets');
+  t.match(html, /docker\.io/);
+  t.equal(escapeHtml(`<a href="x">'&'</a>`), '&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;');
+  t.match(renderReportHtml(new ReportCache(now, 'audit').snapshot()), /No admissions recorded yet/);
+});
