@@ -1,0 +1,137 @@
+/**
+ * manifests/: every object parses, validates against the Kubernetes API schemas
+ * offline (types, required fields, and no unknown fields), and carries the settings the
+ * design promises. RBAC grants exactly what the code uses.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import t from 'tap';
+import { parseConfig } from '../src/config/schema.js';
+import { kustomize, MANIFESTS, unknownFields, validateSchema, type Obj } from './support/manifests.js';
+
+const base = kustomize(MANIFESTS);
+const overlay = kustomize(join(MANIFESTS, 'overlays/cert-manager'));
+const find = (objs: Obj[], kind: string, name = 'mirrorgate'): Obj => {
+  const o = objs.find((x) => x.kind === kind && x.metadata?.name === name);
+  if (!o) throw new Error(`no ${kind}/${name}`);
+  return o;
+};
+
+t.test('every object validates against the API schemas, strictly', async (t) => {
+  for (const o of [...base, ...overlay]) {
+    const id = `${o.kind as string}/${o.metadata?.name as string}`;
+    await t.resolves(validateSchema(o), `${id} schema`);
+    if (!(o.apiVersion as string).startsWith('cert-manager.io/')) t.same(unknownFields(o), [], `${id} has no unknown fields`);
+    if (!['Namespace', 'ClusterRole', 'ClusterRoleBinding', 'MutatingWebhookConfiguration'].includes(o.kind as string)) {
+      t.equal(o.metadata?.namespace, 'mirrorgate', `${id} is in the mirrorgate namespace`);
+    }
+  }
+});
+
+t.test('the strict check catches a typo', async (t) => {
+  const dep = structuredClone(find(base, 'Deployment'));
+  dep.spec.template.spec.containers[0].readinesProbe = {};
+  t.same(unknownFields(dep), ['spec.template.spec.containers[0].readinesProbe']);
+  dep.spec.replicas = 'two';
+  await t.rejects(validateSchema(dep), /replicas must be integer/);
+});
+
+t.test('the shipped config is valid and starts in audit mode', async (t) => {
+  const cm = find(base, 'ConfigMap', 'mirrorgate-config');
+  const config = parseConfig(cm.data['config.yaml'] as string, 'manifests/config.yaml');
+  t.equal(config.mode, 'audit');
+});
+
+t.test('Deployment: replicas, anti-affinity, non-root, read-only root, probes, resources, grace', async (t) => {
+  const d = find(base, 'Deployment');
+  const pod = d.spec.template.spec;
+  const c = pod.containers[0];
+  t.equal(d.spec.replicas, 2);
+  t.equal(d.spec.strategy.rollingUpdate.maxUnavailable, 0, 'never below capacity during a rollout');
+  t.ok(pod.affinity.podAntiAffinity, 'anti-affinity');
+  t.equal(pod.securityContext.runAsNonRoot, true);
+  t.ok(pod.securityContext.runAsUser > 0, 'numeric non-root user');
+  t.equal(c.securityContext.readOnlyRootFilesystem, true);
+  t.equal(c.securityContext.allowPrivilegeEscalation, false);
+  t.same(c.securityContext.capabilities.drop, ['ALL']);
+  t.match(c.readinessProbe.httpGet, { path: '/readyz', scheme: 'HTTPS' });
+  t.match(c.livenessProbe.httpGet, { path: '/healthz', scheme: 'HTTPS' });
+  t.ok(c.resources.requests.cpu && c.resources.requests.memory && c.resources.limits.memory, 'requests and a memory limit');
+  const delay = Number(/--shutdown-delay=(\d+)s/.exec((c.args as string[]).join(' '))?.[1]);
+  t.ok(pod.terminationGracePeriodSeconds >= delay + 10, 'grace period covers the shutdown delay plus the drain');
+  t.ok((c.env as Obj[]).some((e) => e.name === 'POD_NAME' && e.valueFrom.fieldRef.fieldPath === 'metadata.name'), 'POD_NAME for the report key');
+  t.ok((c.args as string[]).includes('serve'));
+  const pdb = find(base, 'PodDisruptionBudget');
+  t.same(pdb.spec.selector.matchLabels, d.spec.selector.matchLabels);
+});
+
+t.test('Service routes 443 to the webhook port', async (t) => {
+  const s = find(base, 'Service');
+  const d = find(base, 'Deployment');
+  t.same(s.spec.selector, d.spec.selector.matchLabels);
+  t.match(s.spec.ports[0], { port: 443, targetPort: 'webhook' });
+});
+
+t.test('MutatingWebhookConfiguration', async (t) => {
+  const w = find(base, 'MutatingWebhookConfiguration').webhooks[0];
+  t.same(w.admissionReviewVersions, ['v1']);
+  t.equal(w.sideEffects, 'NoneOnDryRun');
+  t.equal(w.reinvocationPolicy, 'IfNeeded');
+  t.ok(w.timeoutSeconds >= 1 && w.timeoutSeconds <= 30);
+  t.ok(['Ignore', 'Fail'].includes(w.failurePolicy));
+  t.match(w.clientConfig.service, { name: 'mirrorgate', namespace: 'mirrorgate', path: '/mutate', port: 443 });
+  t.same(w.rules[0].operations, ['CREATE', 'UPDATE']);
+  t.same(w.rules[0].resources, ['pods', 'pods/ephemeralcontainers']);
+  const exprs = w.namespaceSelector.matchExpressions as Obj[];
+  t.ok(exprs.some((e) => e.key === 'kubernetes.io/metadata.name' && e.operator === 'NotIn' && e.values.includes('kube-system') && e.values.includes('mirrorgate')));
+  t.ok(exprs.some((e) => e.key === 'mirrorgate.io/mode' && e.operator === 'NotIn' && e.values.includes('off')));
+  const text = readFileSync(join(MANIFESTS, 'webhook.yaml'), 'utf8');
+  t.match(text, /failurePolicy, by mode:[\s\S]*audit[\s\S]*enforce with policy/, 'failurePolicy documented for each mode');
+});
+
+t.test('cert-manager overlay: certificate for the service and CA injection', async (t) => {
+  const cert = find(overlay, 'Certificate', 'mirrorgate-tls');
+  t.equal(cert.spec.secretName, find(overlay, 'Deployment').spec.template.spec.volumes.find((v: Obj) => v.name === 'tls').secret.secretName);
+  t.ok((cert.spec.dnsNames as string[]).includes('mirrorgate.mirrorgate.svc'));
+  t.equal(find(overlay, 'MutatingWebhookConfiguration').metadata.annotations['cert-manager.io/inject-ca-from'], 'mirrorgate/mirrorgate-tls');
+});
+
+/**
+ * What the code does with the Kubernetes API, one line per use. RBAC must grant exactly
+ * this: a new API call needs a line here and a rule in manifests/rbac.yaml.
+ */
+const USES = [
+  'cluster  serviceaccounts get,list,watch', // kube/service-accounts: informer + direct GET on a miss
+  'cluster  namespaces get,list,watch', // kube/namespaces: the mirrorgate.io/mode label
+  'cluster  admissionregistration.k8s.io/mutatingwebhookconfigurations[mirrorgate] get,patch', // caBundle
+  'mirrorgate  configmaps create', // kube/report-store: first flush
+  'mirrorgate  configmaps[mirrorgate-report] get,update', // kube/report-store: flush and reload
+  'mirrorgate  secrets get', // registries.*.auth.secret (dockerconfigjson)
+];
+
+function grants(objs: Obj[]): string[] {
+  const out: string[] = [];
+  for (const role of objs.filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role')) {
+    const scope = role.kind === 'ClusterRole' ? 'cluster' : role.metadata.namespace;
+    for (const r of role.rules as Obj[]) {
+      for (const g of r.apiGroups as string[]) {
+        for (const res of r.resources as string[]) {
+          const names = r.resourceNames ? `[${(r.resourceNames as string[]).join(',')}]` : '';
+          out.push(`${scope}  ${g === '' ? '' : `${g}/`}${res}${names} ${(r.verbs as string[]).join(',')}`);
+        }
+      }
+    }
+  }
+  return out.sort();
+}
+
+t.test('RBAC grants exactly what the code uses, bound to our ServiceAccount', async (t) => {
+  t.same(grants(base), [...USES].sort());
+  for (const b of base.filter((o) => o.kind === 'ClusterRoleBinding' || o.kind === 'RoleBinding')) {
+    t.same(b.subjects, [{ kind: 'ServiceAccount', name: 'mirrorgate', namespace: 'mirrorgate' }]);
+  }
+  const dep = find(base, 'Deployment');
+  t.equal(dep.spec.template.spec.serviceAccountName, 'mirrorgate');
+  const all = JSON.stringify(base.filter((o) => o.kind.endsWith('Role')));
+  t.notMatch(all, /"\*"/, 'no wildcards');
+});
