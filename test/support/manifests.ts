@@ -45,8 +45,9 @@ export function kustomize(dir: string): Obj[] {
     const targets = objects.filter((o) => o.kind === p.target.kind && o.metadata?.name === p.target.name);
     if (targets.length !== 1) throw new Error(`${file}: patch target ${p.target.kind}/${p.target.name} matched ${targets.length} objects`);
     const ops = loadYamlDocsFromString(p.patch as string);
-    const patched = fjp.applyPatch(structuredClone(targets[0]), ops as fjp.Operation[], true, false).newDocument;
-    objects = objects.map((o) => (o === targets[0] ? patched : o));
+    const target = targets[0] as Obj;
+    const patched = fjp.applyPatch(structuredClone(target), ops as fjp.Operation[], true, false).newDocument;
+    objects = objects.map((o) => (o === target ? patched : o));
   }
   return objects;
 }
