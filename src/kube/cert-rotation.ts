@@ -1,0 +1,304 @@
+/**
+ * Self-managed certificates in the cluster: the Secret `mirrorgate-tls` holds the CA and
+ * the serving certificate, the MutatingWebhookConfiguration's caBundle holds the CAs the
+ * API server trusts. Every replica reconciles both periodically; all writes are
+ * resourceVersion-checked, so replicas never undo each other.
+ *
+ * CA rotation keeps an overlap so that no API server ever sees a certificate it does
+ * not trust:
+ *   1. stage:   a new CA is added to the Secret (ca-next) and to the caBundle (old + new);
+ *   2. promote: after `overlapMs`, the serving certificate is re-issued by the new CA and
+ *               the old CA moves to ca-previous (still in the caBundle);
+ *   3. retire:  once every live replica reports serving the new certificate, the old CA
+ *               leaves the Secret and the caBundle.
+ * The serving certificate alone is renewed `renewBeforeDays` before it expires.
+ */
+import { X509Certificate } from 'node:crypto';
+import { AdmissionregistrationV1Api, CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig, type V1Secret } from '@kubernetes/client-node';
+import { createCa, createServingCert, type ServingNames } from '../certs.js';
+import type { Logger } from '../logger.js';
+
+export const TLS_SECRET = 'mirrorgate-tls';
+export const KEYS = { ca: 'ca.crt', caKey: 'ca.key', cert: 'tls.crt', key: 'tls.key', next: 'ca-next.crt', nextKey: 'ca-next.key', previous: 'ca-previous.crt' } as const;
+export const ANNOTATION_STAGED = 'mirrorgate.io/ca-next-staged-at';
+/** Each replica records what it serves: `served.mirrorgate.io/<pod>: <sha256> <ISO time>`. */
+export const SERVED_PREFIX = 'served.mirrorgate.io/';
+
+export interface SecretState {
+  readonly data: Readonly<Record<string, string>>;
+  readonly annotations: Readonly<Record<string, string>>;
+  readonly resourceVersion: string;
+}
+
+export interface CertState {
+  readonly secret: SecretState | undefined;
+  /** The caBundle as PEM, '' when empty. */
+  readonly caBundle: string;
+}
+
+export interface RotationPolicy {
+  readonly now: Date;
+  readonly names: ServingNames;
+  readonly renewBeforeDays: number;
+  readonly caRenewBeforeDays: number;
+  /** How long both CAs are trusted before the serving certificate moves to the new one. */
+  readonly overlapMs: number;
+  /** A replica whose served annotation is older than this is gone. */
+  readonly liveWindowMs: number;
+}
+
+export type RotationStep =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'create'; readonly reason: string }
+  | { readonly kind: 'publish-bundle'; readonly bundle: string }
+  | { readonly kind: 'renew-serving'; readonly reason: string }
+  | { readonly kind: 'stage-next-ca' }
+  | { readonly kind: 'promote-next-ca' }
+  | { readonly kind: 'retire-previous-ca' };
+
+const DAY_MS = 86_400_000;
+
+function x509(pem: string | undefined): X509Certificate | undefined {
+  if (pem === undefined || pem.trim() === '') return undefined;
+  try {
+    return new X509Certificate(pem);
+  } catch {
+    return undefined;
+  }
+}
+
+/** SHA-256 fingerprint of a PEM certificate, as recorded in served annotations. */
+export function fingerprint(pem: string): string {
+  return (x509(pem)?.fingerprint256 ?? '').replace(/:/g, '').toLowerCase();
+}
+
+/** Split a PEM bundle into certificates. */
+export function splitPem(bundle: string): string[] {
+  return bundle.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+}
+
+/** The caBundle the Secret calls for: previous, current and next CA, in that order. */
+export function desiredBundle(data: Readonly<Record<string, string>>): string {
+  const pems = [data[KEYS.previous], data[KEYS.ca], data[KEYS.next]].filter((p): p is string => p !== undefined && p.trim() !== '');
+  return pems.map((p) => `${p.trim()}\n`).join('');
+}
+
+function sameBundle(a: string, b: string): boolean {
+  const fa = splitPem(a).map(fingerprint).sort();
+  const fb = splitPem(b).map(fingerprint).sort();
+  return fa.length === fb.length && fa.every((f, i) => f === fb[i]);
+}
+
+function covers(cert: X509Certificate, names: ServingNames): boolean {
+  return names.dnsNames.every((n) => cert.checkHost(n, { subject: 'never' }) !== undefined) && names.ipAddresses.every((ip) => cert.checkIP(ip) !== undefined);
+}
+
+/** Live replicas and the fingerprints they serve. */
+export function servedBy(annotations: Readonly<Record<string, string>>, now: Date, liveWindowMs: number): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [k, v] of Object.entries(annotations)) {
+    if (!k.startsWith(SERVED_PREFIX)) continue;
+    const [fp, at] = v.split(' ');
+    if (fp && at && now.getTime() - Date.parse(at) <= liveWindowMs) out.set(k.slice(SERVED_PREFIX.length), fp);
+  }
+  return out;
+}
+
+/** The next step towards a healthy state. Pure: the caller applies it and asks again. */
+export function planRotation(state: CertState, p: RotationPolicy): RotationStep {
+  const s = state.secret;
+  if (s === undefined) return { kind: 'create', reason: `no Secret ${TLS_SECRET}` };
+  const ca = x509(s.data[KEYS.ca]);
+  const cert = x509(s.data[KEYS.cert]);
+  if (ca === undefined || s.data[KEYS.caKey] === undefined) return { kind: 'create', reason: 'CA missing or unreadable' };
+  if (ca.validTo && Date.parse(ca.validTo) <= p.now.getTime()) return { kind: 'create', reason: 'CA expired' };
+  const desired = desiredBundle(s.data);
+  if (!sameBundle(desired, state.caBundle)) return { kind: 'publish-bundle', bundle: desired };
+
+  const next = x509(s.data[KEYS.next]);
+  const tlsFp = fingerprint(s.data[KEYS.cert] ?? '');
+  if (s.data[KEYS.previous] !== undefined) {
+    const served = servedBy(s.annotations, p.now, p.liveWindowMs);
+    if (served.size > 0 && [...served.values()].every((fp) => fp === tlsFp)) return { kind: 'retire-previous-ca' };
+  }
+  if (next !== undefined) {
+    const stagedAt = Date.parse(s.annotations[ANNOTATION_STAGED] ?? '');
+    if (!Number.isNaN(stagedAt) && p.now.getTime() - stagedAt >= p.overlapMs) return { kind: 'promote-next-ca' };
+  } else if (s.data[KEYS.previous] === undefined && Date.parse(ca.validTo) - p.now.getTime() < p.caRenewBeforeDays * DAY_MS) {
+    return { kind: 'stage-next-ca' };
+  }
+  if (cert === undefined) return { kind: 'renew-serving', reason: 'serving certificate missing or unreadable' };
+  if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey)) return { kind: 'renew-serving', reason: 'serving certificate not issued by the CA' };
+  if (!covers(cert, p.names)) return { kind: 'renew-serving', reason: 'serving certificate does not cover the service names' };
+  if (Date.parse(cert.validTo) - p.now.getTime() < p.renewBeforeDays * DAY_MS) return { kind: 'renew-serving', reason: `serving certificate expires ${cert.validTo}` };
+  return { kind: 'none' };
+}
+
+/** New Secret contents for a step (keys are generated here; the write is the caller's). */
+export function applyStep(step: RotationStep, s: SecretState | undefined, p: RotationPolicy): { data: Record<string, string>; annotations: Record<string, string> } {
+  const data: Record<string, string> = { ...(s?.data ?? {}) };
+  const annotations: Record<string, string> = { ...(s?.annotations ?? {}) };
+  const serve = (caPem: string, caKey: string): void => {
+    const leaf = createServingCert({ cert: caPem, key: caKey }, p.names, { now: p.now });
+    data[KEYS.cert] = leaf.cert;
+    data[KEYS.key] = leaf.key;
+  };
+  switch (step.kind) {
+    case 'create': {
+      const ca = createCa({ commonName: 'mirrorgate-ca', now: p.now });
+      for (const k of [KEYS.next, KEYS.nextKey, KEYS.previous]) delete data[k];
+      delete annotations[ANNOTATION_STAGED];
+      data[KEYS.ca] = ca.cert;
+      data[KEYS.caKey] = ca.key;
+      serve(ca.cert, ca.key);
+      break;
+    }
+    case 'renew-serving':
+      serve(data[KEYS.ca] as string, data[KEYS.caKey] as string);
+      break;
+    case 'stage-next-ca': {
+      const ca = createCa({ commonName: 'mirrorgate-ca', now: p.now });
+      data[KEYS.next] = ca.cert;
+      data[KEYS.nextKey] = ca.key;
+      annotations[ANNOTATION_STAGED] = p.now.toISOString();
+      break;
+    }
+    case 'promote-next-ca': {
+      const caPem = data[KEYS.next] as string;
+      const caKey = data[KEYS.nextKey] as string;
+      data[KEYS.previous] = data[KEYS.ca] as string;
+      data[KEYS.ca] = caPem;
+      data[KEYS.caKey] = caKey;
+      delete data[KEYS.next];
+      delete data[KEYS.nextKey];
+      delete annotations[ANNOTATION_STAGED];
+      serve(caPem, caKey);
+      break;
+    }
+    case 'retire-previous-ca':
+      delete data[KEYS.previous];
+      break;
+    case 'none':
+    case 'publish-bundle':
+      break;
+  }
+  return { data, annotations };
+}
+
+/** The Secret and the webhook configuration, as the reconciler needs them. */
+export interface CertStore {
+  readSecret(): Promise<SecretState | undefined>;
+  /** Create (resourceVersion undefined) or replace; throws ConflictError-like errors with code 409. */
+  writeSecret(data: Record<string, string>, annotations: Record<string, string>, resourceVersion: string | undefined): Promise<void>;
+  readCaBundle(): Promise<string>;
+  writeCaBundle(bundlePem: string): Promise<void>;
+}
+
+function statusOf(err: unknown): number | undefined {
+  const c = (err as { code?: unknown; statusCode?: unknown } | null)?.code;
+  return typeof c === 'number' ? c : undefined;
+}
+
+const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
+const unb64 = (s: string): string => Buffer.from(s, 'base64').toString('utf8');
+
+/** CertStore over the real API. */
+export function kubeCertStore(kc: KubeConfig, opts: { namespace: string; secret?: string; webhook: string }): CertStore {
+  const core = kc.makeApiClient(CoreV1Api);
+  const admission = kc.makeApiClient(AdmissionregistrationV1Api);
+  const name = opts.secret ?? TLS_SECRET;
+  const namespace = opts.namespace;
+  return {
+    async readSecret() {
+      try {
+        const s = await core.readNamespacedSecret({ name, namespace });
+        const data = Object.fromEntries(Object.entries(s.data ?? {}).map(([k, v]) => [k, unb64(v)]));
+        return { data, annotations: { ...(s.metadata?.annotations ?? {}) }, resourceVersion: s.metadata?.resourceVersion ?? '' };
+      } catch (err) {
+        if (statusOf(err) === 404) return undefined;
+        throw err;
+      }
+    },
+    async writeSecret(data, annotations, resourceVersion) {
+      const body: V1Secret = {
+        apiVersion: 'v1',
+        kind: 'Secret',
+        type: 'kubernetes.io/tls',
+        metadata: { name, namespace, resourceVersion, annotations, labels: { 'app.kubernetes.io/name': 'mirrorgate', 'app.kubernetes.io/component': 'certificates' } },
+        data: Object.fromEntries(Object.entries(data).map(([k, v]) => [k, b64(v)])),
+      };
+      if (resourceVersion === undefined) await core.createNamespacedSecret({ namespace, body });
+      else await core.replaceNamespacedSecret({ name, namespace, body });
+    },
+    async readCaBundle() {
+      const mwc = await admission.readMutatingWebhookConfiguration({ name: opts.webhook });
+      const first = mwc.webhooks?.[0]?.clientConfig.caBundle;
+      return first ? unb64(first) : '';
+    },
+    async writeCaBundle(bundlePem) {
+      const mwc = await admission.readMutatingWebhookConfiguration({ name: opts.webhook });
+      const webhooks = mwc.webhooks ?? [];
+      if (webhooks.length === 0) throw new Error(`MutatingWebhookConfiguration ${opts.webhook} has no webhooks`);
+      // A JSON patch with a test on resourceVersion: never overwrite a concurrent change.
+      const ops = [
+        { op: 'test', path: '/metadata/resourceVersion', value: mwc.metadata?.resourceVersion },
+        ...webhooks.map((_w, i) => ({ op: 'add', path: `/webhooks/${i}/clientConfig/caBundle`, value: b64(bundlePem) })),
+      ];
+      await admission.patchMutatingWebhookConfiguration({ name: opts.webhook, body: ops }, setHeaderOptions('Content-Type', PatchStrategy.JsonPatch));
+    },
+  };
+}
+
+export interface ReconcileResult {
+  readonly steps: RotationStep['kind'][];
+  /** The serving certificate the Secret now holds. */
+  readonly cert: string | undefined;
+  readonly caExpiry: Date | undefined;
+  readonly certExpiry: Date | undefined;
+}
+
+/** Apply steps until none is left (bounded); conflicts re-read and go on. */
+export async function reconcile(store: CertStore, policy: () => RotationPolicy, log: Logger, maxSteps = 8): Promise<ReconcileResult> {
+  const steps: RotationStep['kind'][] = [];
+  let secret: SecretState | undefined;
+  for (let i = 0; i < maxSteps; i++) {
+    secret = await store.readSecret();
+    const p = policy();
+    const step = planRotation({ secret, caBundle: await store.readCaBundle() }, p);
+    if (step.kind === 'none') break;
+    try {
+      if (step.kind === 'publish-bundle') await store.writeCaBundle(step.bundle);
+      else {
+        const next = applyStep(step, secret, p);
+        await store.writeSecret(next.data, next.annotations, secret?.resourceVersion);
+      }
+      steps.push(step.kind);
+      log.info({ step: step.kind, reason: 'reason' in step ? step.reason : undefined }, 'certificates: step applied');
+    } catch (err) {
+      const status = statusOf(err);
+      // 409 (conflict, exists) and 422 (failed JSON-patch test): another replica moved first.
+      if (status === 409 || status === 422) continue;
+      throw err;
+    }
+  }
+  secret ??= await store.readSecret();
+  const cert = secret?.data[KEYS.cert];
+  const ca = x509(secret?.data[KEYS.ca]);
+  const leaf = x509(cert);
+  return { steps, cert, caExpiry: ca ? new Date(ca.validTo) : undefined, certExpiry: leaf ? new Date(leaf.validTo) : undefined };
+}
+
+/** Record what this replica serves (retirement of an old CA waits for every live replica). */
+export async function recordServed(store: CertStore, replica: string, servedPem: string, now: Date, attempts = 3): Promise<void> {
+  for (let i = 0; i < attempts; i++) {
+    const s = await store.readSecret();
+    if (s === undefined) return;
+    const value = `${fingerprint(servedPem)} ${now.toISOString()}`;
+    try {
+      await store.writeSecret({ ...s.data }, { ...s.annotations, [`${SERVED_PREFIX}${replica}`]: value }, s.resourceVersion);
+      return;
+    } catch (err) {
+      if (statusOf(err) !== 409) throw err;
+    }
+  }
+}
