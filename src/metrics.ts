@@ -8,6 +8,8 @@ import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client
 export const OPERATIONS = ['create', 'update', 'ephemeralcontainers', 'other'] as const;
 export const RESULTS = ['allowed', 'patched', 'denied', 'error', 'invalid'] as const;
 export type AdmissionResult = (typeof RESULTS)[number];
+export const REGISTRY_CHECK_RESULTS = ['present', 'absent', 'error'] as const;
+export type RegistryCheckResult = (typeof REGISTRY_CHECK_RESULTS)[number];
 
 /** Keeps at most `max` distinct values; the rest map to `other`. */
 export class LabelLimiter {
@@ -28,6 +30,15 @@ export interface Metrics {
   readonly imageRewrites: Counter<'source_registry' | 'target_registry' | 'mode'>;
   readonly policyViolations: Counter<'registry' | 'mode'>;
   readonly configReloads: Counter<'result'>;
+  /** Manifest checks sent to registries (cached answers are not counted), by registry and result. */
+  readonly registryChecks: Counter<'registry' | 'result'>;
+  readonly registryCheckDuration: Histogram;
+  /** Image copies into the mirror, by result (success, failure, dropped: the copy queue was full). */
+  readonly copies: Counter<'result'>;
+  /** Blob bytes uploaded by image copies (mounted and skipped blobs not counted). */
+  readonly copyBytes: Counter;
+  /** ServiceAccount lookups for identity wiring, by result (cache, direct, miss, error). */
+  readonly serviceAccountLookups: Counter<'result'>;
   /** Bounded registry label value. */
   registryLabel(registry: string): string;
 }
@@ -66,6 +77,37 @@ export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: 
     labelNames: ['result'] as const,
     registers: [registry],
   });
+  const registryChecks = new Counter({
+    name: 'mirrorgate_registry_checks_total',
+    help: 'Manifest checks sent to registries for verified rewrites (cached answers not counted), by registry and result (present, absent, error).',
+    labelNames: ['registry', 'result'] as const,
+    registers: [registry],
+  });
+  const registryCheckDuration = new Histogram({
+    name: 'mirrorgate_registry_check_duration_seconds',
+    help: 'Time a manifest check took at the registry (auth included), in seconds.',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+  const copies = new Counter({
+    name: 'mirrorgate_copies_total',
+    help: 'Image copies into the mirror, by result (success, failure, dropped: the copy queue was full).',
+    labelNames: ['result'] as const,
+    registers: [registry],
+  });
+  const copyBytes = new Counter({
+    name: 'mirrorgate_copy_bytes_total',
+    help: 'Blob bytes uploaded to mirrors by image copies, in bytes (mounted and already present blobs not counted).',
+    registers: [registry],
+  });
+  for (const result of ['success', 'failure', 'dropped']) copies.inc({ result }, 0);
+  const serviceAccountLookups = new Counter({
+    name: 'mirrorgate_serviceaccount_lookups_total',
+    help: 'ServiceAccount lookups for identity wiring, by result (cache: informer hit, direct: found by a GET after a miss, miss: does not exist, error: API failed or too slow).',
+    labelNames: ['result'] as const,
+    registers: [registry],
+  });
+  for (const result of ['cache', 'direct', 'miss', 'error']) serviceAccountLookups.inc({ result }, 0);
   // Pre-set to zero so rate() and alerts work before the first event.
   for (const operation of OPERATIONS) for (const result of RESULTS) admissionRequests.inc({ operation, result }, 0);
   for (const result of ['success', 'failure']) configReloads.inc({ result }, 0);
@@ -76,6 +118,11 @@ export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: 
     imageRewrites,
     policyViolations,
     configReloads,
+    registryChecks,
+    registryCheckDuration,
+    copies,
+    copyBytes,
+    serviceAccountLookups,
     registryLabel: (r) => limiter.value(r),
   };
 }

@@ -7,10 +7,44 @@ import { parse as parseYaml } from 'yaml';
 import { compilePolicy, type Policy } from '../core/policy.js';
 import { compilePullSecrets, type PullSecret } from '../core/pull-secrets.js';
 import { compileRules, type Problem, type RuleInput, type RuleSet } from '../core/rules.js';
-import type { Mode, Settings } from '../core/pod.js';
+import { isValidRegistryHost, normaliseRegistryHost } from '../core/reference.js';
+import type { Mode, OnUnreachable, Settings } from '../core/pod.js';
 
 export type FailurePolicy = 'Ignore' | 'Fail';
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+
+/** Where a registry's credentials come from: a dockerconfigjson Secret, or a docker config file. */
+export type RegistryAuthSource = { readonly secret: string } | { readonly file: string };
+
+/** How to reach one registry (`registries.<host>`); files are read by the verification adapter. */
+export interface RegistrySettings {
+  /** PEM file of extra roots to trust. */
+  readonly ca: string | undefined;
+  /** Plain HTTP (loopback, tests). */
+  readonly insecure: boolean;
+  readonly auth: RegistryAuthSource | undefined;
+}
+
+/** `verification:` the budget, cache lifetimes and fallback of registry checks. */
+export interface VerificationSettings {
+  /** Budget for all checks of one admission, in ms (never beyond the request's `?timeout=`). */
+  readonly timeoutMs: number;
+  readonly cacheSeconds: { readonly present: number; readonly absent: number };
+  readonly onUnreachable: OnUnreachable;
+}
+
+export const VERIFICATION_DEFAULTS: VerificationSettings = Object.freeze({
+  timeoutMs: 500,
+  cacheSeconds: Object.freeze({ present: 3600, absent: 30 }),
+  onUnreachable: 'original',
+});
+
+/** The API server waits at most 30 s for a webhook; a longer budget could never be used. */
+const MAX_TIMEOUT_MS = 30_000;
+/** A week: longer would only keep answers about deleted images. */
+const MAX_CACHE_SECONDS = 7 * 86_400;
+/** Kubernetes object names (RFC 1123 subdomain), as Secret names must be. */
+const SECRET_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 /** The config as written (after defaults). */
 export interface ConfigFile {
@@ -19,8 +53,12 @@ export interface ConfigFile {
   readonly failurePolicy: FailurePolicy;
   readonly rules: readonly RuleInput[];
   readonly policy: { readonly allowedRegistries: readonly string[] } | undefined;
-  readonly pullSecrets: readonly { readonly name: string; readonly registries: readonly string[] }[];
+  /** `copyFrom`: the namespace whose secret of that name is copied into pods' namespaces (off when unset). */
+  readonly pullSecrets: readonly { readonly name: string; readonly registries: readonly string[]; readonly copyFrom?: string | undefined }[];
   readonly logLevel: LogLevel;
+  /** Keyed by normalised registry host (`docker.io` for Docker Hub's aliases). */
+  readonly registries: Readonly<Record<string, RegistrySettings>>;
+  readonly verification: VerificationSettings;
 }
 
 /** A validated, compiled config: what the webhook runs on. Frozen. */
@@ -33,6 +71,9 @@ export interface Config {
   readonly policy: Policy | undefined;
   readonly pullSecrets: readonly PullSecret[];
   readonly logLevel: LogLevel;
+  /** Keyed by normalised registry host (`docker.io` for Docker Hub's aliases). */
+  readonly registries: Readonly<Record<string, RegistrySettings>>;
+  readonly verification: VerificationSettings;
 }
 
 export class ConfigError extends Error {
@@ -100,6 +141,21 @@ class Checker {
     });
     return { values, indexes };
   }
+  /** An integer in [min, max], or `dflt` when absent. */
+  int(obj: Raw, key: string, path: string, min: number, max: number, dflt: number): number {
+    const v = obj[key];
+    if (v === undefined || v === null) return dflt;
+    if (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max) return v;
+    this.add(path, `must be a whole number from ${min} to ${max} (got ${JSON.stringify(v)})`);
+    return dflt;
+  }
+  /** A mapping, or undefined (reported) when `v` is set but not one. */
+  mapping(v: unknown, path: string, what: string): Raw | undefined {
+    if (v === undefined || v === null) return undefined;
+    if (isRecord(v)) return v;
+    this.add(path, `must be a mapping ${what}`);
+    return undefined;
+  }
   list(v: unknown, path: string): unknown[] {
     if (v === undefined || v === null) return [];
     if (Array.isArray(v)) return v;
@@ -108,7 +164,7 @@ class Checker {
   }
 }
 
-const TOP_KEYS = ['mode', 'failurePolicy', 'rules', 'policy', 'pullSecrets', 'logLevel'] as const;
+const TOP_KEYS = ['mode', 'failurePolicy', 'rules', 'policy', 'pullSecrets', 'logLevel', 'registries', 'verification'] as const;
 
 /** Validate a parsed config object. Throws ConfigError listing every problem. */
 export function validateConfig(raw: unknown, source = 'config'): Config {
@@ -162,17 +218,23 @@ export function validateConfig(raw: unknown, source = 'config'): Config {
     }
   }
 
-  const pullSecretInputs: { name: string; registries: string[] }[] = [];
+  const pullSecretInputs: { name: string; registries: string[]; copyFrom?: string | undefined }[] = [];
   c.list(raw.pullSecrets, 'pullSecrets').forEach((s, i) => {
     const at = `pullSecrets[${i}]`;
     if (!isRecord(s)) {
       c.add(at, 'must be a mapping with name and registries');
       return;
     }
-    c.keys(s, at, ['name', 'registries']);
+    c.keys(s, at, ['name', 'registries', 'copyFrom']);
     const name = c.string(s, 'name', `${at}.name`) ?? '';
     // A missing list is reported by compilePullSecrets ("must list at least one registry").
-    pullSecretInputs.push({ name, registries: c.stringList(s.registries, `${at}.registries`).values });
+    let copyFrom: string | undefined;
+    if (s.copyFrom !== undefined && s.copyFrom !== null) {
+      // A namespace name: an RFC 1123 label.
+      if (typeof s.copyFrom === 'string' && /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(s.copyFrom)) copyFrom = s.copyFrom;
+      else c.add(`${at}.copyFrom`, `must be a namespace name (got ${JSON.stringify(s.copyFrom)})`);
+    }
+    pullSecretInputs.push({ name, registries: c.stringList(s.registries, `${at}.registries`).values, ...(copyFrom !== undefined ? { copyFrom } : {}) });
   });
   let pullSecrets: PullSecret[] = [];
   const ps = compilePullSecrets(pullSecretInputs);
@@ -186,10 +248,90 @@ export function validateConfig(raw: unknown, source = 'config'): Config {
   // enforce mode with a policy, internal errors deny unless told otherwise.
   const failurePolicy = c.oneOf<FailurePolicy>(raw, 'failurePolicy', 'failurePolicy', ['Ignore', 'Fail'], mode === 'enforce' && policy !== undefined ? 'Fail' : 'Ignore');
 
+  const registries = checkRegistries(c, raw.registries);
+  const verification = checkVerification(c, raw.verification);
+
   if (c.problems.length > 0) throw new ConfigError(source, c.problems);
-  const file: ConfigFile = { mode, failurePolicy, rules, policy: policyFile, pullSecrets: pullSecretInputs, logLevel };
+  const file: ConfigFile = { mode, failurePolicy, rules, policy: policyFile, pullSecrets: pullSecretInputs, logLevel, registries, verification };
   const settings: Settings = { ruleSet, policy, pullSecrets };
-  return deepFreeze({ file, mode, failurePolicy, settings, ruleSet, policy, pullSecrets, logLevel });
+  return deepFreeze({ file, mode, failurePolicy, settings, ruleSet, policy, pullSecrets, logLevel, registries, verification });
+}
+
+/** `registries:` host → {ca, insecure, auth}. Hosts are exact (no wildcards, no paths), normalised. */
+function checkRegistries(c: Checker, v: unknown): Record<string, RegistrySettings> {
+  const out: Record<string, RegistrySettings> = {};
+  const map = c.mapping(v, 'registries', 'of registry hosts to {ca, insecure, auth}');
+  if (map === undefined) return out;
+  const firstKey = new Map<string, string>();
+  for (const [host, entry] of Object.entries(map)) {
+    const at = `registries[${JSON.stringify(host)}]`;
+    if (host.includes('://') || host.includes('/') || !isValidRegistryHost(host)) {
+      c.add(at, `"${host}" is not a registry host (host[:port], no scheme, path or wildcard)`);
+      continue;
+    }
+    if (!/[.:]/.test(host) && host.toLowerCase() !== 'localhost') {
+      c.add(at, `"${host}": the host must contain "." or ":" or be localhost, as in an image reference`);
+      continue;
+    }
+    const key = normaliseRegistryHost(host);
+    const earlier = firstKey.get(key);
+    if (earlier !== undefined) {
+      c.add(at, `the same registry as registries[${JSON.stringify(earlier)}]`);
+      continue;
+    }
+    firstKey.set(key, host);
+    if (entry === null || entry === undefined) {
+      out[key] = { ca: undefined, insecure: false, auth: undefined };
+      continue;
+    }
+    if (!isRecord(entry)) {
+      c.add(at, 'must be a mapping with ca, insecure, auth');
+      continue;
+    }
+    c.keys(entry, at, ['ca', 'insecure', 'auth']);
+    const ca = entry.ca === undefined || entry.ca === null ? undefined : c.string(entry, 'ca', `${at}.ca`);
+    const insecure = c.bool(entry, 'insecure', `${at}.insecure`) ?? false;
+    if (insecure && ca !== undefined) c.add(`${at}.ca`, 'has no use with insecure: true (plain HTTP)');
+    let auth: RegistryAuthSource | undefined;
+    const rawAuth = c.mapping(entry.auth, `${at}.auth`, 'with secret: NAME or file: PATH');
+    if (rawAuth !== undefined) {
+      c.keys(rawAuth, `${at}.auth`, ['secret', 'file']);
+      const has = (k: string): boolean => rawAuth[k] !== undefined && rawAuth[k] !== null;
+      if (has('secret') && has('file')) c.add(`${at}.auth`, 'set either secret or file, not both');
+      else if (has('secret')) {
+        const name = c.string(rawAuth, 'secret', `${at}.auth.secret`);
+        if (name !== undefined && (!SECRET_NAME.test(name) || name.length > 253)) c.add(`${at}.auth.secret`, `"${name}" is not a valid Secret name`);
+        else if (name !== undefined) auth = { secret: name };
+      } else if (has('file')) {
+        const file = c.string(rawAuth, 'file', `${at}.auth.file`);
+        if (file !== undefined) auth = { file };
+      } else if (Object.keys(rawAuth).every((k) => k === 'secret' || k === 'file')) {
+        c.add(`${at}.auth`, 'needs secret: NAME (a dockerconfigjson Secret) or file: PATH (a docker config file)');
+      }
+    }
+    out[key] = { ca, insecure, auth };
+  }
+  return out;
+}
+
+/** `verification:` budget, cache lifetimes, fallback; every key optional. */
+function checkVerification(c: Checker, v: unknown): VerificationSettings {
+  const d = VERIFICATION_DEFAULTS;
+  const raw = c.mapping(v, 'verification', 'with timeoutMs, cacheSeconds, onUnreachable');
+  if (raw === undefined) return d;
+  c.keys(raw, 'verification', ['timeoutMs', 'cacheSeconds', 'onUnreachable']);
+  const timeoutMs = c.int(raw, 'timeoutMs', 'verification.timeoutMs', 1, MAX_TIMEOUT_MS, d.timeoutMs);
+  const onUnreachable = c.oneOf<OnUnreachable>(raw, 'onUnreachable', 'verification.onUnreachable', ['original', 'rewrite', 'deny'], d.onUnreachable);
+  let cacheSeconds = d.cacheSeconds;
+  const cache = c.mapping(raw.cacheSeconds, 'verification.cacheSeconds', 'with present and absent');
+  if (cache !== undefined) {
+    c.keys(cache, 'verification.cacheSeconds', ['present', 'absent']);
+    cacheSeconds = {
+      present: c.int(cache, 'present', 'verification.cacheSeconds.present', 0, MAX_CACHE_SECONDS, d.cacheSeconds.present),
+      absent: c.int(cache, 'absent', 'verification.cacheSeconds.absent', 0, MAX_CACHE_SECONDS, d.cacheSeconds.absent),
+    };
+  }
+  return { timeoutMs, cacheSeconds, onUnreachable };
 }
 
 function indexOf(path: string): number {

@@ -1,0 +1,109 @@
+/**
+ * Verification as the composition root wires it: a registry client and a verifier, built
+ * once some rule says `verify: true`, their endpoint settings re-read on each config
+ * reload. The verifier handed to the mutate route is a stable facade, so a reload can turn
+ * verification on without rebuilding the server.
+ */
+import type { Config } from '../config/schema.js';
+import type { VerifyAnswers } from '../core/pod.js';
+import type { Metrics } from '../metrics.js';
+import { RegistryClient, type RegistryLog } from '../registry/client.js';
+import type { Verifier } from '../server/mutate-route.js';
+import { loadEndpoints, type EndpointTable, type SecretReader } from './endpoints.js';
+import { RegistryVerifier, type ManifestChecker, type VerifierLog } from './verifier.js';
+
+export interface VerificationDeps {
+  readonly metrics: Metrics;
+  readonly log: VerifierLog & RegistryLog & { error(obj: object, msg: string): void };
+  /** Monotonic milliseconds. */
+  readonly now: () => number;
+  /** Reads dockerconfigjson Secrets; undefined with `--no-kube`. */
+  readonly secrets?: SecretReader | undefined;
+  /** A client to use instead of a new RegistryClient (tests). */
+  readonly client?: (ManifestChecker & { close?(): void }) | undefined;
+}
+
+/** True when some rule makes its rewrites conditional on the mirror holding the image. */
+export function needsVerification(config: Config): boolean {
+  return config.ruleSet.rules.some((r) => r.verify);
+}
+
+/** Hosts of `verify: true` targets: their check counters are pre-set to zero. */
+function verifiedRegistries(config: Config): string[] {
+  return config.ruleSet.rules.filter((r) => r.verify).map((r) => r.to.host);
+}
+
+export class Verification {
+  readonly #deps: VerificationDeps;
+  #client: (ManifestChecker & { close?(): void }) | undefined;
+  #verifier: RegistryVerifier | undefined;
+  #config: Config;
+
+  /** Use {@link Verification.start}. */
+  private constructor(config: Config, deps: VerificationDeps) {
+    this.#config = config;
+    this.#deps = deps;
+  }
+
+  /**
+   * Build the client and verifier when the config verifies anything; otherwise only the
+   * facade (answers 'unreachable' if ever asked, which keeps the originals).
+   *
+   * @throws ConfigError when a `registries:` CA or auth file cannot be read (startup fails,
+   *   as for any config error).
+   */
+  static async start(config: Config, deps: VerificationDeps): Promise<Verification> {
+    const v = new Verification(config, deps);
+    if (needsVerification(config)) v.#build(config, await loadEndpoints(config.registries, { secrets: deps.secrets, log: deps.log }));
+    return v;
+  }
+
+  /** What the mutate route calls. */
+  readonly verifier: Verifier = {
+    verify: (targets: readonly string[], budgetMs: number): Promise<VerifyAnswers> => {
+      if (this.#verifier) return this.#verifier.verify(targets, budgetMs);
+      return Promise.resolve({
+        outcomes: new Map(targets.map((t) => [t, 'unreachable'] as const)),
+        onUnreachable: this.#config.verification.onUnreachable,
+      });
+    },
+  };
+
+  /**
+   * Apply a reloaded config: re-read CA files, auth files and Secrets. When they cannot be
+   * read, the previous endpoint settings stay in force and the problem is logged. Never throws.
+   */
+  async reload(config: Config): Promise<void> {
+    this.#config = config;
+    if (!needsVerification(config) && this.#verifier === undefined) return;
+    let endpoints: EndpointTable;
+    try {
+      endpoints = await loadEndpoints(config.registries, { secrets: this.#deps.secrets, log: this.#deps.log });
+    } catch (err) {
+      this.#deps.log.error({ error: err instanceof Error ? err.message : String(err) }, 'registry settings rejected; the previous ones stay in force');
+      if (this.#verifier === undefined) this.#build(config, new Map());
+      return;
+    }
+    if (this.#verifier === undefined) this.#build(config, endpoints);
+    else this.#verifier.configure(config.verification, endpoints, verifiedRegistries(config));
+  }
+
+  /** Drop the client's pooled connections. */
+  close(): void {
+    this.#client?.close?.();
+  }
+
+  #build(config: Config, endpoints: EndpointTable): void {
+    const { metrics, log, now } = this.#deps;
+    this.#client = this.#deps.client ?? new RegistryClient({ now, log });
+    this.#verifier = new RegistryVerifier({
+      client: this.#client,
+      metrics,
+      log,
+      now,
+      settings: config.verification,
+      endpoints,
+      registries: verifiedRegistries(config),
+    });
+  }
+}

@@ -1,0 +1,301 @@
+/**
+ * The mirror check of verified rewrites ("Mirror verification" in DESIGN.md): does the
+ * target registry hold the rewritten reference? It sits on the admission path, so:
+ * - all references of one admission are asked in parallel and waited for under one
+ *   deadline, `min(verification.timeoutMs, budget from ?timeout=)`; what has not answered
+ *   by then is 'unreachable' (then `onUnreachable` decides);
+ * - answers are cached (present long, absent short; errors not at all), in a bounded LRU;
+ * - concurrent checks of one reference share one registry request (singleflight), and a
+ *   request outlives the admission that started it, so a late answer serves the next one;
+ * - a registry that keeps failing is not asked for a while (a circuit breaker with growing
+ *   pauses), so admissions do not each wait the whole budget for it.
+ */
+import type { OnUnreachable, VerifyAnswers, VerifyOutcome } from '../core/pod.js';
+import { parseReference, type ImageReference } from '../core/reference.js';
+import type { VerificationSettings } from '../config/schema.js';
+import type { Metrics, RegistryCheckResult } from '../metrics.js';
+import { REGISTRY_CHECK_RESULTS } from '../metrics.js';
+import type { ManifestCheck, RegistryEndpoint } from '../registry/client.js';
+import type { Verifier } from '../server/mutate-route.js';
+import { endpointFor, type EndpointTable } from './endpoints.js';
+
+/** What the verifier needs of the registry client. */
+export interface ManifestChecker {
+  checkManifest(endpoint: RegistryEndpoint, repository: string, reference: string, opts?: { signal?: AbortSignal }): Promise<ManifestCheck>;
+}
+
+/** The subset of a pino logger used here. */
+export interface VerifierLog {
+  debug(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+export interface CircuitOptions {
+  /** Consecutive errors from one registry that suspend its checks (default 3). */
+  readonly failures?: number;
+  /** First pause in ms (default 1000); doubled after each failed probe. */
+  readonly openMs?: number;
+  /** Longest pause in ms (default 30000). */
+  readonly maxOpenMs?: number;
+}
+
+export interface RegistryVerifierOptions {
+  readonly client: ManifestChecker;
+  readonly metrics: Pick<Metrics, 'registryChecks' | 'registryCheckDuration' | 'registryLabel'>;
+  readonly log: VerifierLog;
+  /** Monotonic milliseconds: cache expiry, circuit pauses, check durations. */
+  readonly now: () => number;
+  readonly settings: VerificationSettings;
+  readonly endpoints?: EndpointTable | undefined;
+  /** Registries whose check counters are pre-set to zero (besides those in `endpoints`). */
+  readonly registries?: readonly string[] | undefined;
+  /** Cached answers kept at most (default {@link DEFAULT_MAX_CACHE_ENTRIES}); least recently used go first. */
+  readonly maxCacheEntries?: number | undefined;
+  readonly circuit?: CircuitOptions | undefined;
+}
+
+/** About 2 MB of memory at most: a cluster rarely runs more distinct images than this. */
+export const DEFAULT_MAX_CACHE_ENTRIES = 10_000;
+
+interface CacheEntry {
+  readonly outcome: 'present' | 'absent';
+  readonly expiresAt: number;
+  readonly registry: string;
+}
+
+interface Circuit {
+  /** Consecutive errors. */
+  failures: number;
+  /** Checks are skipped until then. */
+  openUntil: number;
+  /** How many times it opened in a row (the pause doubles each time). */
+  opens: number;
+  /** A single check is let through after a pause; others keep skipping until it answers. */
+  probing: boolean;
+}
+
+/**
+ * Answers `Verifier.verify` from a cache and the registries. One instance per process;
+ * {@link RegistryVerifier.configure} swaps settings and endpoints on config reload.
+ */
+export class RegistryVerifier implements Verifier {
+  readonly #client: ManifestChecker;
+  readonly #metrics: RegistryVerifierOptions['metrics'];
+  readonly #log: VerifierLog;
+  readonly #now: () => number;
+  readonly #maxEntries: number;
+  readonly #failures: number;
+  readonly #openMs: number;
+  readonly #maxOpenMs: number;
+  #settings: VerificationSettings;
+  #endpoints: EndpointTable;
+  /** Map order is recency order: a hit moves the entry to the end, eviction takes the first. */
+  readonly #cache = new Map<string, CacheEntry>();
+  readonly #flights = new Map<string, Promise<VerifyOutcome>>();
+  readonly #circuits = new Map<string, Circuit>();
+
+  constructor(opts: RegistryVerifierOptions) {
+    this.#client = opts.client;
+    this.#metrics = opts.metrics;
+    this.#log = opts.log;
+    this.#now = opts.now;
+    this.#maxEntries = Math.max(1, opts.maxCacheEntries ?? DEFAULT_MAX_CACHE_ENTRIES);
+    this.#failures = Math.max(1, opts.circuit?.failures ?? 3);
+    this.#openMs = opts.circuit?.openMs ?? 1000;
+    this.#maxOpenMs = opts.circuit?.maxOpenMs ?? 30_000;
+    this.#settings = opts.settings;
+    this.#endpoints = opts.endpoints ?? new Map();
+    this.#presetCounters([...this.#endpoints.keys(), ...(opts.registries ?? [])]);
+  }
+
+  /**
+   * New settings and endpoints (config reload). Cached answers and circuit state of a
+   * registry whose endpoint changed (address, trust, credentials) are dropped: they may
+   * have been answers to the old settings.
+   */
+  configure(settings: VerificationSettings, endpoints: EndpointTable, registries: readonly string[] = []): void {
+    const changed = new Set<string>();
+    for (const host of new Set([...this.#endpoints.keys(), ...endpoints.keys()])) {
+      if (!sameEndpoint(this.#endpoints.get(host), endpoints.get(host))) changed.add(host);
+    }
+    this.#settings = settings;
+    this.#endpoints = endpoints;
+    if (changed.size > 0) {
+      for (const [key, entry] of this.#cache) if (changed.has(entry.registry)) this.#cache.delete(key);
+      for (const host of changed) this.#circuits.delete(host);
+    }
+    this.#presetCounters([...endpoints.keys(), ...registries]);
+  }
+
+  /** Number of cached answers (for tests and debugging). */
+  get cacheSize(): number {
+    return this.#cache.size;
+  }
+
+  /**
+   * Check every target (rewritten references) within `min(timeoutMs, budgetMs)`. Cached
+   * answers come back at once; the rest are asked in parallel; what has no answer by the
+   * deadline is 'unreachable'. Never rejects.
+   */
+  async verify(targets: readonly string[], budgetMs: number): Promise<VerifyAnswers> {
+    const settings = this.#settings;
+    const outcomes = new Map<string, VerifyOutcome>();
+    const pending: Promise<void>[] = [];
+    for (const target of new Set(targets)) {
+      const cached = this.#cached(target);
+      if (cached !== undefined) {
+        outcomes.set(target, cached);
+        continue;
+      }
+      pending.push(this.#check(target, settings).then((o) => void outcomes.set(target, o)));
+    }
+    if (pending.length > 0) {
+      const deadlineMs = Math.max(0, Math.min(settings.timeoutMs, budgetMs));
+      let timer: NodeJS.Timeout | undefined;
+      const expired = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, deadlineMs);
+      });
+      await Promise.race([Promise.all(pending), expired]);
+      clearTimeout(timer);
+    }
+    // In the order asked, whatever order the registries answered in (stable logs and tests).
+    const ordered = new Map<string, VerifyOutcome>();
+    for (const target of targets) {
+      let outcome = outcomes.get(target);
+      if (outcome === undefined) {
+        outcome = 'unreachable';
+        this.#log.debug({ target }, 'registry check over budget');
+      }
+      ordered.set(target, outcome);
+    }
+    return { outcomes: ordered, onUnreachable: settings.onUnreachable };
+  }
+
+  /** The fallback the current settings name (for answers given without asking). */
+  get onUnreachable(): OnUnreachable {
+    return this.#settings.onUnreachable;
+  }
+
+  #cached(target: string): 'present' | 'absent' | undefined {
+    const entry = this.#cache.get(target);
+    if (entry === undefined) return undefined;
+    if (entry.expiresAt <= this.#now()) {
+      this.#cache.delete(target);
+      return undefined;
+    }
+    this.#cache.delete(target);
+    this.#cache.set(target, entry);
+    return entry.outcome;
+  }
+
+  #remember(target: string, registry: string, outcome: 'present' | 'absent', settings: VerificationSettings): void {
+    const seconds = outcome === 'present' ? settings.cacheSeconds.present : settings.cacheSeconds.absent;
+    if (seconds <= 0) return;
+    this.#cache.delete(target);
+    this.#cache.set(target, { outcome, registry, expiresAt: this.#now() + seconds * 1000 });
+    while (this.#cache.size > this.#maxEntries) {
+      const oldest = this.#cache.keys().next();
+      if (oldest.done === true) break;
+      this.#cache.delete(oldest.value);
+    }
+  }
+
+  /** One shared registry request per target; resolves (never rejects) when the registry answered or gave up. */
+  #check(target: string, settings: VerificationSettings): Promise<VerifyOutcome> {
+    const flying = this.#flights.get(target);
+    if (flying) return flying;
+    const parsed = parseReference(target);
+    if (!parsed.ok) {
+      // Targets come from rules and always parse; if one did not, no registry could answer.
+      this.#log.warn({ target, reason: parsed.reason }, 'registry check skipped: target does not parse');
+      return Promise.resolve('unreachable');
+    }
+    const ref = parsed.ref;
+    if (!this.#admit(ref.registry)) return Promise.resolve('unreachable');
+    const flight = this.#ask(target, ref, settings).finally(() => this.#flights.delete(target));
+    this.#flights.set(target, flight);
+    return flight;
+  }
+
+  async #ask(target: string, ref: ImageReference, settings: VerificationSettings): Promise<VerifyOutcome> {
+    const registry = ref.registry;
+    // What the runtime pulls: by digest when there is one, else the tag (`latest` when none).
+    const reference = ref.digest ?? ref.tag ?? 'latest';
+    // The request's own limit: the longest any admission waits. It is not tied to the
+    // admission that started it, so a shorter ?timeout= does not cut it for the others.
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), settings.timeoutMs);
+    const started = this.#now();
+    let check: ManifestCheck;
+    try {
+      check = await this.#client.checkManifest(endpointFor(this.#endpoints, registry), ref.repository, reference, { signal: controller.signal });
+    } catch (err) {
+      // The client never throws; be safe anyway, an admission must not fail on it.
+      check = { result: 'error', reason: err instanceof Error ? err.message : String(err) };
+    } finally {
+      clearTimeout(timer);
+    }
+    const result: RegistryCheckResult = check.result;
+    const label = this.#metrics.registryLabel(registry);
+    this.#metrics.registryChecks.inc({ registry: label, result });
+    this.#metrics.registryCheckDuration.observe(Math.max(0, this.#now() - started) / 1000);
+    if (check.result === 'error') {
+      this.#failed(registry, check.reason);
+      return 'unreachable';
+    }
+    this.#succeeded(registry);
+    this.#remember(target, registry, check.result, settings);
+    this.#log.debug({ target, result: check.result }, 'registry check');
+    return check.result;
+  }
+
+  /** May this registry be asked now? False while its circuit is open. */
+  #admit(registry: string): boolean {
+    const c = this.#circuits.get(registry);
+    if (c === undefined || c.failures < this.#failures) return true;
+    if (c.openUntil > this.#now() || c.probing) return false;
+    c.probing = true;
+    return true;
+  }
+
+  #succeeded(registry: string): void {
+    const c = this.#circuits.get(registry);
+    if (c === undefined) return;
+    this.#circuits.delete(registry);
+    if (c.failures >= this.#failures) this.#log.info({ registry }, 'registry answers again; checks resumed');
+  }
+
+  #failed(registry: string, reason: string): void {
+    let c = this.#circuits.get(registry);
+    if (c === undefined) {
+      c = { failures: 0, openUntil: 0, opens: 0, probing: false };
+      this.#circuits.set(registry, c);
+    }
+    c.failures++;
+    c.probing = false;
+    if (c.failures < this.#failures) return;
+    const pauseMs = Math.min(this.#maxOpenMs, this.#openMs * 2 ** Math.min(c.opens, 30));
+    c.opens++;
+    c.openUntil = this.#now() + pauseMs;
+    this.#log.warn({ registry, failures: c.failures, pauseMs, reason }, 'registry keeps failing; checks paused, answering unreachable');
+  }
+
+  #presetCounters(registries: readonly string[]): void {
+    for (const r of new Set(registries)) {
+      const registry = this.#metrics.registryLabel(r);
+      for (const result of REGISTRY_CHECK_RESULTS) this.#metrics.registryChecks.inc({ registry, result }, 0);
+    }
+  }
+}
+
+function sameEndpoint(a: RegistryEndpoint | undefined, b: RegistryEndpoint | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return (
+    a.host === b.host &&
+    (a.insecure ?? false) === (b.insecure ?? false) &&
+    (a.ca ?? []).join('\n') === (b.ca ?? []).join('\n') &&
+    a.auth?.username === b.auth?.username &&
+    a.auth?.password === b.auth?.password
+  );
+}

@@ -1,0 +1,85 @@
+import t from 'tap';
+import { ConfigError, validateConfig } from '../../src/config/schema.js';
+
+function problems(raw: unknown): string[] {
+  try {
+    validateConfig(raw);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems.map((p) => `${p.path}: ${p.message}`);
+    throw err;
+  }
+  return [];
+}
+
+t.test('defaults: no registries, timeoutMs 500, cache 3600/30, onUnreachable original', async (t) => {
+  const c = validateConfig({});
+  t.same(c.registries, {});
+  t.same(c.verification, { timeoutMs: 500, cacheSeconds: { present: 3600, absent: 30 }, onUnreachable: 'original' });
+  t.same(validateConfig({ verification: {} }).verification, c.verification, 'an empty section is the defaults');
+  t.same(validateConfig({ verification: { cacheSeconds: { absent: 5 } } }).verification.cacheSeconds, { present: 3600, absent: 5 }, 'keys default one by one');
+});
+
+t.test('the DESIGN example is valid and compiled as written', async (t) => {
+  const c = validateConfig({
+    rules: [{ from: 'docker.io', to: 'mirror.example.com/dockerhub', verify: true }],
+    registries: {
+      'mirror.example.com': { ca: '/etc/mirrorgate/ca/mirror.crt', insecure: false, auth: { secret: 'mirror-pull' } },
+      'Registry.Local:5000': { insecure: true, auth: { file: 'docker-config.json' } },
+      'index.docker.io': null,
+    },
+    verification: { timeoutMs: 500, cacheSeconds: { present: 3600, absent: 30 }, onUnreachable: 'deny' },
+  });
+  t.same(c.registries, {
+    'mirror.example.com': { ca: '/etc/mirrorgate/ca/mirror.crt', insecure: false, auth: { secret: 'mirror-pull' } },
+    'registry.local:5000': { ca: undefined, insecure: true, auth: { file: 'docker-config.json' } },
+    'docker.io': { ca: undefined, insecure: false, auth: undefined },
+  }, 'hosts normalised as image references name them');
+  t.equal(c.verification.onUnreachable, 'deny');
+  t.ok(Object.isFrozen(c.registries) && Object.isFrozen(c.verification.cacheSeconds), 'frozen');
+  t.equal(c.ruleSet.rules[0]?.verify, true);
+});
+
+const bad: { name: string; raw: unknown; expect: string[] }[] = [
+  { name: 'registries not a mapping', raw: { registries: ['m.io'] }, expect: ['registries: must be a mapping of registry hosts'] },
+  { name: 'a URL as host', raw: { registries: { 'https://m.io': {} } }, expect: ['registries["https://m.io"]: "https://m.io" is not a registry host'] },
+  { name: 'a path in the host', raw: { registries: { 'm.io/dockerhub': {} } }, expect: ['registries["m.io/dockerhub"]: "m.io/dockerhub" is not a registry host'] },
+  { name: 'a wildcard host', raw: { registries: { '*.m.io': {} } }, expect: ['registries["*.m.io"]: "*.m.io" is not a registry host'] },
+  { name: 'a single label', raw: { registries: { mirror: {} } }, expect: ['registries["mirror"]: "mirror": the host must contain "." or ":" or be localhost'] },
+  { name: 'the same registry twice', raw: { registries: { 'docker.io': {}, 'index.docker.io': {} } }, expect: ['registries["index.docker.io"]: the same registry as registries["docker.io"]'] },
+  { name: 'entry not a mapping', raw: { registries: { 'm.io': 'yes' } }, expect: ['registries["m.io"]: must be a mapping with ca, insecure, auth'] },
+  { name: 'unknown entry key', raw: { registries: { 'm.io': { tls: {} } } }, expect: ['registries["m.io"].tls: unknown key (allowed: ca, insecure, auth)'] },
+  { name: 'insecure not a boolean', raw: { registries: { 'm.io': { insecure: 'true' } } }, expect: ['registries["m.io"].insecure: must be true or false'] },
+  { name: 'ca empty', raw: { registries: { 'm.io': { ca: '' } } }, expect: ['registries["m.io"].ca: must be a non-empty string'] },
+  { name: 'ca with insecure', raw: { registries: { 'm.io': { ca: 'ca.pem', insecure: true } } }, expect: ['registries["m.io"].ca: has no use with insecure: true'] },
+  { name: 'auth not a mapping', raw: { registries: { 'm.io': { auth: 'robot' } } }, expect: ['registries["m.io"].auth: must be a mapping with secret: NAME or file: PATH'] },
+  { name: 'auth empty', raw: { registries: { 'm.io': { auth: {} } } }, expect: ['registries["m.io"].auth: needs secret: NAME'] },
+  { name: 'auth both', raw: { registries: { 'm.io': { auth: { secret: 's', file: 'f' } } } }, expect: ['registries["m.io"].auth: set either secret or file, not both'] },
+  { name: 'auth unknown key', raw: { registries: { 'm.io': { auth: { password: 'x' } } } }, expect: ['registries["m.io"].auth.password: unknown key (allowed: secret, file)'] },
+  { name: 'auth bad Secret name', raw: { registries: { 'm.io': { auth: { secret: 'Mirror_Pull' } } } }, expect: ['registries["m.io"].auth.secret: "Mirror_Pull" is not a valid Secret name'] },
+  { name: 'auth file not a string', raw: { registries: { 'm.io': { auth: { file: 3 } } } }, expect: ['registries["m.io"].auth.file: must be a non-empty string'] },
+  { name: 'verification not a mapping', raw: { verification: 500 }, expect: ['verification: must be a mapping with timeoutMs, cacheSeconds, onUnreachable'] },
+  { name: 'verification unknown key', raw: { verification: { timeout: 500 } }, expect: ['verification.timeout: unknown key (allowed: timeoutMs, cacheSeconds, onUnreachable)'] },
+  { name: 'timeoutMs zero', raw: { verification: { timeoutMs: 0 } }, expect: ['verification.timeoutMs: must be a whole number from 1 to 30000 (got 0)'] },
+  { name: 'timeoutMs beyond the API server limit', raw: { verification: { timeoutMs: 31000 } }, expect: ['verification.timeoutMs: must be a whole number from 1 to 30000'] },
+  { name: 'timeoutMs a string', raw: { verification: { timeoutMs: '500ms' } }, expect: ['verification.timeoutMs: must be a whole number'] },
+  { name: 'cacheSeconds not a mapping', raw: { verification: { cacheSeconds: 30 } }, expect: ['verification.cacheSeconds: must be a mapping with present and absent'] },
+  { name: 'cacheSeconds negative', raw: { verification: { cacheSeconds: { absent: -1 } } }, expect: ['verification.cacheSeconds.absent: must be a whole number from 0 to 604800 (got -1)'] },
+  { name: 'cacheSeconds fraction', raw: { verification: { cacheSeconds: { present: 1.5 } } }, expect: ['verification.cacheSeconds.present: must be a whole number'] },
+  { name: 'cacheSeconds unknown key', raw: { verification: { cacheSeconds: { error: 1 } } }, expect: ['verification.cacheSeconds.error: unknown key (allowed: present, absent)'] },
+  { name: 'bad onUnreachable', raw: { verification: { onUnreachable: 'allow' } }, expect: ['verification.onUnreachable: must be one of original, rewrite, deny (got "allow")'] },
+  {
+    name: 'every problem listed at once',
+    raw: { registries: { 'https://a': {}, 'b.io': { insecure: 1 } }, verification: { timeoutMs: -5, onUnreachable: 'x' } },
+    expect: ['registries["https://a"]:', 'registries["b.io"].insecure:', 'verification.timeoutMs:', 'verification.onUnreachable:'],
+  },
+];
+
+t.test('validation lists every problem by path', async (t) => {
+  for (const c of bad) {
+    t.test(c.name, async (t) => {
+      const got = problems(c.raw);
+      t.equal(got.length, c.expect.length, `${c.expect.length} problem(s): ${got.join(' | ')}`);
+      for (const e of c.expect) t.ok(got.some((g) => g.startsWith(e)), `has "${e}" in ${got.join(' | ')}`);
+    });
+  }
+});
