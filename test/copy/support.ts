@@ -1,0 +1,127 @@
+/**
+ * Helpers for the copier tests: a forwarding proxy on loopback (to inject a 429, to watch
+ * bytes flow), a manifest digest probe independent of src/, and an image with a large layer.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { TestRegistry } from '../support/registry.js';
+
+export interface Proxy {
+  url: string;
+  host: string;
+  /** Request body bytes forwarded upstream (uploads). */
+  uploaded: number;
+  requests: { method: string; path: string; status: number }[];
+  stop(): Promise<void>;
+}
+
+export interface ProxyHooks {
+  /** Answer a request instead of forwarding it; return true when answered. */
+  intercept?: (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
+  /** Forward the upstream answer's body through this instead of piping it. */
+  body?: (req: http.IncomingMessage, upstream: http.IncomingMessage, res: http.ServerResponse) => boolean;
+}
+
+/** An HTTP proxy on 127.0.0.1 forwarding to `upstream` (keeps the Host header, so upload Locations point at the proxy). */
+export async function startProxy(upstream: string, hooks: ProxyHooks = {}): Promise<Proxy> {
+  const up = new URL(upstream);
+  const proxy: Proxy = { url: '', host: '', uploaded: 0, requests: [], stop: async () => undefined };
+  const server = http.createServer((req, res) => {
+    const entry = { method: req.method ?? '', path: req.url ?? '', status: 0 };
+    proxy.requests.push(entry);
+    if (hooks.intercept?.(req, res)) {
+      entry.status = res.statusCode;
+      return;
+    }
+    const out = http.request(
+      { hostname: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers, agent: false },
+      (ures) => {
+        entry.status = ures.statusCode ?? 0;
+        res.writeHead(ures.statusCode ?? 502, ures.headers);
+        if (!hooks.body?.(req, ures, res)) ures.pipe(res);
+      },
+    );
+    out.on('error', () => res.destroy());
+    req.on('data', (c: Buffer) => {
+      proxy.uploaded += c.length;
+    });
+    req.pipe(out);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  proxy.url = `http://127.0.0.1:${port}`;
+  proxy.host = `127.0.0.1:${port}`;
+  proxy.stop = () =>
+    new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    });
+  return proxy;
+}
+
+function authHeader(reg: TestRegistry): Record<string, string> {
+  return reg.auth ? { authorization: `Basic ${Buffer.from(`${reg.auth.username}:${reg.auth.password}`).toString('base64')}` } : {};
+}
+
+const ACCEPT = [
+  'application/vnd.oci.image.index.v1+json',
+  'application/vnd.oci.image.manifest.v1+json',
+  'application/vnd.docker.distribution.manifest.list.v2+json',
+  'application/vnd.docker.distribution.manifest.v2+json',
+].join(', ');
+
+/** `Docker-Content-Digest` of `name:ref` as the registry answers it (undefined when absent), like `crane digest`. */
+export function headDigest(reg: TestRegistry, name: string, ref: string): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(`${reg.url}/v2/${name}/manifests/${ref}`, { method: 'HEAD', headers: { accept: ACCEPT, ...authHeader(reg) }, agent: false }, (res) => {
+      res.resume();
+      if (res.statusCode === 404) resolve(undefined);
+      else if (res.statusCode === 200) resolve(String(res.headers['docker-content-digest']));
+      else reject(new Error(`HEAD ${name}:${ref}: HTTP ${res.statusCode}`));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function send(reg: TestRegistry, method: string, path: string, headers: Record<string, string>, body?: Buffer): Promise<{ status: number; headers: http.IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(new URL(path, reg.url), { method, headers: { ...headers, ...authHeader(reg), ...(body ? { 'content-length': String(body.length) } : {}) }, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+async function putBlob(reg: TestRegistry, name: string, blob: Buffer): Promise<void> {
+  const start = await send(reg, 'POST', `/v2/${name}/blobs/uploads/`, {});
+  if (start.status !== 202) throw new Error(`start upload: HTTP ${start.status}`);
+  const loc = new URL(String(start.headers.location), reg.url);
+  loc.searchParams.set('digest', sha(blob));
+  const put = await send(reg, 'PUT', loc.pathname + loc.search, { 'content-type': 'application/octet-stream' }, blob);
+  if (put.status !== 201) throw new Error(`put blob: HTTP ${put.status}`);
+}
+
+/** Push a Docker v2 image whose single layer is `size` random (incompressible) bytes; returns digests. */
+export async function pushBigImage(reg: TestRegistry, name: string, tag: string, size: number): Promise<{ digest: string; layer: string }> {
+  const layer = randomBytes(size);
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [sha(layer)] } }));
+  await putBlob(reg, name, layer);
+  await putBlob(reg, name, config);
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.docker.distribution.manifest.v2+json',
+      config: { mediaType: 'application/vnd.docker.container.image.v1+json', size: config.length, digest: sha(config) },
+      layers: [{ mediaType: 'application/vnd.docker.image.rootfs.diff.tar.gzip', size: layer.length, digest: sha(layer) }],
+    }),
+  );
+  const put = await send(reg, 'PUT', `/v2/${name}/manifests/${tag}`, { 'content-type': 'application/vnd.docker.distribution.manifest.v2+json' }, manifest);
+  if (put.status !== 201) throw new Error(`put manifest: HTTP ${put.status}`);
+  return { digest: sha(manifest), layer: sha(layer) };
+}
