@@ -1,0 +1,157 @@
+/**
+ * The `identity:` section of the config: which Workload Identity providers are on and
+ * their defaults. Every provider is on by default (wiring is driven by annotations alone);
+ * `enabled: false` turns one off. Problems are listed by path, unknown keys included, so
+ * a typo never silently changes behaviour.
+ */
+import {
+  AWS_DEFAULT_AUDIENCE,
+  AWS_DEFAULT_TOKEN_EXPIRATION,
+  AWS_MAX_TOKEN_EXPIRATION,
+  AWS_MIN_TOKEN_EXPIRATION,
+  type AwsSettings,
+} from '../core/identity/aws.js';
+import {
+  AZURE_DEFAULT_AUDIENCE,
+  AZURE_DEFAULT_AUTHORITY_HOST,
+  AZURE_DEFAULT_TOKEN_EXPIRATION,
+  AZURE_MAX_TOKEN_EXPIRATION,
+  AZURE_MIN_TOKEN_EXPIRATION,
+  type AzureSettings,
+} from '../core/identity/azure.js';
+import {
+  GCP_DEFAULT_AUDIENCE,
+  GCP_DEFAULT_TOKEN_EXPIRATION,
+  GCP_MAX_TOKEN_EXPIRATION,
+  GCP_MIN_TOKEN_EXPIRATION,
+  type GcpSettings,
+} from '../core/identity/gcp.js';
+import type { IdentitySettings } from '../core/identity/wiring.js';
+import type { Problem } from '../core/rules.js';
+
+export const IDENTITY_KEYS = ['aws', 'gcp', 'azure'] as const;
+export const AWS_KEYS = ['enabled', 'region', 'tokenExpiration', 'audience', 'fsGroup', 'stsRegionalEndpoints'] as const;
+export const GCP_KEYS = ['enabled', 'tokenExpiration', 'audience', 'region'] as const;
+export const AZURE_KEYS = ['enabled', 'authorityHost', 'tokenExpiration', 'audience', 'tenantId'] as const;
+
+type Raw = Record<string, unknown>;
+
+function isRecord(v: unknown): v is Raw {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Collects problems; each reader returns the default when the value is absent or bad. */
+class Reader {
+  readonly problems: Problem[] = [];
+  constructor(private readonly base: string) {}
+
+  at(key: string): string {
+    return `${this.base}.${key}`;
+  }
+  /** The mapping at `key`, or undefined when absent; anything else is a problem. */
+  section(obj: Raw, key: string, allowed: readonly string[]): Raw | undefined {
+    const v = obj[key];
+    if (v === undefined || v === null) return undefined;
+    if (!isRecord(v)) {
+      this.problems.push({ path: this.at(key), message: 'must be a mapping' });
+      return undefined;
+    }
+    this.unknownKeys(v, this.at(key), allowed);
+    return v;
+  }
+  unknownKeys(obj: Raw, path: string, allowed: readonly string[]): void {
+    for (const k of Object.keys(obj)) {
+      if (!allowed.includes(k)) this.problems.push({ path: `${path}.${k}`, message: `unknown key (allowed: ${allowed.join(', ')})` });
+    }
+  }
+  bool(obj: Raw, key: string, path: string, dflt: boolean): boolean {
+    const v = obj[key];
+    if (v === undefined || v === null) return dflt;
+    if (typeof v === 'boolean') return v;
+    this.problems.push({ path, message: `must be true or false (got ${JSON.stringify(v)})` });
+    return dflt;
+  }
+  string(obj: Raw, key: string, path: string): string | undefined {
+    const v = obj[key];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v === 'string' && v.trim() !== '' && v === v.trim()) return v;
+    this.problems.push({ path, message: `must be a non-empty string without surrounding spaces (got ${JSON.stringify(v)})` });
+    return undefined;
+  }
+  integer(obj: Raw, key: string, path: string, min: number, max: number): number | undefined {
+    const v = obj[key];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max) return v;
+    this.problems.push({ path, message: `must be a whole number from ${min} to ${max} (got ${JSON.stringify(v)})` });
+    return undefined;
+  }
+}
+
+/**
+ * Validate the `identity` section (`raw` is its value; undefined means every provider on
+ * with upstream defaults). Returns the settings (bad fields replaced by their defaults)
+ * and every problem by path; the caller rejects the config when there are problems.
+ */
+export function validateIdentityConfig(raw: unknown, path = 'identity'): { settings: IdentitySettings; problems: Problem[] } {
+  const r = new Reader(path);
+  let root: Raw = {};
+  if (raw !== undefined && raw !== null) {
+    if (isRecord(raw)) {
+      root = raw;
+      r.unknownKeys(root, path, IDENTITY_KEYS);
+    } else r.problems.push({ path, message: 'must be a mapping with aws, gcp and azure' });
+  }
+
+  const awsRaw = r.section(root, 'aws', AWS_KEYS) ?? {};
+  const awsAt = (k: string): string => `${r.at('aws')}.${k}`;
+  const aws: AwsSettings = {
+    audience: r.string(awsRaw, 'audience', awsAt('audience')) ?? AWS_DEFAULT_AUDIENCE,
+    tokenExpiration: r.integer(awsRaw, 'tokenExpiration', awsAt('tokenExpiration'), AWS_MIN_TOKEN_EXPIRATION, AWS_MAX_TOKEN_EXPIRATION) ?? AWS_DEFAULT_TOKEN_EXPIRATION,
+    region: r.string(awsRaw, 'region', awsAt('region')),
+    stsRegionalEndpoints: r.bool(awsRaw, 'stsRegionalEndpoints', awsAt('stsRegionalEndpoints'), false),
+    // A group ID as the API takes it (int64); 0 is root's group and allowed.
+    fsGroup: r.integer(awsRaw, 'fsGroup', awsAt('fsGroup'), 0, Number.MAX_SAFE_INTEGER),
+  };
+
+  const gcpRaw = r.section(root, 'gcp', GCP_KEYS) ?? {};
+  const gcpAt = (k: string): string => `${r.at('gcp')}.${k}`;
+  const gcp: GcpSettings = {
+    audience: r.string(gcpRaw, 'audience', gcpAt('audience')) ?? GCP_DEFAULT_AUDIENCE,
+    tokenExpiration: r.integer(gcpRaw, 'tokenExpiration', gcpAt('tokenExpiration'), GCP_MIN_TOKEN_EXPIRATION, GCP_MAX_TOKEN_EXPIRATION) ?? GCP_DEFAULT_TOKEN_EXPIRATION,
+    region: r.string(gcpRaw, 'region', gcpAt('region')),
+  };
+
+  const azureRaw = r.section(root, 'azure', AZURE_KEYS) ?? {};
+  const azureAt = (k: string): string => `${r.at('azure')}.${k}`;
+  const azure: AzureSettings = {
+    audience: r.string(azureRaw, 'audience', azureAt('audience')) ?? AZURE_DEFAULT_AUDIENCE,
+    tokenExpiration: r.integer(azureRaw, 'tokenExpiration', azureAt('tokenExpiration'), AZURE_MIN_TOKEN_EXPIRATION, AZURE_MAX_TOKEN_EXPIRATION) ?? AZURE_DEFAULT_TOKEN_EXPIRATION,
+    authorityHost: authorityHost(r, azureRaw, azureAt('authorityHost')),
+    tenantId: r.string(azureRaw, 'tenantId', azureAt('tenantId')),
+  };
+
+  const settings: IdentitySettings = Object.freeze({
+    aws: r.bool(awsRaw, 'enabled', awsAt('enabled'), true) ? Object.freeze(aws) : undefined,
+    gcp: r.bool(gcpRaw, 'enabled', gcpAt('enabled'), true) ? Object.freeze(gcp) : undefined,
+    azure: r.bool(azureRaw, 'enabled', azureAt('enabled'), true) ? Object.freeze(azure) : undefined,
+  });
+  return { settings, problems: r.problems };
+}
+
+/** An https URL, written as the Azure SDKs read AZURE_AUTHORITY_HOST. */
+function authorityHost(r: Reader, obj: Raw, path: string): string {
+  const v = r.string(obj, 'authorityHost', path);
+  if (v === undefined) return AZURE_DEFAULT_AUTHORITY_HOST;
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    r.problems.push({ path, message: `must be an https URL (got ${JSON.stringify(v)})` });
+    return AZURE_DEFAULT_AUTHORITY_HOST;
+  }
+  if (url.protocol !== 'https:') {
+    r.problems.push({ path, message: `must be an https URL (got ${JSON.stringify(v)})` });
+    return AZURE_DEFAULT_AUTHORITY_HOST;
+  }
+  return v;
+}
