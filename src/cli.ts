@@ -11,6 +11,11 @@ import { loadConfigFile } from './config/watch.js';
 import { decideRewrite } from './core/rules.js';
 import { judgeImage } from './core/policy.js';
 import { serve } from './serve.js';
+import { BlobLocations, copyImage, parsePlatform, type CopyResult } from './copy/copier.js';
+import { fetchMissing } from './copy/missing.js';
+import { RegistryClient } from './registry/client.js';
+import { endpointFor, loadEndpoints } from './verify/endpoints.js';
+import { formatScanJson, formatScanText, scanExitCode, scanPaths } from './scan/scan.js';
 
 export class UsageError extends Error {
   readonly code = 'MG_USAGE';
@@ -23,6 +28,10 @@ Usage:
                    [--tls-cert FILE --tls-key FILE] [--certs-dir ./certs]
                    [--kubeconfig FILE | --no-kube] [--shutdown-delay 5s]
   mirrorgate rewrite --config FILE [--output text|json] IMAGE...
+  mirrorgate copy --config FILE [--missing [--url http://127.0.0.1:9090]] [--platform os/arch[/variant]] IMAGE...
+  mirrorgate scan --config FILE [--write] [--check] [--output text|json] PATH...
+                   (Kubernetes YAML and Dockerfiles in files or folders; --check exits 1
+                   while third-party references remain)
   mirrorgate help | --help
   mirrorgate version | --version
 
@@ -155,6 +164,115 @@ async function cmdRewrite(args: string[], io: Io): Promise<number> {
   return failed ? 1 : 0;
 }
 
+/** Human-readable byte count for summary lines. */
+function bytesText(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(1)} ${units[i] ?? 'TiB'}`;
+}
+
+function copySummary(r: CopyResult): string {
+  const narrowed = r.narrowed ? ` (${r.narrowed.platform} of index ${r.narrowed.indexDigest}: the target now names this platform's manifest, not the index)` : '';
+  return `copied ${r.source} ${r.digest} -> ${r.target}: ${bytesText(r.bytesSent)} sent, ${r.blobsSent} blobs sent, ${r.blobsSkipped} skipped, ${r.blobsMounted} mounted${narrowed}`;
+}
+
+async function cmdCopy(args: string[], io: Io): Promise<number> {
+  const { values, positionals } = parse(args, {
+    config: { type: 'string' },
+    missing: { type: 'boolean' },
+    url: { type: 'string' },
+    platform: { type: 'string' },
+  });
+  const configPath = requireConfig(values);
+  const url = str(values.url);
+  if (url !== undefined && values.missing !== true) throw new UsageError('--url goes with --missing');
+  const platformArg = str(values.platform);
+  const platform = platformArg === undefined ? undefined : parsePlatform(platformArg);
+  if (platformArg !== undefined && platform === undefined) throw new UsageError(`--platform: os/arch[/variant], like linux/amd64 (got ${platformArg})`);
+  if (positionals.length === 0 && values.missing !== true) throw new UsageError('copy needs at least one IMAGE, or --missing');
+  const { config } = await loadConfigFile(configPath);
+
+  const images = [...positionals];
+  if (values.missing === true) {
+    const missing = await fetchMissing(url ?? 'http://127.0.0.1:9090');
+    for (const m of missing.images) if (!images.includes(m)) images.push(m);
+    if (missing.overflow > 0) io.err(`mirrorgate: the report lists ${missing.images.length} missing images; ${missing.overflow} more were not listed (run copy --missing again later)`);
+    if (images.length === 0) {
+      io.out('nothing to copy: the report lists no image missing from the mirror');
+      return 0;
+    }
+  }
+
+  const endpoints = await loadEndpoints(config.registries, {
+    log: { warn: (obj, msg) => io.err(`mirrorgate: ${(obj as { registry?: string }).registry ?? ''}: ${msg}`) },
+  });
+  const client = new RegistryClient();
+  const locations = new BlobLocations();
+  // A progress line, rewritten in place, only for a person watching a terminal.
+  const tty = io === stdio && process.stderr.isTTY === true;
+  const failed: string[] = [];
+  try {
+    for (const image of images) {
+      const d = decideRewrite(config.ruleSet, image);
+      if (d.kind !== 'rewrite') {
+        const why = d.kind === 'invalid' ? d.reason : d.reason === 'no-rule' ? 'no rule matches it' : d.reason === 'on-target' ? 'it is already on a mirror' : (d.detail ?? d.reason);
+        io.err(`mirrorgate: copy failed: ${image}: ${why}`);
+        failed.push(image);
+        continue;
+      }
+      try {
+        const result = await copyImage(d.ref, d.rewrittenRef, {
+          client,
+          endpoint: (host) => endpointFor(endpoints, host),
+          platform,
+          locations,
+          onProgress: tty
+            ? (p) => process.stderr.write(`\r\x1b[Kcopying ${p.source}: ${p.blobsDone}/${p.blobsTotal} blobs, ${bytesText(p.bytesSent)} sent`)
+            : undefined,
+        });
+        if (tty) process.stderr.write('\r\x1b[K');
+        io.out(copySummary(result));
+      } catch (err) {
+        if (tty) process.stderr.write('\r\x1b[K');
+        io.err(`mirrorgate: copy failed: ${image} -> ${d.rewritten}: ${err instanceof Error ? err.message : String(err)}`);
+        failed.push(image);
+      }
+    }
+  } finally {
+    client.close();
+  }
+  if (failed.length > 0) {
+    io.err(`mirrorgate: ${failed.length} of ${images.length} images failed: ${failed.join(', ')}`);
+    return 1;
+  }
+  return 0;
+}
+
+async function cmdScan(args: string[], io: Io): Promise<number> {
+  const { values, positionals } = parse(args, {
+    config: { type: 'string' },
+    write: { type: 'boolean' },
+    check: { type: 'boolean' },
+    output: { type: 'string' },
+  });
+  const output = str(values.output) ?? 'text';
+  if (output !== 'text' && output !== 'json') throw new UsageError(`--output: text or json (got ${output})`);
+  if (positionals.length === 0) throw new UsageError('scan needs at least one PATH (a file or folder)');
+  const { config } = await loadConfigFile(requireConfig(values));
+  const opts = { write: values.write === true };
+  const result = await scanPaths(positionals, { ruleSet: config.ruleSet, policy: config.policy }, opts);
+  for (const p of result.problems) io.err(`mirrorgate: ${p.file}: ${p.message}`);
+  if (output === 'json') io.out(formatScanJson(result));
+  else for (const line of formatScanText(result, opts)) io.out(line);
+  return scanExitCode(result, values.check === true);
+}
+
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
@@ -169,6 +287,10 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
         return await cmdServe(rest, io);
       case 'rewrite':
         return await cmdRewrite(rest, io);
+      case 'copy':
+        return await cmdCopy(rest, io);
+      case 'scan':
+        return await cmdScan(rest, io);
       case 'version':
       case '--version':
         io.out(version());

@@ -10,9 +10,12 @@ import { ConfigWatcher, loadConfigFile } from './config/watch.js';
 import type { Config } from './config/schema.js';
 import { createLogger, type Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
+import { KubeRuntime } from './kube/setup.js';
 import { buildServer } from './server/app.js';
 import { buildMetricsServer } from './server/metrics-route.js';
 import { readTlsFiles, tlsSecureContextOptions, tlsServerOptions, watchTlsFiles, type TlsFiles } from './server/tls.js';
+import type { SecretReader } from './verify/endpoints.js';
+import { Verification } from './verify/setup.js';
 
 export interface ServeOptions {
   readonly configPath: string;
@@ -30,6 +33,8 @@ export interface ServeOptions {
   readonly shutdownDelayMs: number;
   readonly noKube: boolean;
   readonly kubeconfig: string | undefined;
+  /** Reads dockerconfigjson Secrets for `registries.*.auth.secret`; undefined with `--no-kube`. */
+  readonly secretReader?: SecretReader | undefined;
   /** Log destination; stdout when omitted. */
   readonly logDestination?: import('pino').DestinationStream | undefined;
 }
@@ -42,6 +47,8 @@ export interface Running {
   readonly url: string;
   readonly metricsUrl: string;
   readonly caFile: string | undefined;
+  /** Kubernetes caches and replication; undefined with `--no-kube`. */
+  readonly kube: KubeRuntime | undefined;
   /** Readiness false, wait the shutdown delay, drain, close. Idempotent. */
   shutdown(reason: string): Promise<void>;
 }
@@ -51,12 +58,21 @@ export async function serve(opts: ServeOptions): Promise<Running> {
   const initial = await loadConfigFile(opts.configPath);
   const log = createLogger({ level: initial.config.logLevel, destination: opts.logDestination });
   const metrics = createMetrics();
+  const now = (): number => performance.now();
+  // Registry client and verifier, when some rule says `verify: true`; a missing CA or auth
+  // file is a config error, as at reload (where the previous settings then stay).
+  const verification = await Verification.start(initial.config, { metrics, log, now, secrets: opts.secretReader });
+
+  // Kubernetes caches start in the background: an unreachable API degrades, never blocks.
+  const kube = opts.noKube ? undefined : new KubeRuntime({ kubeconfig: opts.kubeconfig, pullSecrets: initial.config.file.pullSecrets, log, metrics });
 
   const watcher = new ConfigWatcher(opts.configPath, initial, {
     onReload: (config: Config) => {
       metrics.configReloads.inc({ result: 'success' });
       log.level = config.logLevel;
       log.info({ path: opts.configPath, mode: config.mode, rules: config.ruleSet.rules.length }, 'config reloaded');
+      kube?.configure(config.file.pullSecrets);
+      void verification.reload(config);
     },
     onReject: (err: Error) => {
       metrics.configReloads.inc({ result: 'failure' });
@@ -81,11 +97,16 @@ export async function serve(opts: ServeOptions): Promise<Running> {
     config: watcher,
     metrics,
     log,
-    now: () => performance.now(),
+    now,
     https: tlsServerOptions(pair),
+    namespaceMode: kube?.namespaceMode,
+    observers: kube
+      ? [{ observe: ({ request, evaluation }) => kube.afterAdmission({ namespace: request.namespace, dryRun: request.dryRun, patched: evaluation.response.patch !== undefined, operations: evaluation.plan?.operations }) }]
+      : undefined,
+    verifier: verification.verifier,
     readiness: {
       notReadyReasons: () => (shuttingDown ? ['shutting down'] : []),
-      degraded: () => (opts.noKube ? ['no Kubernetes API access (--no-kube)'] : []),
+      degraded: () => (kube ? kube.degraded() : ['no Kubernetes API access (--no-kube)']),
     },
   });
   const tlsWatch = watchTlsFiles(tlsFiles, {
@@ -121,11 +142,13 @@ export async function serve(opts: ServeOptions): Promise<Running> {
       // connections are closed (forceCloseConnections: 'idle').
       await app.close();
       await metricsApp.close();
+      await kube?.stop();
+      verification.close();
       log.info('shut down');
     })();
     return closing;
   };
-  return { app, metricsApp, log, metrics, url, metricsUrl, caFile, shutdown };
+  return { app, metricsApp, log, metrics, url, metricsUrl, caFile, kube, shutdown };
 }
 
 function portOf(app: FastifyInstance): number {

@@ -5,7 +5,7 @@
  */
 import type { Operation } from 'fast-json-patch';
 import { isObject } from './json.js';
-import { planPod, readPod, type Mode, type Plan, type Settings, type VerifyAnswers } from './pod.js';
+import { planPod, readPod, type IdentityInput, type Mode, type Plan, type Settings, type VerifyAnswers } from './pod.js';
 
 export const API_VERSION = 'admission.k8s.io/v1';
 
@@ -162,7 +162,7 @@ export interface Evaluation {
  * needs registry answers (`toVerify`), the caller asks the registries and calls again
  * with `verify`.
  */
-export function evaluate(req: AdmissionRequest, settings: Settings, mode: Mode, verify?: VerifyAnswers): Evaluation {
+export function evaluate(req: AdmissionRequest, settings: Settings, mode: Mode, verify?: VerifyAnswers, identity?: IdentityInput): Evaluation {
   const handling = classify(req);
   if (handling.kind === 'ignore') {
     return { response: allowed(req.uid), plan: undefined, reason: handling.reason, label: handling.label, error: undefined };
@@ -175,7 +175,8 @@ export function evaluate(req: AdmissionRequest, settings: Settings, mode: Mode, 
     if (!old.ok) return { response: allowed(req.uid), plan: undefined, reason: undefined, label: handling.label, error: old.error };
     oldPod = old.pod;
   }
-  const plan = planPod({ operation: handling.operation, subResource: req.subResource, pod: pod.pod, oldPod, mode }, settings, verify);
+  const raw = isObject(req.object) ? req.object : undefined;
+  const plan = planPod({ operation: handling.operation, subResource: req.subResource, pod: pod.pod, oldPod, mode, raw, identity }, settings, verify);
   const extras = { warnings: plan.warnings, auditAnnotations: plan.auditAnnotations };
   let response: AdmissionResponse;
   if (plan.denial !== undefined) response = denied(req.uid, plan.denial, extras);

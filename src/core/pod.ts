@@ -8,6 +8,7 @@ import { escapePointer, isObject, type JsonObject } from './json.js';
 import { judgeImage, type Policy } from './policy.js';
 import { secretsNeeded, type PullSecret } from './pull-secrets.js';
 import { parseReference, type ImageReference } from './reference.js';
+import { planIdentity, type IdentitySettings, type ServiceAccountInfo } from './identity/wiring.js';
 import { decideRewrite, type Rule, type RuleSet } from './rules.js';
 
 export const ANNOTATION_REWRITE = 'mirrorgate.io/rewrite';
@@ -92,6 +93,16 @@ export interface Settings {
   readonly pullSecrets: readonly PullSecret[];
 }
 
+/** Workload Identity wiring for a CREATE: what the ServiceAccount cache said. */
+export interface IdentityInput {
+  readonly settings: IdentitySettings;
+  /** 'unknown': not in the cache and the direct lookup failed too. */
+  readonly lookup: 'found' | 'unknown';
+  readonly serviceAccount: ServiceAccountInfo | undefined;
+  /** What an unknown ServiceAccount means: admit without wiring (with a warning), or deny. */
+  readonly onUnknown: 'admit' | 'deny';
+}
+
 export interface PlanInput {
   readonly operation: 'CREATE' | 'UPDATE';
   /** '' for the pod itself, 'ephemeralcontainers' for `kubectl debug`. */
@@ -99,6 +110,10 @@ export interface PlanInput {
   readonly pod: PodView;
   readonly oldPod: PodView | undefined;
   readonly mode: Mode;
+  /** The Pod as received (identity wiring reads env, mounts and volumes from it). */
+  readonly raw?: JsonObject | undefined;
+  /** Only for CREATE, when identity wiring is on and the webhook can read ServiceAccounts. */
+  readonly identity?: IdentityInput | undefined;
 }
 
 /** What a registry check said about a rewrite target (see verification). */
@@ -253,6 +268,12 @@ export function planPod(input: PlanInput, settings: Settings, verify?: VerifyAns
     for (const d of violations) warnings.push(`mirrorgate: container "${d.container.name}": ${d.violation ?? ''}`);
     for (const m of unreachableDenials) warnings.push(`mirrorgate: would deny: ${m}`);
     if (rewrites.length > 0) auditAnnotations['would-rewrite'] = JSON.stringify(Object.fromEntries(rewrites.map((d) => [d.container.name, d.target])));
+    const wiring = identityPlan(input);
+    if (wiring.applied.length > 0) {
+      auditAnnotations['would-wire'] = wiring.applied.join(',');
+      warnings.push(`mirrorgate: would wire workload identity: ${wiring.applied.join(', ')}`);
+    }
+    if (wiring.unknown !== undefined) warnings.push(wiring.unknown);
     if (violations.length > 0 || unreachableDenials.length > 0) {
       auditAnnotations.violations = JSON.stringify([
         ...violations.map((d) => ({ container: d.container.name, image: d.final, reason: d.violation })),
@@ -271,10 +292,14 @@ export function planPod(input: PlanInput, settings: Settings, verify?: VerifyAns
   }
 
   // Enforce.
+  const wiring = identityPlan(input);
   const problems = [
     ...violations.map((d) => `container "${d.container.name}": ${d.violation ?? ''}`),
     ...unreachableDenials,
   ];
+  if (wiring.unknown !== undefined && input.identity?.onUnknown === 'deny') {
+    problems.push(`${wiring.unknown.replace(/^mirrorgate: /, '')} (identity.onUnknownServiceAccount: deny; retry once it exists)`);
+  }
   if (problems.length > 0) {
     if (violations.length > 0) auditAnnotations.violations = JSON.stringify(violations.map((d) => ({ container: d.container.name, image: d.final, reason: d.violation })));
     return {
@@ -299,8 +324,14 @@ export function planPod(input: PlanInput, settings: Settings, verify?: VerifyAns
     auditAnnotations.rewritten = JSON.stringify(Object.fromEntries(rewrites.map((d) => [d.container.name, d.final])));
   }
   if (operation === 'CREATE') {
-    if (rewrites.length > 0) operations.push(...originalImagesOps(pod, rewrites));
+    const annotations: Record<string, string> = { ...wiring.annotations };
+    if (rewrites.length > 0) annotations[ANNOTATION_ORIGINAL_IMAGES] = originalImagesValue(pod, rewrites);
+    operations.push(...annotationOps(pod, annotations));
     operations.push(...pullSecretOps(pod, judged, settings.pullSecrets));
+    operations.push(...wiring.operations);
+    warnings.push(...wiring.warnings);
+    if (wiring.unknown !== undefined) warnings.push(wiring.unknown);
+    if (wiring.applied.length > 0) auditAnnotations.wired = wiring.applied.join(',');
   }
   return { skipped: undefined, decisions: judged, operations, warnings: summarise(warnings), auditAnnotations, denial: undefined, toVerify };
 }
@@ -328,12 +359,34 @@ function summarise(warnings: string[]): string[] {
   return shown;
 }
 
+/** Identity wiring for a CREATE, or nothing; `unknown` is the warning for an unknown ServiceAccount. */
+function identityPlan(input: PlanInput): { operations: Operation[]; annotations: Record<string, string>; warnings: string[]; applied: string[]; unknown: string | undefined } {
+  const none = { operations: [], annotations: {}, warnings: [], applied: [], unknown: undefined };
+  const id = input.identity;
+  if (id === undefined || input.operation !== 'CREATE' || input.subResource !== '' || input.raw === undefined) return none;
+  if (id.lookup === 'unknown') {
+    const who = id.serviceAccount ? `${id.serviceAccount.namespace}/${id.serviceAccount.name}` : 'the pod\'s';
+    return { ...none, unknown: `mirrorgate: service account ${who} is not known yet; workload identity not wired` };
+  }
+  const plan = planIdentity(input.raw, id.serviceAccount, id.settings);
+  return { ...plan, unknown: undefined };
+}
+
+/** Annotations to set, as few operations as the pod's metadata allows. */
+function annotationOps(pod: PodView, annotations: Readonly<Record<string, string>>): Operation[] {
+  const entries = Object.entries(annotations).filter(([k, v]) => pod.annotations?.[k] !== v);
+  if (entries.length === 0) return [];
+  if (!pod.hasMetadata) return [{ op: 'add', path: '/metadata', value: { annotations: Object.fromEntries(entries) } }];
+  if (pod.annotations === undefined) return [{ op: 'add', path: '/metadata/annotations', value: Object.fromEntries(entries) }];
+  return entries.map(([k, v]) => ({ op: 'add', path: `/metadata/annotations/${escapePointer(k)}`, value: v }));
+}
+
 /**
  * Record the original references by container name. A reinvocation that rewrites a
  * container added by a later webhook merges into the existing record rather than
  * replacing it; a pass that rewrites nothing leaves it untouched (no operation).
  */
-function originalImagesOps(pod: PodView, rewrites: readonly ContainerDecision[]): Operation[] {
+function originalImagesValue(pod: PodView, rewrites: readonly ContainerDecision[]): string {
   let record: Record<string, string> = {};
   const existing = pod.annotations?.[ANNOTATION_ORIGINAL_IMAGES];
   if (existing !== undefined) {
@@ -347,12 +400,7 @@ function originalImagesOps(pod: PodView, rewrites: readonly ContainerDecision[])
     }
   }
   for (const d of rewrites) if (record[d.container.name] === undefined) record[d.container.name] = d.original ?? '';
-  const value = JSON.stringify(record);
-  if (!pod.hasMetadata) return [{ op: 'add', path: '/metadata', value: { annotations: { [ANNOTATION_ORIGINAL_IMAGES]: value } } }];
-  if (pod.annotations === undefined) {
-    return [{ op: 'add', path: '/metadata/annotations', value: { [ANNOTATION_ORIGINAL_IMAGES]: value } }];
-  }
-  return [{ op: 'add', path: `/metadata/annotations/${escapePointer(ANNOTATION_ORIGINAL_IMAGES)}`, value }];
+  return JSON.stringify(record);
 }
 
 function pullSecretOps(pod: PodView, decisions: readonly ContainerDecision[], pullSecrets: readonly PullSecret[]): Operation[] {

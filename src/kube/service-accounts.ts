@@ -1,0 +1,182 @@
+/**
+ * ServiceAccounts for Workload Identity wiring: an informer cache of every
+ * ServiceAccount, keeping only the annotations the identity providers read, plus one
+ * bounded direct GET on a miss. The miss matters: a ServiceAccount created a moment
+ * before its pod (`kubectl apply` of both, Helm) may not have reached the cache yet,
+ * the race amazon-eks-pod-identity-webhook users hit (its issue #174).
+ */
+import { Observable, type CoreV1Api, type ConfigurationOptions, type KubernetesObject, type RequestContext, type ResponseContext, type Watch } from '@kubernetes/client-node';
+import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics.js';
+import { describe, keyOf, Reflector, statusOf, type ReflectorStatus } from './reflector.js';
+
+export interface ServiceAccountInfo {
+  readonly namespace: string;
+  readonly name: string;
+  /** Only the annotations kept (see {@link IDENTITY_ANNOTATION_PREFIXES}). */
+  readonly annotations: Readonly<Record<string, string>>;
+}
+
+/** What admission needs of ServiceAccounts. */
+export interface ServiceAccountLookup {
+  /** From the cache; on a miss, one direct GET bounded by `waitMs` (default 200). undefined = unknown. */
+  get(namespace: string, name: string): Promise<ServiceAccountInfo | undefined>;
+  synced(): boolean;
+}
+
+/** Annotation prefixes the identity providers read; everything else is dropped. */
+export const IDENTITY_ANNOTATION_PREFIXES: readonly string[] = [
+  'eks.amazonaws.com/',
+  'cloud.google.com/',
+  'iam.gke.io/',
+  'azure.workload.identity/',
+  'mirrorgate.io/',
+];
+
+export interface ServiceAccountCacheOptions {
+  readonly core: Pick<CoreV1Api, 'listServiceAccountForAllNamespaces' | 'readNamespacedServiceAccount'>;
+  readonly watch: Pick<Watch, 'watch'>;
+  readonly log: Logger;
+  readonly metrics?: Pick<Metrics, 'serviceAccountLookups'> | undefined;
+  /** Bound of the direct GET on a miss (default 200 ms). */
+  readonly waitMs?: number | undefined;
+  /** Which annotations to keep (default: {@link IDENTITY_ANNOTATION_PREFIXES}). */
+  readonly keepAnnotation?: ((key: string) => boolean) | undefined;
+  readonly resyncMs?: number | undefined;
+  readonly backoff?: { readonly initialMs: number; readonly maxMs: number } | undefined;
+}
+
+type LookupResult = 'cache' | 'direct' | 'miss' | 'error';
+
+const EMPTY: Readonly<Record<string, string>> = Object.freeze({});
+
+/** Informer cache of ServiceAccounts. `start()` it; it never throws and never blocks. */
+export class ServiceAccountCache implements ServiceAccountLookup {
+  readonly #reflector: Reflector<Readonly<Record<string, string>>>;
+  readonly #o: ServiceAccountCacheOptions;
+  readonly #keep: (key: string) => boolean;
+  readonly #inflight = new Map<string, Promise<ServiceAccountInfo | undefined>>();
+
+  constructor(options: ServiceAccountCacheOptions) {
+    this.#o = options;
+    this.#keep = options.keepAnnotation ?? ((k) => IDENTITY_ANNOTATION_PREFIXES.some((p) => k.startsWith(p)));
+    this.#reflector = new Reflector({
+      name: 'serviceaccounts',
+      path: '/api/v1/serviceaccounts',
+      list: async (token, limit) => {
+        const list = await options.core.listServiceAccountForAllNamespaces({ limit, ...(token !== undefined ? { _continue: token } : {}) });
+        return { items: list.items, resourceVersion: list.metadata?.resourceVersion ?? '', continue: list.metadata?._continue };
+      },
+      watch: options.watch,
+      keep: (obj) => this.#annotationsOf(obj),
+      log: options.log,
+      resyncMs: options.resyncMs,
+      backoff: options.backoff,
+    });
+  }
+
+  start(): this {
+    this.#reflector.start();
+    return this;
+  }
+
+  stop(): Promise<void> {
+    return this.#reflector.stop();
+  }
+
+  synced(): boolean {
+    return this.#reflector.synced();
+  }
+
+  status(): ReflectorStatus {
+    return this.#reflector.status();
+  }
+
+  /** Resolves true once the first list is in, false after `timeoutMs` without it. */
+  waitForSync(timeoutMs: number): Promise<boolean> {
+    return this.#reflector.waitForSync(timeoutMs);
+  }
+
+  /** From the cache only: no API call, not counted. */
+  cached(namespace: string, name: string): ServiceAccountInfo | undefined {
+    const annotations = this.#reflector.get(keyOf(namespace, name));
+    return annotations === undefined ? undefined : { namespace, name, annotations };
+  }
+
+  async get(namespace: string, name: string): Promise<ServiceAccountInfo | undefined> {
+    const key = keyOf(namespace, name);
+    const cached = this.#reflector.get(key);
+    if (cached !== undefined) {
+      this.#count('cache');
+      return { namespace, name, annotations: cached };
+    }
+    // Concurrent admissions of one workload's pods share one GET.
+    let pending = this.#inflight.get(key);
+    if (!pending) {
+      pending = this.#direct(namespace, name).finally(() => this.#inflight.delete(key));
+      this.#inflight.set(key, pending);
+    }
+    return pending;
+  }
+
+  async #direct(namespace: string, name: string): Promise<ServiceAccountInfo | undefined> {
+    const waitMs = this.#o.waitMs ?? 200;
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), waitMs);
+    try {
+      const sa = await this.#o.core.readNamespacedServiceAccount({ name, namespace }, withSignal(abort.signal));
+      const annotations = this.#annotationsOf(sa);
+      // The watch will deliver it too; until then the next pod need not ask again.
+      this.#reflector.set(keyOf(namespace, name), annotations);
+      this.#count('direct');
+      this.#o.log.debug({ namespace, serviceAccount: name }, 'service account not in the cache yet; found by a direct lookup');
+      return { namespace, name, annotations };
+    } catch (err) {
+      if (statusOf(err) === 404) {
+        this.#count('miss');
+        this.#o.log.debug({ namespace, serviceAccount: name }, 'service account not found');
+        return undefined;
+      }
+      this.#count('error');
+      this.#o.log.warn(
+        { namespace, serviceAccount: name, waitMs, error: abort.signal.aborted ? `no answer within ${waitMs} ms` : describe(err) },
+        'service account lookup failed; answering unknown',
+      );
+      return undefined;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #annotationsOf(obj: KubernetesObject): Readonly<Record<string, string>> {
+    const all = obj.metadata?.annotations;
+    if (!all) return EMPTY;
+    let kept: Record<string, string> | undefined;
+    for (const [k, v] of Object.entries(all)) {
+      if (!this.#keep(k)) continue;
+      kept ??= {};
+      kept[k] = v;
+    }
+    return kept ? Object.freeze(kept) : EMPTY;
+  }
+
+  #count(result: LookupResult): void {
+    this.#o.metrics?.serviceAccountLookups.inc({ result });
+  }
+}
+
+/** Request options that attach an AbortSignal to a client-node call. */
+export function withSignal(signal: AbortSignal): ConfigurationOptions {
+  return {
+    middleware: [
+      {
+        pre: (ctx: RequestContext) => {
+          ctx.setSignal(signal);
+          return new Observable(Promise.resolve(ctx));
+        },
+        post: (res: ResponseContext) => new Observable(Promise.resolve(res)),
+      },
+    ],
+    middlewareMergeStrategy: 'append',
+  };
+}

@@ -1,0 +1,103 @@
+/**
+ * `serve` with Kubernetes access, against the loopback Kubernetes API: the namespace
+ * label turns audit on, replicated pull secrets follow admissions, an unreachable API
+ * shows in readiness without blocking admission; and the KubeConfig errors.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { KubeConfigError, loadKubeClient } from '../../src/kube/client.js';
+import { serve } from '../../src/serve.js';
+import { LogSink, review } from '../support/app.js';
+import { kubeconfigFor, startKubeApi, waitFor } from '../support/kube-api.js';
+
+const CONFIG = `mode: enforce
+rules:
+  - from: docker.io
+    to: mirror.example.com/dockerhub
+pullSecrets:
+  - name: mirror-pull
+    registries: [mirror.example.com]
+    copyFrom: mirrorgate
+`;
+
+async function tempDir(t: { teardown(fn: () => unknown): void }): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'mg-serve-kube-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+function options(dir: string, kubeconfig: string | undefined, logs: LogSink) {
+  return {
+    configPath: join(dir, 'config.yaml'),
+    host: '127.0.0.1',
+    port: 0,
+    metricsPort: 0,
+    metricsHost: '127.0.0.1',
+    tlsCert: undefined,
+    tlsKey: undefined,
+    certsDir: join(dir, 'certs'),
+    serviceName: 'mirrorgate',
+    namespace: 'mirrorgate',
+    shutdownDelayMs: 0,
+    noKube: false,
+    kubeconfig,
+    logDestination: logs,
+  };
+}
+
+t.test('namespace audit label, pull-secret replication, degraded readiness', async (t) => {
+  const api = await startKubeApi();
+  t.teardown(() => api.close());
+  api.put({ kind: 'Namespace', metadata: { name: 'mirrorgate' } });
+  api.put({ kind: 'Namespace', metadata: { name: 'team-a', labels: { 'mirrorgate.io/mode': 'audit' } } });
+  api.put({ kind: 'Namespace', metadata: { name: 'team-b' } });
+  api.put({ kind: 'Secret', metadata: { name: 'mirror-pull', namespace: 'mirrorgate' }, type: 'kubernetes.io/dockerconfigjson', data: { '.dockerconfigjson': 'e30=' } });
+  const dir = await tempDir(t);
+  await writeFile(join(dir, 'config.yaml'), CONFIG);
+  const logs = new LogSink();
+  const running = await serve(options(dir, await kubeconfigFor(api), logs));
+  t.teardown(() => running.shutdown('test over'));
+  const kube = running.kube;
+  if (!kube) throw new Error('kube expected');
+  await waitFor('caches synced', () => kube.namespaces.synced() && kube.serviceAccounts.synced() && kube.replicator?.synced() === true);
+
+  const ready = await running.app.inject({ method: 'GET', url: '/readyz' });
+  t.same(ready.json(), { status: 'ready', degraded: [] });
+
+  const audited = await running.app.inject({ method: 'POST', url: '/mutate', payload: review({ namespace: 'team-a' }).body });
+  const a = audited.json<{ response: { allowed: boolean; patch?: string; warnings?: string[] } }>().response;
+  t.equal(a.patch, undefined, 'audit namespace: no patch');
+  t.match(a.warnings?.join('\n') ?? '', /would be rewritten/);
+  t.equal(api.get('secrets', 'team-a', 'mirror-pull'), undefined, 'no copy when nothing was added');
+
+  const enforced = await running.app.inject({ method: 'POST', url: '/mutate', payload: review({ namespace: 'team-b' }).body });
+  t.type(enforced.json<{ response: { patch?: string } }>().response.patch, 'string', 'other namespaces: patched');
+  await waitFor('copy created', () => api.get('secrets', 'team-b', 'mirror-pull'));
+  t.match(api.get('secrets', 'team-b', 'mirror-pull')?.metadata.labels, { 'app.kubernetes.io/managed-by': 'mirrorgate' });
+
+  const dry = await running.app.inject({ method: 'POST', url: '/mutate', payload: review({ namespace: 'mirrorgate', dryRun: true }).body });
+  t.equal(dry.statusCode, 200);
+
+  // The API goes away: readiness says so, admission goes on.
+  await api.stop();
+  await waitFor('degraded reported', async () => (await running.app.inject({ method: 'GET', url: '/readyz' })).json<{ degraded: string[] }>().degraded.length > 0);
+  const degraded = await running.app.inject({ method: 'GET', url: '/readyz' });
+  t.equal(degraded.statusCode, 200, 'still ready');
+  t.match(degraded.json<{ degraded: string[] }>().degraded.join('\n'), /Kubernetes API unreachable, serviceaccounts served from cache/);
+  const during = await running.app.inject({ method: 'POST', url: '/mutate', payload: review({ namespace: 'team-a' }).body });
+  t.equal(during.json<{ response: { patch?: string } }>().response.patch, undefined, 'audit label still known from the cache');
+  await api.start();
+  await waitFor('recovered', async () => (await running.app.inject({ method: 'GET', url: '/readyz' })).json<{ degraded: string[] }>().degraded.length === 0);
+  t.equal(api.get('secrets', 'mirrorgate', 'mirror-pull') !== undefined, true);
+});
+
+t.test('KubeConfig: a missing file or no config at all is a clear error', async (t) => {
+  const dir = await tempDir(t);
+  t.throws(() => loadKubeClient({ file: join(dir, 'nope') }), new KubeConfigError(`kubeconfig ${join(dir, 'nope')} does not exist`));
+  t.throws(() => loadKubeClient({ env: {}, home: dir }), /no Kubernetes configuration.*--kubeconfig FILE or --no-kube/);
+  t.throws(() => loadKubeClient({ env: { KUBECONFIG: join(dir, 'nope') }, home: dir }), /KUBECONFIG names/);
+  await writeFile(join(dir, 'config.yaml'), CONFIG);
+  await t.rejects(serve(options(dir, join(dir, 'nope'), new LogSink())), KubeConfigError);
+});

@@ -1,0 +1,167 @@
+/**
+ * The ServiceAccount cache against the loopback Kubernetes API, through the real
+ * client-node code: initial list, a dropped watch that resumes, changes after start,
+ * the SA-created-just-before-the-pod race, 410 relists, and the API down at start.
+ */
+import t from 'tap';
+import { loadKubeClient } from '../../src/kube/client.js';
+import { ServiceAccountCache } from '../../src/kube/service-accounts.js';
+import { createLogger } from '../../src/logger.js';
+import { createMetrics, type Metrics } from '../../src/metrics.js';
+import { LogSink } from '../support/app.js';
+import { kubeconfigFor, startKubeApi, waitFor, type KubeApi, type KubeObject } from '../support/kube-api.js';
+
+const BACKOFF = { initialMs: 20, maxMs: 100 };
+
+function sa(namespace: string, name: string, annotations: Record<string, string> = {}): KubeObject {
+  return { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name, namespace, annotations } };
+}
+
+function ns(name: string): KubeObject {
+  return { apiVersion: 'v1', kind: 'Namespace', metadata: { name } };
+}
+
+async function setup(t: { teardown(fn: () => unknown): void }, opts: { api?: KubeApi; resyncMs?: number; waitMs?: number } = {}) {
+  const api = opts.api ?? (await startKubeApi());
+  t.teardown(() => api.close());
+  const kubeconfig = await kubeconfigFor(api);
+  const logs = new LogSink();
+  const log = createLogger({ level: 'debug', destination: logs });
+  const metrics = createMetrics({ defaultMetrics: false });
+  const client = loadKubeClient({ file: kubeconfig });
+  const cache = new ServiceAccountCache({ core: client.core, watch: client.watch, log, metrics, backoff: BACKOFF, resyncMs: opts.resyncMs ?? 0, waitMs: opts.waitMs });
+  t.teardown(() => cache.stop());
+  return { api, cache, logs, metrics };
+}
+
+async function lookups(metrics: Metrics): Promise<Record<string, number>> {
+  const m = await metrics.serviceAccountLookups.get();
+  return Object.fromEntries(m.values.map((v) => [String(v.labels.result), v.value]));
+}
+
+const directGets = (api: KubeApi): number => api.requests.filter((r) => r.method === 'GET' && !r.watch && /\/namespaces\/[^/]+\/serviceaccounts\/[^/]+$/.test(r.path)).length;
+const lists = (api: KubeApi): number => api.requests.filter((r) => r.path === '/api/v1/serviceaccounts' && !r.watch).length;
+
+t.test('initial list: annotations of interest only, answered from the cache', async (t) => {
+  const api = await startKubeApi();
+  api.put(ns('team-a'));
+  api.put(sa('team-a', 'default'));
+  api.put(sa('team-a', 'app', { 'eks.amazonaws.com/role-arn': 'arn:aws:iam::111122223333:role/app', 'kubectl.kubernetes.io/last-applied-configuration': '{"huge":true}' }));
+  const { cache, metrics } = await setup(t, { api });
+  t.equal(cache.synced(), false, 'not synced before start');
+  cache.start();
+  t.equal(await cache.waitForSync(5000), true);
+  t.same(await cache.get('team-a', 'app'), { namespace: 'team-a', name: 'app', annotations: { 'eks.amazonaws.com/role-arn': 'arn:aws:iam::111122223333:role/app' } });
+  t.same((await cache.get('team-a', 'default'))?.annotations, {});
+  t.equal(directGets(api), 0, 'no direct GET for cached accounts');
+  t.same(await lookups(metrics), { cache: 2, direct: 0, miss: 0, error: 0 });
+  t.match(cache.status(), { synced: true, healthy: true });
+});
+
+t.test('a watch that drops resumes from its resourceVersion and sees later changes', async (t) => {
+  const { api, cache } = await setup(t);
+  api.put(ns('team-a'));
+  cache.start();
+  await cache.waitForSync(5000);
+  await waitFor('watch open', () => api.openWatches() === 1);
+  api.dropWatches();
+  await waitFor('watch resumed', () => api.requests.filter((r) => r.watch).length >= 2 && api.openWatches() === 1);
+  const resumed = api.requests.filter((r) => r.watch)[1];
+  t.not(resumed?.query.get('resourceVersion') ?? '', '', 'resumes from a resourceVersion');
+  t.equal(lists(api), 1, 'no relist after a clean drop');
+
+  api.put(sa('team-a', 'late', { 'azure.workload.identity/client-id': 'c1' }));
+  await waitFor('event applied', () => cache.cached('team-a', 'late')?.annotations['azure.workload.identity/client-id'] === 'c1');
+  t.equal(directGets(api), 0, 'delivered by the watch');
+
+  // Changed after start: the new annotation replaces the old one.
+  api.put(sa('team-a', 'late', { 'azure.workload.identity/client-id': 'c2', 'azure.workload.identity/tenant-id': 't' }));
+  await waitFor('update applied', () => cache.cached('team-a', 'late')?.annotations['azure.workload.identity/client-id'] === 'c2');
+  t.same((await cache.get('team-a', 'late'))?.annotations, { 'azure.workload.identity/client-id': 'c2', 'azure.workload.identity/tenant-id': 't' });
+
+  api.remove('serviceaccounts', 'team-a', 'late');
+  await waitFor('delete applied', () => cache.cached('team-a', 'late') === undefined);
+  t.equal(await cache.get('team-a', 'late'), undefined, 'deleted: unknown (404 on the direct GET)');
+});
+
+t.test('the ServiceAccount race: a miss in the cache, then a direct GET finds it', async (t) => {
+  const { api, cache, metrics } = await setup(t);
+  api.put(ns('team-a'));
+  cache.start();
+  await cache.waitForSync(5000);
+  await waitFor('watch open', () => api.openWatches() === 1);
+  // The watch is down for a moment (reconnecting); the SA is created meanwhile.
+  api.onNext({ method: 'GET', watch: true, delayMs: 1500 });
+  api.dropWatches();
+  api.put(sa('team-a', 'fresh', { 'eks.amazonaws.com/role-arn': 'arn:aws:iam::1:role/fresh' }));
+
+  const [a, b] = await Promise.all([cache.get('team-a', 'fresh'), cache.get('team-a', 'fresh')]);
+  t.same(a?.annotations, { 'eks.amazonaws.com/role-arn': 'arn:aws:iam::1:role/fresh' });
+  t.same(b, a, 'concurrent lookups share one answer');
+  t.equal(directGets(api), 1, 'one direct GET for both');
+  t.same(await cache.get('team-a', 'fresh'), a, 'then from the cache');
+  t.equal(directGets(api), 1);
+
+  t.equal(await cache.get('team-a', 'nobody'), undefined, 'absent: unknown');
+  api.delayNextGet(1000, '/serviceaccounts/slow');
+  api.put(sa('team-a', 'slow'));
+  t.equal(await cache.get('team-a', 'slow'), undefined, 'no answer within waitMs: unknown');
+  t.same(await lookups(metrics), { cache: 1, direct: 1, miss: 1, error: 1 });
+});
+
+t.test('history expired (410): relist, whether as an ERROR event or an HTTP 410', async (t) => {
+  for (const tooOldAs of ['event', 'http'] as const) {
+    await t.test(tooOldAs, async (t) => {
+      const { api, cache } = await setup(t, { api: await startKubeApi({ tooOldAs }) });
+      api.put(ns('team-a'));
+      cache.start();
+      await cache.waitForSync(5000);
+      await waitFor('watch open', () => api.openWatches() === 1);
+      api.onNext({ method: 'GET', watch: true, delayMs: 100 });
+      api.dropWatches();
+      api.put(sa('team-a', 'missed', { 'cloud.google.com/workload-identity-provider': 'projects/1/locations/global/workloadIdentityPools/p/providers/q' }));
+      api.compact();
+      await waitFor('relisted', () => lists(api) >= 2);
+      await waitFor('missed object listed', () => cache.cached('team-a', 'missed') !== undefined);
+      t.equal(directGets(api), 0, 'found by the relist, not a direct GET');
+      t.match(cache.status(), { synced: true, healthy: true });
+    });
+  }
+});
+
+t.test('API down at start: lookups answer unknown at once, readiness degraded, recovery when it comes up', async (t) => {
+  const { api, cache, logs } = await setup(t);
+  api.put(ns('team-a'));
+  api.put(sa('team-a', 'app', { 'eks.amazonaws.com/role-arn': 'arn:aws:iam::1:role/app' }));
+  await api.stop();
+  cache.start();
+  await waitFor('a failure recorded', () => cache.status().failures >= 2);
+  t.equal(await cache.get('team-a', 'app'), undefined, 'connection refused: unknown');
+  t.match(cache.status(), { synced: false, healthy: false, lastError: /ECONNREFUSED|connect/ });
+  t.ok(logs.find('Kubernetes API unreachable; cache not synced yet').length >= 1, 'logged');
+  const warned = logs.find('Kubernetes API unreachable; cache not synced yet').filter((l) => l.level === 'warn');
+  t.equal(warned.length, 1, `repeats are logged at debug (${cache.status().failures} failures)`);
+
+  await api.start();
+  t.equal(await cache.waitForSync(5000), true, 'synced once the API is up');
+  t.same((await cache.get('team-a', 'app'))?.annotations, { 'eks.amazonaws.com/role-arn': 'arn:aws:iam::1:role/app' });
+  t.match(cache.status(), { synced: true, healthy: true, failures: 0 });
+
+  // Down again later: the cache keeps answering, the status says it is stale.
+  await api.stop();
+  await waitFor('failure seen', () => !cache.status().healthy);
+  t.same((await cache.get('team-a', 'app'))?.annotations, { 'eks.amazonaws.com/role-arn': 'arn:aws:iam::1:role/app' }, 'served from the cache');
+  t.equal(cache.synced(), true);
+  t.ok(logs.find('Kubernetes API unreachable; serving from the last known cache').length >= 1);
+  await api.start();
+  await waitFor('healthy again', () => cache.status().healthy);
+});
+
+t.test('periodic resync relists', async (t) => {
+  const { api, cache } = await setup(t, { resyncMs: 150 });
+  api.put(ns('team-a'));
+  cache.start();
+  await cache.waitForSync(5000);
+  await waitFor('relisted twice', () => lists(api) >= 3);
+  t.equal(cache.synced(), true);
+});
