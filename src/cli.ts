@@ -5,6 +5,14 @@
  */
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { hostname } from 'node:os';
+import { defaultServingNames, ensureCertificates } from './certs.js';
+import { kubeCertStore, reconcile, TLS_SECRET, type RotationPolicy } from './kube/cert-rotation.js';
+import { KubeConfigError, loadKubeClient } from './kube/client.js';
+import { configMapStore, readMergedReport } from './kube/report-store.js';
+import { createLogger } from './logger.js';
+import { fetchReport } from './report/fetch.js';
+import { copyCommands, formatTable, pendingImages } from './report/format.js';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError } from './config/schema.js';
 import { loadConfigFile } from './config/watch.js';
@@ -12,7 +20,7 @@ import { decideRewrite } from './core/rules.js';
 import { judgeImage } from './core/policy.js';
 import { serve } from './serve.js';
 import { BlobLocations, copyImage, parsePlatform, type CopyResult } from './copy/copier.js';
-import { fetchMissing } from './copy/missing.js';
+import { fetchMissing, missingFrom } from './copy/missing.js';
 import { RegistryClient } from './registry/client.js';
 import { endpointFor, loadEndpoints } from './verify/endpoints.js';
 import { formatScanJson, formatScanText, scanExitCode, scanPaths } from './scan/scan.js';
@@ -25,10 +33,15 @@ const USAGE = `mirrorgate: rewrite third-party container images to your mirror a
 
 Usage:
   mirrorgate serve --config FILE [--port 8443] [--metrics-port 9090] [--host 0.0.0.0]
-                   [--tls-cert FILE --tls-key FILE] [--certs-dir ./certs]
-                   [--kubeconfig FILE | --no-kube] [--shutdown-delay 5s]
+                   [--tls-cert FILE --tls-key FILE | --manage-certs [--webhook-name mirrorgate]]
+                   [--certs-dir ./certs] [--kubeconfig FILE | --no-kube] [--shutdown-delay 5s]
+  mirrorgate report [--kubeconfig FILE [--namespace mirrorgate] | --url URL] [--output table|json]
+                   [--images] [--copy-commands gcrane|skopeo|crane]
+  mirrorgate certs [--service mirrorgate] [--namespace mirrorgate] [--webhook-name mirrorgate]
+                   [--kubeconfig FILE | --out-dir DIR]
   mirrorgate rewrite --config FILE [--output text|json] IMAGE...
-  mirrorgate copy --config FILE [--missing [--url http://127.0.0.1:9090]] [--platform os/arch[/variant]] IMAGE...
+  mirrorgate copy --config FILE [--missing [--url http://127.0.0.1:9090 | --kubeconfig FILE]]
+                   [--platform os/arch[/variant]] IMAGE...
   mirrorgate scan --config FILE [--write] [--check] [--output text|json] PATH...
                    (Kubernetes YAML and Dockerfiles in files or folders; --check exits 1
                    while third-party references remain)
@@ -36,7 +49,8 @@ Usage:
   mirrorgate version | --version
 
 Exit codes: 0 success, 1 runtime failure, 2 usage or config error.
-Environment (set by the Deployment): POD_NAMESPACE, MIRRORGATE_SERVICE (default mirrorgate).`;
+Environment (set by the Deployment): POD_NAME (the report key), POD_NAMESPACE,
+MIRRORGATE_SERVICE (default mirrorgate).`;
 
 interface Io {
   out(line: string): void;
@@ -93,8 +107,13 @@ async function cmdServe(args: string[], io: Io): Promise<number> {
     kubeconfig: { type: 'string' },
     'no-kube': { type: 'boolean' },
     'shutdown-delay': { type: 'string' },
+    'manage-certs': { type: 'boolean' },
+    'webhook-name': { type: 'string' },
   });
   if (positionals.length > 0) throw new UsageError(`serve takes no arguments (got ${positionals.join(' ')})`);
+  const manageCerts = values['manage-certs'] === true;
+  if (manageCerts && values['tls-cert'] !== undefined) throw new UsageError('--manage-certs and --tls-cert exclude each other');
+  if (manageCerts && values['no-kube'] === true) throw new UsageError('--manage-certs needs the Kubernetes API (drop --no-kube)');
   const tlsCert = str(values['tls-cert']);
   const tlsKey = str(values['tls-key']);
   if ((tlsCert === undefined) !== (tlsKey === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
@@ -114,6 +133,9 @@ async function cmdServe(args: string[], io: Io): Promise<number> {
     shutdownDelayMs: duration(values['shutdown-delay'], 'shutdown-delay', 5000),
     noKube: values['no-kube'] === true,
     kubeconfig: str(values.kubeconfig),
+    replica: process.env.POD_NAME ?? hostname(),
+    manageCerts,
+    webhookName: str(values['webhook-name']) ?? 'mirrorgate',
   });
   if (process.stdout.isTTY) {
     io.err(`mirrorgate: webhook on ${running.url}/mutate, metrics on ${running.metricsUrl}/metrics`);
@@ -187,11 +209,15 @@ async function cmdCopy(args: string[], io: Io): Promise<number> {
     config: { type: 'string' },
     missing: { type: 'boolean' },
     url: { type: 'string' },
+    kubeconfig: { type: 'string' },
+    namespace: { type: 'string' },
     platform: { type: 'string' },
   });
   const configPath = requireConfig(values);
   const url = str(values.url);
-  if (url !== undefined && values.missing !== true) throw new UsageError('--url goes with --missing');
+  const kubeconfig = str(values.kubeconfig);
+  if ((url !== undefined || kubeconfig !== undefined) && values.missing !== true) throw new UsageError('--url and --kubeconfig go with --missing');
+  if (url !== undefined && kubeconfig !== undefined) throw new UsageError('--url and --kubeconfig exclude each other');
   const platformArg = str(values.platform);
   const platform = platformArg === undefined ? undefined : parsePlatform(platformArg);
   if (platformArg !== undefined && platform === undefined) throw new UsageError(`--platform: os/arch[/variant], like linux/amd64 (got ${platformArg})`);
@@ -200,7 +226,11 @@ async function cmdCopy(args: string[], io: Io): Promise<number> {
 
   const images = [...positionals];
   if (values.missing === true) {
-    const missing = await fetchMissing(url ?? 'http://127.0.0.1:9090');
+    // From the cluster's report ConfigMap with --kubeconfig, else from a running instance.
+    const missing =
+      kubeconfig !== undefined
+        ? missingFrom(await readMergedReport(configMapStore(loadKubeClient({ file: kubeconfig }).config, dnsLabel(values.namespace, 'namespace', process.env.POD_NAMESPACE ?? 'mirrorgate')), new Date()))
+        : await fetchMissing(url ?? 'http://127.0.0.1:9090');
     for (const m of missing.images) if (!images.includes(m)) images.push(m);
     if (missing.overflow > 0) io.err(`mirrorgate: the report lists ${missing.images.length} missing images; ${missing.overflow} more were not listed (run copy --missing again later)`);
     if (images.length === 0) {
@@ -278,6 +308,83 @@ function version(): string {
   return pkg.version;
 }
 
+const NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+function dnsLabel(v: string | boolean | undefined, flag: string, dflt: string): string {
+  const s = str(v) ?? dflt;
+  if (!NAME.test(s) || s.length > 63) throw new UsageError(`--${flag}: not a Kubernetes name: ${s}`);
+  return s;
+}
+
+async function cmdReport(args: string[], io: Io): Promise<number> {
+  const { values, positionals } = parse(args, {
+    kubeconfig: { type: 'string' },
+    namespace: { type: 'string' },
+    url: { type: 'string' },
+    output: { type: 'string' },
+    images: { type: 'boolean' },
+    'copy-commands': { type: 'string' },
+  });
+  if (positionals.length > 0) throw new UsageError(`report takes no arguments (got ${positionals.join(' ')})`);
+  if (values.url !== undefined && values.kubeconfig !== undefined) throw new UsageError('--url and --kubeconfig exclude each other');
+  const output = str(values.output) ?? 'table';
+  if (output !== 'table' && output !== 'json') throw new UsageError(`--output: table or json (got ${output})`);
+  const tool = str(values['copy-commands']);
+  if (tool !== undefined && tool !== 'gcrane' && tool !== 'skopeo' && tool !== 'crane') throw new UsageError(`--copy-commands: gcrane, skopeo or crane (got ${tool})`);
+  const namespace = dnsLabel(values.namespace, 'namespace', process.env.POD_NAMESPACE ?? 'mirrorgate');
+  // A running instance (--url) answers with the merged view; otherwise read the ConfigMap.
+  const report =
+    values.url !== undefined
+      ? await fetchReport(values.url)
+      : await readMergedReport(configMapStore(loadKubeClient({ file: str(values.kubeconfig) }).config, namespace), new Date());
+  if (tool !== undefined) {
+    const lines = copyCommands(report, tool);
+    for (const l of lines) io.out(l);
+    if (lines.length === 0) io.err('mirrorgate: nothing left to copy');
+    return 0;
+  }
+  if (values.images === true) {
+    const pending = pendingImages(report);
+    if (output === 'json') io.out(JSON.stringify(pending, null, 2));
+    else for (const p of pending) io.out(`${p.source} -> ${p.target}`);
+    return 0;
+  }
+  io.out(output === 'json' ? JSON.stringify(report, null, 2) : formatTable(report));
+  return 0;
+}
+
+async function cmdCerts(args: string[], io: Io): Promise<number> {
+  const { values, positionals } = parse(args, {
+    service: { type: 'string' },
+    namespace: { type: 'string' },
+    'webhook-name': { type: 'string' },
+    kubeconfig: { type: 'string' },
+    'out-dir': { type: 'string' },
+  });
+  if (positionals.length > 0) throw new UsageError(`certs takes no arguments (got ${positionals.join(' ')})`);
+  if (values['out-dir'] !== undefined && values.kubeconfig !== undefined) throw new UsageError('--out-dir and --kubeconfig exclude each other');
+  const service = dnsLabel(values.service, 'service', 'mirrorgate');
+  const namespace = dnsLabel(values.namespace, 'namespace', 'mirrorgate');
+  const names = defaultServingNames(service, namespace);
+  const outDir = str(values['out-dir']);
+  if (outDir !== undefined) {
+    // Offline: files for a Secret made elsewhere (GitOps), and the caBundle to paste.
+    const made = await ensureCertificates(outDir, names);
+    io.out(`${made.created ? 'wrote' : 'kept'} ${made.caFile}, ${made.certFile}, ${made.keyFile} for ${names.dnsNames.join(', ')}`);
+    io.out(`caBundle: ${Buffer.from(made.caCert).toString('base64')}`);
+    return 0;
+  }
+  const kc = loadKubeClient({ file: str(values.kubeconfig) }).config;
+  const webhook = dnsLabel(values['webhook-name'], 'webhook-name', 'mirrorgate');
+  const store = kubeCertStore(kc, { namespace, webhook });
+  const policy = (): RotationPolicy => ({ now: new Date(), names, renewBeforeDays: 30, caRenewBeforeDays: 90, overlapMs: 10 * 60_000, liveWindowMs: 30 * 60_000 });
+  const silent = createLogger({ level: 'warn', destination: process.stderr });
+  const result = await reconcile(store, policy, silent);
+  io.out(result.steps.length === 0 ? `Secret ${namespace}/${TLS_SECRET} and the caBundle of ${webhook} are current` : `applied: ${result.steps.join(', ')}`);
+  io.out(`serving certificate valid until ${result.certExpiry?.toISOString() ?? '?'}, CA until ${result.caExpiry?.toISOString() ?? '?'}`);
+  return 0;
+}
+
 /** Run the CLI; resolves to the exit code. */
 export async function main(argv: string[], io: Io = stdio): Promise<number> {
   const [command, ...rest] = argv;
@@ -291,6 +398,10 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
         return await cmdCopy(rest, io);
       case 'scan':
         return await cmdScan(rest, io);
+      case 'report':
+        return await cmdReport(rest, io);
+      case 'certs':
+        return await cmdCerts(rest, io);
       case 'version':
       case '--version':
         io.out(version());
@@ -309,7 +420,7 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
       io.err(`mirrorgate: ${err.message}\n\n${USAGE}`);
       return 2;
     }
-    if (err instanceof ConfigError) {
+    if (err instanceof ConfigError || err instanceof KubeConfigError) {
       io.err(`mirrorgate: ${err.message}`);
       return 2;
     }

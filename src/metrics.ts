@@ -3,7 +3,7 @@
  * values: registries beyond a cap are counted under `other`, so a cluster full of
  * one-off registries cannot blow up the series count.
  */
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export const OPERATIONS = ['create', 'update', 'ephemeralcontainers', 'other'] as const;
 export const RESULTS = ['allowed', 'patched', 'denied', 'error', 'invalid'] as const;
@@ -39,6 +39,8 @@ export interface Metrics {
   readonly copyBytes: Counter;
   /** ServiceAccount lookups for identity wiring, by result (cache, direct, miss, error). */
   readonly serviceAccountLookups: Counter<'result'>;
+  /** notAfter of the certificates in use, as Unix seconds, by certificate (serving, ca). Alert well before it. */
+  readonly certificateExpiry: Gauge<'certificate'>;
   /** Bounded registry label value. */
   registryLabel(registry: string): string;
 }
@@ -111,8 +113,15 @@ export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: 
   // Pre-set to zero so rate() and alerts work before the first event.
   for (const operation of OPERATIONS) for (const result of RESULTS) admissionRequests.inc({ operation, result }, 0);
   for (const result of ['success', 'failure']) configReloads.inc({ result }, 0);
+  const certificateExpiry = new Gauge({
+    name: 'mirrorgate_certificate_expiry_timestamp_seconds',
+    help: 'Expiry (notAfter) of the certificates in use, in Unix seconds, by certificate (serving, ca).',
+    labelNames: ['certificate'] as const,
+    registers: [registry],
+  });
   return {
     registry,
+    certificateExpiry,
     admissionRequests,
     admissionDuration,
     imageRewrites,

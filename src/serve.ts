@@ -1,20 +1,32 @@
 /**
- * Composition root of `mirrorgate serve`: config, logger, metrics, certificates and
- * the two servers, wired together; SIGTERM drains and exits 0.
+ * Composition root of `mirrorgate serve`: config, logger, metrics, Kubernetes caches,
+ * registry verification, the report and its persistence, background copies,
+ * certificates and the two servers, wired together; SIGTERM drains and exits 0.
  */
 import type { FastifyInstance } from 'fastify';
+import { X509Certificate } from 'node:crypto';
 import type { Server as HttpsServer } from 'node:https';
 import { performance } from 'node:perf_hooks';
 import { defaultServingNames, ensureCertificates } from './certs.js';
 import { ConfigWatcher, loadConfigFile } from './config/watch.js';
 import type { Config } from './config/schema.js';
+import { formatReference } from './core/reference.js';
+import { copyImage, BlobLocations } from './copy/copier.js';
+import { copyOnMissObserver } from './copy/copy-on-miss.js';
+import { CopyQueue } from './copy/queue.js';
+import { kubeCertStore, reconcile, recordServed, type RotationPolicy } from './kube/cert-rotation.js';
+import { configMapStore, ReportPersister } from './kube/report-store.js';
+import { dockerConfigReader } from './kube/secrets.js';
+import { KubeRuntime } from './kube/setup.js';
 import { createLogger, type Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
-import { KubeRuntime } from './kube/setup.js';
+import { RegistryClient } from './registry/client.js';
+import { ReportCache } from './report/rewrites.js';
 import { buildServer } from './server/app.js';
 import { buildMetricsServer } from './server/metrics-route.js';
-import { readTlsFiles, tlsSecureContextOptions, tlsServerOptions, watchTlsFiles, type TlsFiles } from './server/tls.js';
-import type { SecretReader } from './verify/endpoints.js';
+import type { AdmissionObserver } from './server/mutate-route.js';
+import { readTlsFiles, tlsSecureContextOptions, tlsServerOptions, watchTlsFiles, type TlsFiles, type TlsPair } from './server/tls.js';
+import { endpointFor, type SecretReader } from './verify/endpoints.js';
 import { Verification } from './verify/setup.js';
 
 export interface ServeOptions {
@@ -29,11 +41,22 @@ export interface ServeOptions {
   /** Service and namespace the serving certificate must be valid for. */
   readonly serviceName: string;
   readonly namespace: string;
+  /** This replica's name (its pod name): its key in the report ConfigMap. */
+  readonly replica?: string | undefined;
+  /**
+   * Keep the serving certificate in the Secret `mirrorgate-tls` and the webhook's
+   * caBundle current through the API (renewal, CA rotation with overlap).
+   */
+  readonly manageCerts?: boolean | undefined;
+  /** The MutatingWebhookConfiguration whose caBundle is managed. */
+  readonly webhookName?: string | undefined;
+  /** How often managed certificates are reconciled. */
+  readonly certCheckIntervalMs?: number | undefined;
   /** How long to keep serving after SIGTERM while endpoints are updated. */
   readonly shutdownDelayMs: number;
   readonly noKube: boolean;
   readonly kubeconfig: string | undefined;
-  /** Reads dockerconfigjson Secrets for `registries.*.auth.secret`; undefined with `--no-kube`. */
+  /** Reads dockerconfigjson Secrets for `registries.*.auth.secret`; from the cluster by default. */
   readonly secretReader?: SecretReader | undefined;
   /** Log destination; stdout when omitted. */
   readonly logDestination?: import('pino').DestinationStream | undefined;
@@ -49,7 +72,8 @@ export interface Running {
   readonly caFile: string | undefined;
   /** Kubernetes caches and replication; undefined with `--no-kube`. */
   readonly kube: KubeRuntime | undefined;
-  /** Readiness false, wait the shutdown delay, drain, close. Idempotent. */
+  readonly report: ReportCache;
+  /** Readiness false, wait the shutdown delay, drain, flush the report, close. Idempotent. */
   shutdown(reason: string): Promise<void>;
 }
 
@@ -59,96 +83,246 @@ export async function serve(opts: ServeOptions): Promise<Running> {
   const log = createLogger({ level: initial.config.logLevel, destination: opts.logDestination });
   const metrics = createMetrics();
   const now = (): number => performance.now();
-  // Registry client and verifier, when some rule says `verify: true`; a missing CA or auth
-  // file is a config error, as at reload (where the previous settings then stay).
-  const verification = await Verification.start(initial.config, { metrics, log, now, secrets: opts.secretReader });
-
-  // Kubernetes caches start in the background: an unreachable API degrades, never blocks.
-  const kube = opts.noKube ? undefined : new KubeRuntime({ kubeconfig: opts.kubeconfig, pullSecrets: initial.config.file.pullSecrets, log, metrics });
-
-  const watcher = new ConfigWatcher(opts.configPath, initial, {
-    onReload: (config: Config) => {
-      metrics.configReloads.inc({ result: 'success' });
-      log.level = config.logLevel;
-      log.info({ path: opts.configPath, mode: config.mode, rules: config.ruleSet.rules.length }, 'config reloaded');
-      kube?.configure(config.file.pullSecrets);
-      void verification.reload(config);
-    },
-    onReject: (err: Error) => {
-      metrics.configReloads.inc({ result: 'failure' });
-      log.error({ path: opts.configPath, error: err.message }, 'config rejected; the last good config stays in force');
-    },
-  }).start();
-
-  let tlsFiles: TlsFiles;
-  let caFile: string | undefined;
-  if (opts.tlsCert !== undefined && opts.tlsKey !== undefined) {
-    tlsFiles = { certFile: opts.tlsCert, keyFile: opts.tlsKey };
-  } else {
-    const made = await ensureCertificates(opts.certsDir, defaultServingNames(opts.serviceName, opts.namespace));
-    tlsFiles = { certFile: made.certFile, keyFile: made.keyFile };
-    caFile = made.caFile;
-    log.info({ certsDir: opts.certsDir, created: made.created }, made.created ? 'created self-signed certificates' : 'reusing certificates');
+  const wallClock = (): Date => new Date();
+  const stops: (() => unknown)[] = [];
+  try {
+    return await start();
+  } catch (err) {
+    // Whatever started before the failure must not keep the process alive.
+    for (const stop of stops.reverse()) await stop();
+    throw err;
   }
-  const pair = await readTlsFiles(tlsFiles);
 
-  let shuttingDown = false;
-  const app = buildServer({
-    config: watcher,
-    metrics,
-    log,
-    now,
-    https: tlsServerOptions(pair),
-    namespaceMode: kube?.namespaceMode,
-    observers: kube
-      ? [{ observe: ({ request, evaluation }) => kube.afterAdmission({ namespace: request.namespace, dryRun: request.dryRun, patched: evaluation.response.patch !== undefined, operations: evaluation.plan?.operations }) }]
-      : undefined,
-    verifier: verification.verifier,
-    readiness: {
-      notReadyReasons: () => (shuttingDown ? ['shutting down'] : []),
-      degraded: () => (kube ? kube.degraded() : ['no Kubernetes API access (--no-kube)']),
-    },
-  });
-  const tlsWatch = watchTlsFiles(tlsFiles, {
-    onReload: (next) => {
+  async function start(): Promise<Running> {
+    // Kubernetes caches start in the background: an unreachable API degrades, never blocks.
+    const kube = opts.noKube
+      ? undefined
+      : new KubeRuntime({ kubeconfig: opts.kubeconfig, pullSecrets: initial.config.file.pullSecrets, log, metrics, serviceAccountWaitMs: initial.config.identity.lookup.waitMs });
+    if (kube) stops.push(() => kube.stop());
+    const secrets = opts.secretReader ?? (kube ? dockerConfigReader(kube.client.core, opts.namespace) : undefined);
+
+    // Registry client and verifier when some rule says `verify: true`; a missing CA or auth
+    // file is a config error, as at reload (where the previous settings then stay).
+    const verification = await Verification.start(initial.config, { metrics, log, now, secrets });
+    stops.push(() => verification.close());
+
+    // The report: every decision, persisted in the cluster when there is one.
+    const report = new ReportCache(wallClock, initial.config.mode);
+    const persister =
+      kube && opts.replica
+        ? new ReportPersister({ store: configMapStore(kube.client.config, opts.namespace), cache: report, replica: opts.replica, now: wallClock, log, flushSeconds: initial.config.report.flushSeconds })
+        : undefined;
+    await persister?.start();
+    if (persister) stops.push(() => persister.stop());
+
+    // Background copies of images found missing from the mirror (rules with copyOnMiss).
+    const copyClient = new RegistryClient({ now, log });
+    stops.push(() => copyClient.close());
+    const locations = new BlobLocations();
+    const copies = new CopyQueue({
+      copy: (source, target, signal) => copyImage(source, target, { client: copyClient, endpoint: (h) => endpointFor(verification.endpoints, h), locations, signal, log }),
+      metrics,
+      log,
+      onOutcome: (o) => report.recordCopy(o.source.registry, formatReference(o.source), o.ok),
+    });
+    stops.push(() => copies.close());
+
+    const observers: AdmissionObserver[] = [
+      { observe: ({ request, evaluation }) => report.record(evaluation.plan?.decisions ?? [], request.namespace) },
+      copyOnMissObserver({ queue: copies, log }),
+    ];
+    if (kube) {
+      observers.push({
+        observe: ({ request, evaluation }) =>
+          kube.afterAdmission({ namespace: request.namespace, dryRun: request.dryRun, patched: evaluation.response.patch !== undefined, operations: evaluation.plan?.operations }),
+      });
+    }
+
+    const watcher = new ConfigWatcher(opts.configPath, initial, {
+      onReload: (config: Config) => {
+        metrics.configReloads.inc({ result: 'success' });
+        log.level = config.logLevel;
+        log.info({ path: opts.configPath, mode: config.mode, rules: config.ruleSet.rules.length }, 'config reloaded');
+        kube?.configure(config.file.pullSecrets);
+        report.setMode(config.mode);
+        void verification.reload(config);
+      },
+      onReject: (err: Error) => {
+        metrics.configReloads.inc({ result: 'failure' });
+        log.error({ path: opts.configPath, error: err.message }, 'config rejected; the last good config stays in force');
+      },
+    }).start();
+    stops.push(() => watcher.stop());
+
+    const certs = await certificates(kube);
+    stops.push(() => certs.stop());
+
+    let shuttingDown = false;
+    const app = buildServer({
+      config: watcher,
+      metrics,
+      log,
+      now,
+      https: tlsServerOptions(certs.initial),
+      namespaceMode: kube?.namespaceMode,
+      serviceAccounts: kube?.serviceAccounts,
+      observers,
+      verifier: verification.verifier,
+      readiness: {
+        notReadyReasons: () => (shuttingDown ? ['shutting down'] : []),
+        degraded: () => [
+          ...(kube ? kube.degraded() : ['no Kubernetes API access (--no-kube): no identity wiring, namespace modes or report persistence']),
+          ...(persister?.lastError ? [`report not persisted: ${persister.lastError}`] : []),
+          ...certs.degraded(),
+        ],
+      },
+    });
+    certs.attach((pair) => (app.server as unknown as HttpsServer).setSecureContext(tlsSecureContextOptions(pair)));
+    const metricsApp = buildMetricsServer({ metrics, log, report: { report: async () => (persister ? persister.merged() : report.snapshot()) } });
+
+    await app.listen({ host: opts.host, port: opts.port });
+    stops.push(() => app.close());
+    await metricsApp.listen({ host: opts.metricsHost, port: opts.metricsPort });
+    stops.push(() => metricsApp.close());
+    const url = `https://${hostForUrl(opts.host)}:${portOf(app)}`;
+    const metricsUrl = `http://${hostForUrl(opts.metricsHost)}:${portOf(metricsApp)}`;
+    log.info({ url: `${url}/mutate`, metrics: `${metricsUrl}/metrics`, mode: initial.config.mode, rules: initial.config.ruleSet.rules.length }, 'mirrorgate listening');
+
+    let closing: Promise<void> | undefined;
+    const shutdown = (reason: string): Promise<void> => {
+      closing ??= (async () => {
+        shuttingDown = true;
+        log.info({ reason, delayMs: opts.shutdownDelayMs }, 'shutting down: not ready, still serving while endpoints update');
+        await new Promise((r) => setTimeout(r, opts.shutdownDelayMs));
+        watcher.stop();
+        certs.stop();
+        // close() stops accepting and waits for in-flight requests; idle keep-alive
+        // connections are closed (forceCloseConnections: 'idle').
+        await app.close();
+        await metricsApp.close();
+        await copies.close();
+        // After the last admission: the final counts reach the cluster.
+        await persister?.stop();
+        await kube?.stop();
+        verification.close();
+        copyClient.close();
+        log.info('shut down');
+      })();
+      return closing;
+    };
+    return { app, metricsApp, log, metrics, url, metricsUrl, caFile: certs.caFile, kube, report, shutdown };
+  }
+
+  /** Where the serving certificate comes from, and how it is kept current. */
+  async function certificates(kube: KubeRuntime | undefined): Promise<{
+    initial: TlsPair;
+    caFile: string | undefined;
+    attach(apply: (pair: TlsPair) => void): void;
+    degraded(): string[];
+    stop(): void;
+  }> {
+    const setExpiry = (pem: string, which: 'serving' | 'ca'): void => {
       try {
-        // Full options, not just {cert, key}: setSecureContext resets whatever is not
-        // passed, TLS 1.2 minimum included.
-        (app.server as unknown as HttpsServer).setSecureContext(tlsSecureContextOptions(next));
-        log.info({ certFile: tlsFiles.certFile }, 'serving certificate reloaded');
+        metrics.certificateExpiry.set({ certificate: which }, Date.parse(new X509Certificate(pem).validTo) / 1000);
+      } catch {
+        // Unreadable: the TLS loader reports it.
+      }
+    };
+    let apply: (pair: TlsPair) => void = () => undefined;
+    const reload = (pair: TlsPair, what: string): void => {
+      try {
+        apply(pair);
+        setExpiry(pair.cert, 'serving');
+        log.info({ source: what }, 'serving certificate reloaded');
       } catch (err) {
         log.error({ err }, 'serving certificate reload failed; keeping the current one');
       }
-    },
-    onError: (err) => log.error({ error: err.message }, 'serving certificate files invalid; keeping the current one'),
-  }, { initial: pair });
-  const metricsApp = buildMetricsServer({ metrics, log });
+    };
 
-  await app.listen({ host: opts.host, port: opts.port });
-  await metricsApp.listen({ host: opts.metricsHost, port: opts.metricsPort });
-  const url = `https://${hostForUrl(opts.host)}:${portOf(app)}`;
-  const metricsUrl = `http://${hostForUrl(opts.metricsHost)}:${portOf(metricsApp)}`;
-  log.info({ url: `${url}/mutate`, metrics: `${metricsUrl}/metrics`, mode: initial.config.mode, rules: initial.config.ruleSet.rules.length }, 'mirrorgate listening');
+    if (opts.manageCerts) {
+      if (kube === undefined) throw new Error('--manage-certs needs Kubernetes API access (drop --no-kube)');
+      const store = kubeCertStore(kube.client.config, { namespace: opts.namespace, webhook: opts.webhookName ?? 'mirrorgate' });
+      const policy = (): RotationPolicy => ({
+        now: wallClock(),
+        names: defaultServingNames(opts.serviceName, opts.namespace),
+        renewBeforeDays: 30,
+        caRenewBeforeDays: 90,
+        overlapMs: 10 * 60_000,
+        liveWindowMs: 3 * (opts.certCheckIntervalMs ?? 10 * 60_000),
+      });
+      const readPair = async (): Promise<{ pair: TlsPair; ca: string } | undefined> => {
+        const s = await store.readSecret();
+        const cert = s?.data['tls.crt'];
+        const key = s?.data['tls.key'];
+        return cert && key ? { pair: { cert, key }, ca: s.data['ca.crt'] ?? '' } : undefined;
+      };
+      // The first reconcile must succeed before there is anything to serve: retry with backoff.
+      let first: { pair: TlsPair; ca: string } | undefined;
+      for (let attempt = 1; first === undefined; attempt++) {
+        try {
+          await reconcile(store, policy, log);
+          first = await readPair();
+        } catch (err) {
+          const delay = Math.min(30_000, 500 * 2 ** attempt);
+          log.warn({ error: (err as Error).message, retryInMs: delay }, 'certificates: cannot reach the Secret or the webhook configuration yet');
+          await new Promise((r) => setTimeout(r, delay));
+        }
+      }
+      let served = first.pair;
+      setExpiry(served.cert, 'serving');
+      setExpiry(first.ca, 'ca');
+      let lastError: string | undefined;
+      const tick = async (): Promise<void> => {
+        try {
+          await reconcile(store, policy, log);
+          const current = await readPair();
+          if (current && current.pair.cert !== served.cert) {
+            served = current.pair;
+            reload(served, 'Secret mirrorgate-tls');
+          }
+          if (current) setExpiry(current.ca, 'ca');
+          if (opts.replica) await recordServed(store, opts.replica, served.cert, wallClock());
+          lastError = undefined;
+        } catch (err) {
+          lastError = (err as Error).message;
+          log.warn({ error: lastError }, 'certificates: reconcile failed; will retry');
+        }
+      };
+      const timer = setInterval(() => void tick(), opts.certCheckIntervalMs ?? 10 * 60_000);
+      timer.unref();
+      if (opts.replica) await recordServed(store, opts.replica, served.cert, wallClock()).catch(() => undefined);
+      return {
+        initial: served,
+        caFile: undefined,
+        attach: (fn) => (apply = fn),
+        degraded: () => (lastError ? [`certificates not reconciled: ${lastError}`] : []),
+        stop: () => clearInterval(timer),
+      };
+    }
 
-  let closing: Promise<void> | undefined;
-  const shutdown = (reason: string): Promise<void> => {
-    closing ??= (async () => {
-      shuttingDown = true;
-      log.info({ reason, delayMs: opts.shutdownDelayMs }, 'shutting down: not ready, still serving while endpoints update');
-      await new Promise((r) => setTimeout(r, opts.shutdownDelayMs));
-      watcher.stop();
-      tlsWatch.stop();
-      // close() stops accepting and waits for in-flight requests; idle keep-alive
-      // connections are closed (forceCloseConnections: 'idle').
-      await app.close();
-      await metricsApp.close();
-      await kube?.stop();
-      verification.close();
-      log.info('shut down');
-    })();
-    return closing;
-  };
-  return { app, metricsApp, log, metrics, url, metricsUrl, caFile, kube, shutdown };
+    let tlsFiles: TlsFiles;
+    let caFile: string | undefined;
+    if (opts.tlsCert !== undefined && opts.tlsKey !== undefined) {
+      tlsFiles = { certFile: opts.tlsCert, keyFile: opts.tlsKey };
+    } else {
+      const made = await ensureCertificates(opts.certsDir, defaultServingNames(opts.serviceName, opts.namespace));
+      tlsFiles = { certFile: made.certFile, keyFile: made.keyFile };
+      caFile = made.caFile;
+      setExpiry(made.caCert, 'ca');
+      log.info({ certsDir: opts.certsDir, created: made.created }, made.created ? 'created self-signed certificates' : 'reusing certificates');
+    }
+    const pair = await readTlsFiles(tlsFiles);
+    setExpiry(pair.cert, 'serving');
+    const watch = watchTlsFiles(
+      tlsFiles,
+      {
+        onReload: (next) => reload(next, tlsFiles.certFile),
+        onError: (err) => log.error({ error: err.message }, 'serving certificate files invalid; keeping the current one'),
+      },
+      { initial: pair },
+    );
+    return { initial: pair, caFile, attach: (fn) => (apply = fn), degraded: () => [], stop: () => watch.stop() };
+  }
 }
 
 function portOf(app: FastifyInstance): number {

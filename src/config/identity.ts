@@ -29,7 +29,7 @@ import {
 import type { IdentitySettings } from '../core/identity/wiring.js';
 import type { Problem } from '../core/rules.js';
 
-export const IDENTITY_KEYS = ['aws', 'gcp', 'azure'] as const;
+export const IDENTITY_KEYS = ['aws', 'gcp', 'azure', 'onUnknownServiceAccount', 'serviceAccountWaitMs'] as const;
 export const AWS_KEYS = ['enabled', 'region', 'tokenExpiration', 'audience', 'fsGroup', 'stsRegionalEndpoints'] as const;
 export const GCP_KEYS = ['enabled', 'tokenExpiration', 'audience', 'region'] as const;
 export const AZURE_KEYS = ['enabled', 'authorityHost', 'tokenExpiration', 'audience', 'tenantId'] as const;
@@ -92,7 +92,15 @@ class Reader {
  * with upstream defaults). Returns the settings (bad fields replaced by their defaults)
  * and every problem by path; the caller rejects the config when there are problems.
  */
-export function validateIdentityConfig(raw: unknown, path = 'identity'): { settings: IdentitySettings; problems: Problem[] } {
+/** What to do when a pod's ServiceAccount is not in the cache and a direct lookup fails too. */
+export interface IdentityLookup {
+  /** admit: without wiring, with a warning and a metric; deny: the pod is denied (retry later). */
+  readonly onUnknown: 'admit' | 'deny';
+  /** Bound on the direct lookup after a cache miss (the ServiceAccount created a moment ago). */
+  readonly waitMs: number;
+}
+
+export function validateIdentityConfig(raw: unknown, path = 'identity'): { settings: IdentitySettings; lookup: IdentityLookup; problems: Problem[] } {
   const r = new Reader(path);
   let root: Raw = {};
   if (raw !== undefined && raw !== null) {
@@ -135,7 +143,15 @@ export function validateIdentityConfig(raw: unknown, path = 'identity'): { setti
     gcp: r.bool(gcpRaw, 'enabled', gcpAt('enabled'), true) ? Object.freeze(gcp) : undefined,
     azure: r.bool(azureRaw, 'enabled', azureAt('enabled'), true) ? Object.freeze(azure) : undefined,
   });
-  return { settings, problems: r.problems };
+  const onUnknown = root.onUnknownServiceAccount ?? 'admit';
+  if (onUnknown !== 'admit' && onUnknown !== 'deny') {
+    r.problems.push({ path: r.at('onUnknownServiceAccount'), message: `must be one of admit, deny (got ${JSON.stringify(onUnknown)})` });
+  }
+  // The whole admission has the API server's timeout (10 s by default); a lookup must
+  // stay a small part of it.
+  const waitMs = r.integer(root, 'serviceAccountWaitMs', r.at('serviceAccountWaitMs'), 0, 5000) ?? 200;
+  const lookup: IdentityLookup = Object.freeze({ onUnknown: onUnknown === 'deny' ? 'deny' : 'admit', waitMs });
+  return { settings, lookup, problems: r.problems };
 }
 
 /** An https URL, written as the Azure SDKs read AZURE_AUTHORITY_HOST. */

@@ -8,6 +8,8 @@ import { compilePolicy, type Policy } from '../core/policy.js';
 import { compilePullSecrets, type PullSecret } from '../core/pull-secrets.js';
 import { compileRules, type Problem, type RuleInput, type RuleSet } from '../core/rules.js';
 import { isValidRegistryHost, normaliseRegistryHost } from '../core/reference.js';
+import type { IdentitySettings } from '../core/identity/wiring.js';
+import { validateIdentityConfig, type IdentityLookup } from './identity.js';
 import type { Mode, OnUnreachable, Settings } from '../core/pod.js';
 
 export type FailurePolicy = 'Ignore' | 'Fail';
@@ -61,8 +63,27 @@ export interface ConfigFile {
   readonly verification: VerificationSettings;
 }
 
+/** `report:` how often this replica writes its counts to the cluster. */
+export interface ReportSettings {
+  readonly flushSeconds: number;
+}
+
+function reportSettings(c: Checker, raw: unknown): ReportSettings {
+  if (raw === undefined || raw === null) return { flushSeconds: 60 };
+  if (!isRecord(raw)) {
+    c.add('report', 'must be a mapping with flushSeconds');
+    return { flushSeconds: 60 };
+  }
+  c.keys(raw, 'report', ['flushSeconds']);
+  // At least 5 s: each flush is a ConfigMap write; at most an hour, or a crash loses too much.
+  return { flushSeconds: c.int(raw, 'flushSeconds', 'report.flushSeconds', 5, 3600, 60) };
+}
+
 /** A validated, compiled config: what the webhook runs on. Frozen. */
 export interface Config {
+  /** Workload Identity wiring: providers (on by default) and the ServiceAccount lookup. */
+  readonly identity: { readonly settings: IdentitySettings; readonly lookup: IdentityLookup };
+  readonly report: ReportSettings;
   readonly file: ConfigFile;
   readonly mode: Mode;
   readonly failurePolicy: FailurePolicy;
@@ -164,7 +185,7 @@ class Checker {
   }
 }
 
-const TOP_KEYS = ['mode', 'failurePolicy', 'rules', 'policy', 'pullSecrets', 'logLevel', 'registries', 'verification'] as const;
+const TOP_KEYS = ['mode', 'failurePolicy', 'rules', 'policy', 'pullSecrets', 'logLevel', 'registries', 'verification', 'identity', 'report'] as const;
 
 /** Validate a parsed config object. Throws ConfigError listing every problem. */
 export function validateConfig(raw: unknown, source = 'config'): Config {
@@ -250,11 +271,15 @@ export function validateConfig(raw: unknown, source = 'config'): Config {
 
   const registries = checkRegistries(c, raw.registries);
   const verification = checkVerification(c, raw.verification);
+  const identityResult = validateIdentityConfig(raw.identity);
+  c.problems.push(...identityResult.problems);
+  const report = reportSettings(c, raw.report);
 
   if (c.problems.length > 0) throw new ConfigError(source, c.problems);
   const file: ConfigFile = { mode, failurePolicy, rules, policy: policyFile, pullSecrets: pullSecretInputs, logLevel, registries, verification };
   const settings: Settings = { ruleSet, policy, pullSecrets };
-  return deepFreeze({ file, mode, failurePolicy, settings, ruleSet, policy, pullSecrets, logLevel, registries, verification });
+  const identity = { settings: identityResult.settings, lookup: identityResult.lookup };
+  return deepFreeze({ file, mode, failurePolicy, settings, ruleSet, policy, pullSecrets, logLevel, registries, verification, identity, report });
 }
 
 /** `registries:` host → {ca, insecure, auth}. Hosts are exact (no wildcards, no paths), normalised. */

@@ -5,7 +5,7 @@
  */
 import type { Operation } from 'fast-json-patch';
 import { isObject } from './json.js';
-import { planPod, readPod, type IdentityInput, type Mode, type Plan, type Settings, type VerifyAnswers } from './pod.js';
+import { ANNOTATION_MIRROR_POD, planPod, readPod, type IdentityInput, type Mode, type Plan, type Settings, type VerifyAnswers } from './pod.js';
 
 export const API_VERSION = 'admission.k8s.io/v1';
 
@@ -144,6 +144,22 @@ export function classify(req: AdmissionRequest): Handling {
   }
   const label = req.subResource === 'ephemeralcontainers' ? 'ephemeralcontainers' : req.operation.toLowerCase();
   return { kind: 'pod', operation: req.operation, label };
+}
+
+/**
+ * The ServiceAccount whose annotations drive identity wiring for this request, or
+ * undefined when no wiring applies (not a Pod CREATE, a static mirror pod).
+ */
+export function serviceAccountFor(req: AdmissionRequest): { namespace: string; name: string } | undefined {
+  const h = classify(req);
+  if (h.kind !== 'pod' || h.operation !== 'CREATE' || req.subResource !== '' || !isObject(req.object)) return undefined;
+  const meta = req.object.metadata;
+  if (isObject(meta) && isObject(meta.annotations) && meta.annotations[ANNOTATION_MIRROR_POD] !== undefined) return undefined;
+  const spec = req.object.spec;
+  const name = isObject(spec) ? (spec.serviceAccountName ?? spec.serviceAccount) : undefined;
+  // The ServiceAccount admission plugin (which runs before webhooks) sets `default` when
+  // none is named; fall back to it the same way.
+  return { namespace: req.namespace, name: typeof name === 'string' && name !== '' ? name : 'default' };
 }
 
 export interface Evaluation {

@@ -10,12 +10,15 @@ import {
   denied,
   evaluate,
   reviewOf,
+  serviceAccountFor,
   type AdmissionRequest,
   type AdmissionResponse,
   type Evaluation,
 } from '../core/admission.js';
-import type { Mode, VerifyAnswers } from '../core/pod.js';
+import type { IdentityInput, Mode, VerifyAnswers } from '../core/pod.js';
+import type { ServiceAccountInfo } from '../core/identity/wiring.js';
 import type { ConfigSource } from '../config/watch.js';
+import type { Config } from '../config/schema.js';
 import type { Logger } from '../logger.js';
 import type { AdmissionResult, Metrics } from '../metrics.js';
 import { parseTimeoutParam } from './json-body.js';
@@ -41,6 +44,8 @@ export interface MutateDeps {
   readonly namespaceMode?: ((namespace: string) => Mode | undefined) | undefined;
   readonly verifier?: Verifier | undefined;
   readonly observers?: readonly AdmissionObserver[] | undefined;
+  /** ServiceAccount annotations for identity wiring (cache, then a bounded direct GET). */
+  readonly serviceAccounts?: { get(namespace: string, name: string): Promise<ServiceAccountInfo | undefined> } | undefined;
 }
 
 interface MutateQuery {
@@ -72,7 +77,8 @@ async function handle(deps: MutateDeps, req: FastifyRequest<{ Querystring: Mutat
   try {
     const config = deps.config.current();
     mode = config.mode === 'audit' ? 'audit' : (deps.namespaceMode?.(request.namespace) ?? config.mode);
-    evaluation = evaluate(request, config.settings, mode);
+    const identity = await identityInput(deps, request, config);
+    evaluation = evaluate(request, config.settings, mode, undefined, identity);
     label = evaluation.label;
     if (evaluation.error !== undefined) {
       deps.metrics.admissionRequests.inc({ operation: label, result: 'invalid' });
@@ -87,7 +93,7 @@ async function handle(deps: MutateDeps, req: FastifyRequest<{ Querystring: Mutat
       const answers: VerifyAnswers = deps.verifier
         ? await deps.verifier.verify(toVerify, requestBudgetMs(req.query.timeout))
         : { outcomes: new Map(toVerify.map((t) => [t, 'unreachable'] as const)), onUnreachable: 'original' };
-      evaluation = evaluate(request, config.settings, mode, answers);
+      evaluation = evaluate(request, config.settings, mode, answers, identity);
     }
     response = evaluation.response;
     result = !response.allowed ? 'denied' : response.patch !== undefined ? 'patched' : 'allowed';
@@ -126,6 +132,27 @@ async function handle(deps: MutateDeps, req: FastifyRequest<{ Querystring: Mutat
     'admission',
   );
   await reply.code(200).send(reviewOf(response));
+}
+
+/** Look up the pod's ServiceAccount when identity wiring can apply; never throws. */
+async function identityInput(deps: MutateDeps, request: AdmissionRequest, config: Config): Promise<IdentityInput | undefined> {
+  const { settings, lookup } = config.identity;
+  if (deps.serviceAccounts === undefined) return undefined;
+  if (settings.aws === undefined && settings.gcp === undefined && settings.azure === undefined) return undefined;
+  const target = serviceAccountFor(request);
+  if (target === undefined) return undefined;
+  let sa: ServiceAccountInfo | undefined;
+  try {
+    sa = await deps.serviceAccounts.get(target.namespace, target.name);
+  } catch {
+    sa = undefined; // the cache logs and counts its own failures
+  }
+  return {
+    settings,
+    lookup: sa === undefined ? 'unknown' : 'found',
+    serviceAccount: sa ?? { ...target, annotations: {} },
+    onUnknown: lookup.onUnknown,
+  };
 }
 
 /** The budget for registry checks: never beyond the API server's own deadline. */

@@ -38,6 +38,12 @@ export class Verification {
   #client: (ManifestChecker & { close?(): void }) | undefined;
   #verifier: RegistryVerifier | undefined;
   #config: Config;
+  #endpoints: EndpointTable = new Map();
+
+  /** How to reach each configured registry (CA, auth): shared with background copies. */
+  get endpoints(): EndpointTable {
+    return this.#endpoints;
+  }
 
   /** Use {@link Verification.start}. */
   private constructor(config: Config, deps: VerificationDeps) {
@@ -85,7 +91,10 @@ export class Verification {
       return;
     }
     if (this.#verifier === undefined) this.#build(config, endpoints);
-    else this.#verifier.configure(config.verification, endpoints, verifiedRegistries(config));
+    else {
+      this.#endpoints = endpoints;
+      this.#verifier.configure(config.verification, endpoints, verifiedRegistries(config));
+    }
   }
 
   /** Drop the client's pooled connections. */
@@ -95,6 +104,7 @@ export class Verification {
 
   #build(config: Config, endpoints: EndpointTable): void {
     const { metrics, log, now } = this.#deps;
+    this.#endpoints = endpoints;
     this.#client = this.#deps.client ?? new RegistryClient({ now, log });
     this.#verifier = new RegistryVerifier({
       client: this.#client,

@@ -116,7 +116,8 @@ void t.test('mirrorgate copy', async (t) => {
   const usage = [
     { name: 'no image', args: ['copy', '--config', 'x.yaml'], want: /at least one IMAGE, or --missing/ },
     { name: 'bad platform', args: ['copy', '--config', 'x.yaml', '--platform', 'linux', 'a:b'], want: /--platform: os\/arch/ },
-    { name: '--url without --missing', args: ['copy', '--config', 'x.yaml', '--url', 'http://x', 'a:b'], want: /--url goes with --missing/ },
+    { name: '--url without --missing', args: ['copy', '--config', 'x.yaml', '--url', 'http://x', 'a:b'], want: /--url and --kubeconfig go with --missing/ },
+    { name: '--url and --kubeconfig', args: ['copy', '--config', 'x.yaml', '--missing', '--url', 'http://x', '--kubeconfig', 'k'], want: /exclude each other/ },
     { name: 'no config', args: ['copy', 'a:b'], want: /--config FILE is required/ },
   ];
   for (const u of usage) {

@@ -48,7 +48,9 @@ t.test('every problem by path', async (t) => {
   const cases: { name: string; raw: unknown; paths: string[]; match?: RegExp }[] = [
     { name: 'not a mapping', raw: 'aws', paths: ['identity'] },
     { name: 'list', raw: ['aws'], paths: ['identity'] },
-    { name: 'unknown provider', raw: { alibaba: {} }, paths: ['identity.alibaba'], match: /unknown key \(allowed: aws, gcp, azure\)/ },
+    { name: 'unknown provider', raw: { alibaba: {} }, paths: ['identity.alibaba'], match: /unknown key \(allowed: aws, gcp, azure, onUnknownServiceAccount, serviceAccountWaitMs\)/ },
+    { name: 'bad onUnknownServiceAccount', raw: { onUnknownServiceAccount: 'allow' }, paths: ['identity.onUnknownServiceAccount'], match: /admit, deny/ },
+    { name: 'serviceAccountWaitMs out of range', raw: { serviceAccountWaitMs: 60000 }, paths: ['identity.serviceAccountWaitMs'] },
     { name: 'provider not a mapping', raw: { aws: true }, paths: ['identity.aws'], match: /mapping/ },
     { name: 'unknown aws key', raw: { aws: { roleArn: 'x' } }, paths: ['identity.aws.roleArn'], match: /unknown key/ },
     { name: 'unknown gcp key', raw: { gcp: { fsGroup: 1 } }, paths: ['identity.gcp.fsGroup'] },
