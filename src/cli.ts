@@ -7,10 +7,10 @@ import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { hostname } from 'node:os';
 import { defaultServingNames, ensureCertificates } from './certs.js';
-import { kubeCertStore, reconcile, TLS_SECRET, type RotationPolicy } from './kube/cert-rotation.js';
-import { KubeConfigError, loadKubeClient } from './kube/client.js';
-import { configMapStore, readMergedReport } from './kube/report-store.js';
-import { createLogger } from './logger.js';
+import type { RotationPolicy } from './kube/cert-rotation.js';
+import { KubeConfigError } from './kube/errors.js';
+import type { Report } from './report/rewrites.js';
+import { createLogger, flushLogger } from './logger.js';
 import { fetchReport } from './report/fetch.js';
 import { copyCommands, formatTable, pendingImages } from './report/format.js';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
@@ -143,10 +143,10 @@ async function cmdServe(args: string[], io: Io): Promise<number> {
   }
   const stop = (signal: string): void => {
     running.shutdown(signal).then(
-      () => process.exit(0),
+      () => flushLogger(running.log).then(() => process.exit(0)),
       (err: unknown) => {
         running.log.error({ err }, 'shutdown failed');
-        process.exit(1);
+        void flushLogger(running.log).then(() => process.exit(1));
       },
     );
   };
@@ -229,7 +229,7 @@ async function cmdCopy(args: string[], io: Io): Promise<number> {
     // From the cluster's report ConfigMap with --kubeconfig, else from a running instance.
     const missing =
       kubeconfig !== undefined
-        ? missingFrom(await readMergedReport(configMapStore(loadKubeClient({ file: kubeconfig }).config, dnsLabel(values.namespace, 'namespace', process.env.POD_NAMESPACE ?? 'mirrorgate')), new Date()))
+        ? missingFrom(await reportFromCluster(kubeconfig, dnsLabel(values.namespace, 'namespace', process.env.POD_NAMESPACE ?? 'mirrorgate')))
         : await fetchMissing(url ?? 'http://127.0.0.1:9090');
     for (const m of missing.images) if (!images.includes(m)) images.push(m);
     if (missing.overflow > 0) io.err(`mirrorgate: the report lists ${missing.images.length} missing images; ${missing.overflow} more were not listed (run copy --missing again later)`);
@@ -310,6 +310,12 @@ function version(): string {
 
 const NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
+/** The merged report from the cluster's ConfigMap (client-node loads only for this). */
+async function reportFromCluster(kubeconfig: string | undefined, namespace: string): Promise<Report> {
+  const [{ loadKubeClient }, { configMapStore, readMergedReport }] = await Promise.all([import('./kube/client.js'), import('./kube/report-store.js')]);
+  return readMergedReport(configMapStore(loadKubeClient({ file: kubeconfig }).config, namespace), new Date());
+}
+
 function dnsLabel(v: string | boolean | undefined, flag: string, dflt: string): string {
   const s = str(v) ?? dflt;
   if (!NAME.test(s) || s.length > 63) throw new UsageError(`--${flag}: not a Kubernetes name: ${s}`);
@@ -336,7 +342,7 @@ async function cmdReport(args: string[], io: Io): Promise<number> {
   const report =
     values.url !== undefined
       ? await fetchReport(values.url)
-      : await readMergedReport(configMapStore(loadKubeClient({ file: str(values.kubeconfig) }).config, namespace), new Date());
+      : await reportFromCluster(str(values.kubeconfig), namespace);
   if (tool !== undefined) {
     const lines = copyCommands(report, tool);
     for (const l of lines) io.out(l);
@@ -374,6 +380,7 @@ async function cmdCerts(args: string[], io: Io): Promise<number> {
     io.out(`caBundle: ${Buffer.from(made.caCert).toString('base64')}`);
     return 0;
   }
+  const [{ loadKubeClient }, { kubeCertStore, reconcile, TLS_SECRET }] = await Promise.all([import('./kube/client.js'), import('./kube/cert-rotation.js')]);
   const kc = loadKubeClient({ file: str(values.kubeconfig) }).config;
   const webhook = dnsLabel(values['webhook-name'], 'webhook-name', 'mirrorgate');
   const store = kubeCertStore(kc, { namespace, webhook });

@@ -43,6 +43,26 @@ export interface Metrics {
   readonly certificateExpiry: Gauge<'certificate'>;
   /** Bounded registry label value. */
   registryLabel(registry: string): string;
+  /** Count a rewrite (hot path: labelled children are cached, label values bounded). */
+  countRewrite(sourceRegistry: string, targetRegistry: string, mode: string): void;
+  /** Count a policy violation (hot path, as countRewrite). */
+  countViolation(registry: string, mode: string): void;
+}
+
+/**
+ * prom-client hashes the label object on every inc(); on the admission path we keep
+ * the labelled child per label set instead. The sets are bounded by the label limiter.
+ */
+function cachedChildren<L extends string>(counter: Counter<L>): (labels: Record<L, string>, key: string) => { inc(): void } {
+  const children = new Map<string, { inc(): void }>();
+  return (labels, key) => {
+    let child = children.get(key);
+    if (child === undefined) {
+      child = counter.labels(labels);
+      children.set(key, child);
+    }
+    return child;
+  };
 }
 
 export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: number } = {}): Metrics {
@@ -119,6 +139,8 @@ export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: 
     labelNames: ['certificate'] as const,
     registers: [registry],
   });
+  const rewriteChild = cachedChildren(imageRewrites);
+  const violationChild = cachedChildren(policyViolations);
   return {
     registry,
     certificateExpiry,
@@ -133,5 +155,14 @@ export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: 
     copyBytes,
     serviceAccountLookups,
     registryLabel: (r) => limiter.value(r),
+    countRewrite: (source, target, mode) => {
+      const s = limiter.value(source);
+      const t = limiter.value(target);
+      rewriteChild({ source_registry: s, target_registry: t, mode }, `${s}\0${t}\0${mode}`).inc();
+    },
+    countViolation: (registry, mode) => {
+      const r = limiter.value(registry);
+      violationChild({ registry: r, mode }, `${r}\0${mode}`).inc();
+    },
   };
 }

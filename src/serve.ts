@@ -14,10 +14,9 @@ import { formatReference } from './core/reference.js';
 import { copyImage, BlobLocations } from './copy/copier.js';
 import { copyOnMissObserver } from './copy/copy-on-miss.js';
 import { CopyQueue } from './copy/queue.js';
-import { kubeCertStore, reconcile, recordServed, type RotationPolicy } from './kube/cert-rotation.js';
-import { configMapStore, ReportPersister } from './kube/report-store.js';
-import { dockerConfigReader } from './kube/secrets.js';
-import { KubeRuntime } from './kube/setup.js';
+import type { RotationPolicy } from './kube/cert-rotation.js';
+import type { ReportPersister } from './kube/report-store.js';
+import type { KubeRuntime } from './kube/setup.js';
 import { createLogger, type Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { RegistryClient } from './registry/client.js';
@@ -94,12 +93,14 @@ export async function serve(opts: ServeOptions): Promise<Running> {
   }
 
   async function start(): Promise<Running> {
+    // @kubernetes/client-node costs ~75 MB of memory to load: only when there is a cluster.
+    const k8s = opts.noKube ? undefined : await loadKubeModules();
     // Kubernetes caches start in the background: an unreachable API degrades, never blocks.
-    const kube = opts.noKube
+    const kube = k8s === undefined
       ? undefined
-      : new KubeRuntime({ kubeconfig: opts.kubeconfig, pullSecrets: initial.config.file.pullSecrets, log, metrics, serviceAccountWaitMs: initial.config.identity.lookup.waitMs });
+      : new k8s.setup.KubeRuntime({ kubeconfig: opts.kubeconfig, pullSecrets: initial.config.file.pullSecrets, log, metrics, serviceAccountWaitMs: initial.config.identity.lookup.waitMs });
     if (kube) stops.push(() => kube.stop());
-    const secrets = opts.secretReader ?? (kube ? dockerConfigReader(kube.client.core, opts.namespace) : undefined);
+    const secrets = opts.secretReader ?? (kube && k8s ? k8s.secrets.dockerConfigReader(kube.client.core, opts.namespace) : undefined);
 
     // Registry client and verifier when some rule says `verify: true`; a missing CA or auth
     // file is a config error, as at reload (where the previous settings then stay).
@@ -108,9 +109,9 @@ export async function serve(opts: ServeOptions): Promise<Running> {
 
     // The report: every decision, persisted in the cluster when there is one.
     const report = new ReportCache(wallClock, initial.config.mode);
-    const persister =
-      kube && opts.replica
-        ? new ReportPersister({ store: configMapStore(kube.client.config, opts.namespace), cache: report, replica: opts.replica, now: wallClock, log, flushSeconds: initial.config.report.flushSeconds })
+    const persister: ReportPersister | undefined =
+      kube && k8s && opts.replica
+        ? new k8s.reportStore.ReportPersister({ store: k8s.reportStore.configMapStore(kube.client.config, opts.namespace), cache: report, replica: opts.replica, now: wallClock, log, flushSeconds: initial.config.report.flushSeconds })
         : undefined;
     await persister?.start();
     if (persister) stops.push(() => persister.stop());
@@ -154,7 +155,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
     }).start();
     stops.push(() => watcher.stop());
 
-    const certs = await certificates(kube);
+    const certs = await certificates(kube, k8s);
     stops.push(() => certs.stop());
 
     let shuttingDown = false;
@@ -214,7 +215,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
   }
 
   /** Where the serving certificate comes from, and how it is kept current. */
-  async function certificates(kube: KubeRuntime | undefined): Promise<{
+  async function certificates(kube: KubeRuntime | undefined, k8s: KubeModules | undefined): Promise<{
     initial: TlsPair;
     caFile: string | undefined;
     attach(apply: (pair: TlsPair) => void): void;
@@ -240,7 +241,8 @@ export async function serve(opts: ServeOptions): Promise<Running> {
     };
 
     if (opts.manageCerts) {
-      if (kube === undefined) throw new Error('--manage-certs needs Kubernetes API access (drop --no-kube)');
+      if (kube === undefined || k8s === undefined) throw new Error('--manage-certs needs Kubernetes API access (drop --no-kube)');
+      const { kubeCertStore, reconcile, recordServed } = k8s.certRotation;
       const store = kubeCertStore(kube.client.config, { namespace: opts.namespace, webhook: opts.webhookName ?? 'mirrorgate' });
       const policy = (): RotationPolicy => ({
         now: wallClock(),
@@ -324,6 +326,17 @@ export async function serve(opts: ServeOptions): Promise<Running> {
     return { initial: pair, caFile, attach: (fn) => (apply = fn), degraded: () => [], stop: () => watch.stop() };
   }
 }
+
+async function loadKubeModules() {
+  const [setup, reportStore, certRotation, secrets] = await Promise.all([
+    import('./kube/setup.js'),
+    import('./kube/report-store.js'),
+    import('./kube/cert-rotation.js'),
+    import('./kube/secrets.js'),
+  ]);
+  return { setup, reportStore, certRotation, secrets };
+}
+type KubeModules = Awaited<ReturnType<typeof loadKubeModules>>;
 
 function portOf(app: FastifyInstance): number {
   const addr = app.server.address();

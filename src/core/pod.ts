@@ -5,7 +5,7 @@
  */
 import type { Operation } from 'fast-json-patch';
 import { escapePointer, isObject, type JsonObject } from './json.js';
-import { judgeImage, type Policy } from './policy.js';
+import { judgeImage, judgeRef, type Policy } from './policy.js';
 import { secretsNeeded, type PullSecret } from './pull-secrets.js';
 import { parseReference, type ImageReference } from './reference.js';
 import { planIdentity, type IdentitySettings, type ServiceAccountInfo } from './identity/wiring.js';
@@ -145,6 +145,10 @@ export interface ContainerDecision {
   readonly final: string | undefined;
   /** Normalised registry of the original image ('invalid' when it does not parse). */
   readonly sourceRegistry: string | undefined;
+  /** The original image parsed, when it parses. */
+  readonly sourceRef: ImageReference | undefined;
+  /** The rewrite target parsed, when there is one. */
+  readonly targetRef: ImageReference | undefined;
   readonly rule: Rule | undefined;
   /** The rewrite target, also for would-rewrite/missing/unverified. */
   readonly target: string | undefined;
@@ -208,16 +212,16 @@ export function planPod(input: PlanInput, settings: Settings, verify?: VerifyAns
     const image = container.image as string;
     const d = decideRewrite(settings.ruleSet, image);
     if (d.kind === 'invalid') {
-      decisions.push(decision(container, 'invalid', image, image, 'invalid', undefined, undefined));
+      decisions.push(decision(container, 'invalid', image, image, 'invalid', undefined, undefined, undefined));
       continue;
     }
     const sourceRegistry = d.ref.registry;
     if (d.kind === 'unchanged') {
-      decisions.push(decision(container, 'unchanged', image, image, sourceRegistry, undefined, undefined));
+      decisions.push(decision(container, 'unchanged', image, image, sourceRegistry, undefined, undefined, d.ref));
       continue;
     }
     if (optedOut) {
-      decisions.push(decision(container, 'opted-out', image, image, sourceRegistry, d.rule, d.rewritten));
+      decisions.push(decision(container, 'opted-out', image, image, sourceRegistry, d.rule, d.rewritten, d.ref, d.rewrittenRef));
       continue;
     }
     let action: ContainerAction = mode === 'audit' ? 'would-rewrite' : 'rewritten';
@@ -236,7 +240,7 @@ export function planPod(input: PlanInput, settings: Settings, verify?: VerifyAns
       }
     }
     const keep = action === 'missing' || action === 'unverified';
-    decisions.push(decision(container, action, image, keep ? image : d.rewritten, sourceRegistry, d.rule, d.rewritten));
+    decisions.push(decision(container, action, image, keep ? image : d.rewritten, sourceRegistry, d.rule, d.rewritten, d.ref, d.rewrittenRef));
   }
 
   // Policy is judged on what would run after this webhook: in audit mode that is the
@@ -244,7 +248,8 @@ export function planPod(input: PlanInput, settings: Settings, verify?: VerifyAns
   const judged = decisions.map((dec): ContainerDecision => {
     if (settings.policy === undefined || dec.final === undefined) return dec;
     const finalImage = dec.action === 'would-rewrite' ? (dec.target as string) : dec.final;
-    const verdict = judgeImage(settings.policy, finalImage);
+    const finalRef = dec.action === 'would-rewrite' || dec.action === 'rewritten' ? dec.targetRef : dec.sourceRef;
+    const verdict = finalRef ? judgeRef(settings.policy, finalRef, finalImage) : judgeImage(settings.policy, finalImage);
     if (verdict.allowed) return dec;
     let why = verdict.message;
     if (dec.action === 'missing') why = `${why}; its mirror copy ${dec.target ?? ''} is not in the mirror yet`;
@@ -344,8 +349,10 @@ function decision(
   sourceRegistry: string,
   rule: Rule | undefined,
   target: string | undefined,
+  sourceRef: ImageReference | undefined,
+  targetRef?: ImageReference,
 ): ContainerDecision {
-  return { container, action, original, final, sourceRegistry, rule, target, violation: undefined, violationRegistry: undefined };
+  return { container, action, original, final, sourceRegistry, sourceRef, targetRef, rule, target, violation: undefined, violationRegistry: undefined };
 }
 
 function emptyPlan(skipped: string): Plan {
@@ -407,14 +414,18 @@ function pullSecretOps(pod: PodView, decisions: readonly ContainerDecision[], pu
   if (pullSecrets.length === 0) return [];
   // Every image the pod will run, not only the ones in scope: a secret is needed as
   // long as any container pulls from its registry.
-  const finals = new Map<string, string | undefined>();
-  for (const c of pod.containers) finals.set(`${c.list}/${c.index}`, c.image);
-  for (const d of decisions) finals.set(`${d.container.list}/${d.container.index}`, d.final);
+  const decided = new Map<ContainerView, ImageReference | undefined>();
+  for (const d of decisions) decided.set(d.container, d.action === 'rewritten' ? d.targetRef : d.sourceRef);
   const refs: ImageReference[] = [];
-  for (const image of finals.values()) {
-    if (image === undefined) continue;
-    const p = parseReference(image);
-    if (p.ok) refs.push(p.ref);
+  for (const c of pod.containers) {
+    if (decided.has(c)) {
+      const ref = decided.get(c);
+      if (ref) refs.push(ref);
+    } else if (c.image !== undefined) {
+      // Out of scope (an UPDATE's unchanged containers): parsed as they are.
+      const p = parseReference(c.image);
+      if (p.ok) refs.push(p.ref);
+    }
   }
   const needed = secretsNeeded(pullSecrets, refs);
   const have = new Set(pod.imagePullSecrets ?? []);

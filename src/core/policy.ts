@@ -4,7 +4,7 @@
  * (`docker.io.evil.com`) and spelling tricks (`INDEX.DOCKER.IO`) cannot slip through.
  */
 import { matchLength, parsePattern, type RegistryPattern } from './patterns.js';
-import { parseReference } from './reference.js';
+import { parseReference, type ImageReference } from './reference.js';
 import type { Problem } from './rules.js';
 
 export interface Policy {
@@ -41,7 +41,12 @@ export function judgeImage(policy: Policy, image: string): PolicyVerdict {
   if (!parsed.ok) {
     return { allowed: false, reason: 'invalid', registry: 'invalid', message: parsed.reason };
   }
-  const { registry, repository } = parsed.ref;
+  return judgeRef(policy, parsed.ref, image);
+}
+
+/** Judge an image already parsed (`image` is its text, for the message). */
+export function judgeRef(policy: Policy, ref: ImageReference, image: string): PolicyVerdict {
+  const { registry, repository } = ref;
   for (const pattern of policy.allowed) {
     if (matchLength(pattern, registry, repository) >= 0) return { allowed: true };
   }

@@ -7,14 +7,9 @@ import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api, KubeConfig, Watch } from '@kubernetes/client-node';
+import { KubeConfigError } from './errors.js';
 
-export class KubeConfigError extends Error {
-  readonly code = 'MG_KUBECONFIG';
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = 'KubeConfigError';
-  }
-}
+export { KubeConfigError };
 
 /** Where the config came from, for the startup log. */
 export type KubeConfigSource = 'file' | 'in-cluster' | 'KUBECONFIG' | 'home';

@@ -151,7 +151,7 @@ export class ReportCache {
     const { maxImages, maxNamespaces } = this.#limits;
     for (const d of decisions) {
       if (d.original === undefined || d.sourceRegistry === undefined) continue;
-      const image = qualified(d.original);
+      const image = d.sourceRef ? formatReference(d.sourceRef) : d.original;
       const e = this.#entry(d.sourceRegistry, at);
       const key = this.#entries.get(d.sourceRegistry) === e ? d.sourceRegistry : OTHER;
       if (d.rule !== undefined) e.target = d.rule.target;

@@ -1,4 +1,15 @@
 import { mkdir, rename, symlink, writeFile } from 'node:fs/promises';
+
+/**
+ * Replace a file in one step (write aside, rename), as Kubernetes volume updates and
+ * cert tools do. An in-place write can be read half-written by the watcher, which makes
+ * the test depend on scheduling.
+ */
+async function replaceFile(file: string, data: string): Promise<void> {
+  const aside = `${file}.tmp-${process.pid}`;
+  await writeFile(aside, data);
+  await rename(aside, file);
+}
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -157,8 +168,8 @@ void t.test('certificate reload', async (t) => {
 
   await t.test('a new certificate is served to new connections; the open one keeps working', async (t) => {
     // Key first, then certificate, as a careless rotation would do it.
-    await writeFile(certs.keyFile, second.key);
-    await writeFile(certs.certFile, second.cert);
+    await replaceFile(certs.keyFile, second.key);
+    await replaceFile(certs.certFile, second.cert);
     await until(() => reloads.length === 1, 'reload');
     t.same(reloads[0], { cert: second.cert, key: second.key });
     t.ok(errors.every((e) => /rejected, keeping the previous one/.test(e.message)), 'at most a half-done rotation was rejected');
@@ -182,7 +193,7 @@ void t.test('certificate reload', async (t) => {
     const seenErrors = errors.length;
     const seenReloads = reloads.length;
     // A certificate with the key of another one: each file is fine, the pair is not.
-    await writeFile(certs.certFile, third.cert);
+    await replaceFile(certs.certFile, third.cert);
     await until(() => errors.length > seenErrors, 'error');
     t.match(errors.at(-1)!.message, /rejected, keeping the previous one/);
     t.match(errors.at(-1)!.message, /tls\.crt/);
@@ -191,12 +202,12 @@ void t.test('certificate reload', async (t) => {
     t.equal(h.serialNumber, serialOf(second.cert), 'old certificate still served');
 
     const errorsBefore = errors.length;
-    await writeFile(certs.certFile, 'not a certificate at all');
+    await replaceFile(certs.certFile, 'not a certificate at all');
     await until(() => errors.length > errorsBefore, 'second error');
 
     // Completing the rotation recovers.
-    await writeFile(certs.keyFile, third.key);
-    await writeFile(certs.certFile, third.cert);
+    await replaceFile(certs.keyFile, third.key);
+    await replaceFile(certs.certFile, third.cert);
     await until(() => reloads.length > seenReloads, 'reload after recovery');
     t.same(reloads.at(-1), { cert: third.cert, key: third.key });
     const recovered = await tlsHandshake(port, { ca: third.caCert, servername: 'localhost' });
@@ -247,8 +258,8 @@ void t.test('stop() ends the watching', async (t) => {
   });
   watcher.stop();
   const other = newTestPki();
-  await writeFile(certs.keyFile, other.key);
-  await writeFile(certs.certFile, other.cert);
+  await replaceFile(certs.keyFile, other.key);
+  await replaceFile(certs.certFile, other.cert);
   // Several polling intervals and debounce periods; nothing may arrive.
   await new Promise((resolve) => setTimeout(resolve, 10 * WATCH.intervalMs));
   t.same(events, []);
@@ -265,8 +276,8 @@ void t.test('a throwing handler does not escape the watcher', async (t) => {
   }, { ...WATCH, initial: await readTlsFiles(certs) });
   t.teardown(() => watcher.stop());
   const other = newTestPki();
-  await writeFile(certs.keyFile, other.key);
-  await writeFile(certs.certFile, other.cert);
+  await replaceFile(certs.keyFile, other.key);
+  await replaceFile(certs.certFile, other.cert);
   await until(() => errors.some((e) => e.message === 'handler failed'), 'the handler error');
   t.pass('reported through onError');
 });
