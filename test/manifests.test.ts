@@ -89,9 +89,20 @@ t.test('MutatingWebhookConfiguration', async (t) => {
   t.match(text, /failurePolicy, by mode:[\s\S]*audit[\s\S]*enforce with policy/, 'failurePolicy documented for each mode');
 });
 
-t.test('cert-manager overlay: certificate for the service and CA injection', async (t) => {
+t.test('base: the webhook manages its own certificate', async (t) => {
+  const c = find(base, 'Deployment').spec.template.spec.containers[0];
+  t.ok((c.args as string[]).includes('--manage-certs'));
+  t.notOk((c.args as string[]).some((a) => a.startsWith('--tls-cert')));
+});
+
+t.test('cert-manager overlay: certificate for the service, served from files, and CA injection', async (t) => {
   const cert = find(overlay, 'Certificate', 'mirrorgate-tls');
-  t.equal(cert.spec.secretName, find(overlay, 'Deployment').spec.template.spec.volumes.find((v: Obj) => v.name === 'tls').secret.secretName);
+  const dep = find(overlay, 'Deployment').spec.template.spec;
+  t.equal(cert.spec.secretName, dep.volumes.find((v: Obj) => v.name === 'tls').secret.secretName);
+  const args = dep.containers[0].args as string[];
+  t.notOk(args.includes('--manage-certs'), 'cert-manager owns the certificate');
+  t.ok(args.includes('--tls-cert=/etc/mirrorgate/tls/tls.crt'));
+  t.ok((dep.containers[0].volumeMounts as Obj[]).some((m) => m.name === 'tls' && m.mountPath === '/etc/mirrorgate/tls'));
   t.ok((cert.spec.dnsNames as string[]).includes('mirrorgate.mirrorgate.svc'));
   t.equal(find(overlay, 'MutatingWebhookConfiguration').metadata.annotations['cert-manager.io/inject-ca-from'], 'mirrorgate/mirrorgate-tls');
 });
@@ -106,7 +117,8 @@ const USES = [
   'cluster  admissionregistration.k8s.io/mutatingwebhookconfigurations[mirrorgate] get,patch', // caBundle
   'mirrorgate  configmaps create', // kube/report-store: first flush
   'mirrorgate  configmaps[mirrorgate-report] get,update', // kube/report-store: flush and reload
-  'mirrorgate  secrets get', // registries.*.auth.secret (dockerconfigjson)
+  'mirrorgate  secrets get,create', // registries.*.auth.secret (dockerconfigjson); --manage-certs creates mirrorgate-tls
+  'mirrorgate  secrets[mirrorgate-tls] update', // --manage-certs: renewal and CA rotation (kube/cert-rotation)
 ];
 
 function grants(objs: Obj[]): string[] {
