@@ -4,6 +4,7 @@
  * and token-expiration rules, so a workload moves between an EKS cluster and this one
  * unchanged. Pure: decides what the pod needs; `wiring.ts` turns it into patch operations.
  */
+import { parseGoInt, splitNames, type EnvVar, type ProviderWiring } from './common.js';
 import { isObject, type JsonObject } from '../json.js';
 
 // Annotation names: pkg/annotations/constants.go; the domain is the webhook's default
@@ -65,25 +66,8 @@ export interface AwsInput {
 }
 
 /** What AWS needs in the pod; same shape as the other providers' (see wiring.ts). */
-export interface AwsWiring {
-  readonly volumes: readonly JsonObject[];
-  /** Per container: a group is added whole, and only when none of its names is already set. */
-  readonly envGroups: readonly (readonly EnvVar[])[];
-  readonly mounts: readonly VolumeMount[];
-  readonly skipContainers: ReadonlySet<string>;
-  readonly annotations: Readonly<Record<string, string>>;
-  readonly fsGroup: number | undefined;
-}
+export type AwsWiring = ProviderWiring;
 
-interface EnvVar {
-  readonly name: string;
-  readonly value: string;
-}
-interface VolumeMount {
-  readonly name: string;
-  readonly readOnly?: boolean;
-  readonly mountPath: string;
-}
 
 /**
  * Decide the IRSA wiring for a pod. No role ARN on the ServiceAccount: no wiring, no
@@ -147,7 +131,7 @@ export function planAws(input: AwsInput, settings: AwsSettings): { wiring: AwsWi
       volumes: [volume],
       envGroups,
       mounts: [{ name: AWS_VOLUME_NAME, readOnly: true, mountPath: AWS_MOUNT_PATH }],
-      skipContainers: csvNames(input.podAnnotations[AWS_SKIP_CONTAINERS_ANNOTATION]),
+      skipContainers: splitNames(input.podAnnotations[AWS_SKIP_CONTAINERS_ANNOTATION], ',', true),
       annotations: {},
       fsGroup: settings.fsGroup,
     },
@@ -195,28 +179,7 @@ function tokenAudienceOf(volume: unknown, name: string): string | undefined {
   return undefined;
 }
 
-/**
- * Upstream reads the annotation with encoding/csv (one record). Container names cannot
- * hold commas, quotes or spaces, so splitting, trimming and unquoting reads the same names;
- * unlike csv we also accept "a, b".
- */
-function csvNames(value: string | undefined): ReadonlySet<string> {
-  const names = new Set<string>();
-  if (value === undefined) return names;
-  for (const part of value.split(',')) {
-    const name = part.trim().replace(/^"(.*)"$/, '$1');
-    if (name !== '') names.add(name);
-  }
-  return names;
-}
 
-/** Go's strconv.ParseInt(s, 10, 64): optional sign, decimal digits, int64 range. */
-function parseGoInt(s: string): number | undefined {
-  if (!/^[+-]?[0-9]+$/.test(s)) return undefined;
-  const n = BigInt(s);
-  if (n > 9223372036854775807n || n < -9223372036854775808n) return undefined;
-  return Number(n);
-}
 
 /** Go's strconv.ParseBool. */
 function parseGoBool(s: string): boolean | undefined {

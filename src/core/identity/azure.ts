@@ -3,7 +3,7 @@
  * `azure.workload.identity/use: "true"` gets the projected token and the env the Azure
  * SDKs read. Pure.
  */
-import type { JsonObject } from '../json.js';
+import { parseGoInt, splitNames, type ProviderWiring } from './common.js';
 
 // Label and annotation names: pkg/webhook/consts.go.
 /** Pod label; upstream selects pods with it in its webhook's objectSelector. */
@@ -55,24 +55,8 @@ export interface AzureInput {
 }
 
 /** What Azure needs in the pod; same shape as the other providers' (see wiring.ts). */
-export interface AzureWiring {
-  readonly volumes: readonly JsonObject[];
-  readonly envGroups: readonly (readonly EnvVar[])[];
-  readonly mounts: readonly VolumeMount[];
-  readonly skipContainers: ReadonlySet<string>;
-  readonly annotations: Readonly<Record<string, string>>;
-  readonly fsGroup: undefined;
-}
+export type AzureWiring = ProviderWiring & { readonly fsGroup: undefined };
 
-interface EnvVar {
-  readonly name: string;
-  readonly value: string;
-}
-interface VolumeMount {
-  readonly name: string;
-  readonly readOnly?: boolean;
-  readonly mountPath: string;
-}
 
 /**
  * Decide the Azure wiring. Only a pod with the label is wired (the ServiceAccount's
@@ -109,7 +93,7 @@ export function planAzure(input: AzureInput, settings: AzureSettings): { wiring:
       ],
       envGroups,
       mounts: [{ name: AZURE_VOLUME_NAME, mountPath: AZURE_MOUNT_PATH, readOnly: true }],
-      skipContainers: semicolonNames(input.podAnnotations[AZURE_SKIP_CONTAINERS_ANNOTATION]),
+      skipContainers: splitNames(input.podAnnotations[AZURE_SKIP_CONTAINERS_ANNOTATION], ';'),
       annotations: {},
       fsGroup: undefined,
     },
@@ -142,20 +126,4 @@ function tokenExpiration(input: AzureInput, settings: AzureSettings, warnings: s
   return bounded;
 }
 
-/** Semicolon-separated, each name trimmed (pkg/webhook/webhook.go getSkipContainers). */
-function semicolonNames(value: string | undefined): ReadonlySet<string> {
-  const names = new Set<string>();
-  for (const part of (value ?? '').split(';')) {
-    const name = part.trim();
-    if (name !== '') names.add(name);
-  }
-  return names;
-}
 
-/** Go's strconv.ParseInt(s, 10, 64). */
-function parseGoInt(s: string): number | undefined {
-  if (!/^[+-]?[0-9]+$/.test(s)) return undefined;
-  const n = BigInt(s);
-  if (n > 9223372036854775807n || n < -9223372036854775808n) return undefined;
-  return Number(n);
-}

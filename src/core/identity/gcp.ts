@@ -7,6 +7,7 @@
  *
  * On GKE, `iam.gke.io/gcp-service-account` needs no pod change, so it is not handled here.
  */
+import { parseGoInt, splitNames, type EnvVar, type ProviderWiring } from './common.js';
 import type { JsonObject } from '../json.js';
 
 // Annotation names: webhooks/annotations.go; domain: webhooks/constants.go AnnotationDomainDefault.
@@ -75,24 +76,8 @@ export interface GcpInput {
 }
 
 /** What GCP needs in the pod; same shape as the other providers' (see wiring.ts). */
-export interface GcpWiring {
-  readonly volumes: readonly JsonObject[];
-  readonly envGroups: readonly (readonly EnvVar[])[];
-  readonly mounts: readonly VolumeMount[];
-  readonly skipContainers: ReadonlySet<string>;
-  readonly annotations: Readonly<Record<string, string>>;
-  readonly fsGroup: undefined;
-}
+export type GcpWiring = ProviderWiring & { readonly fsGroup: undefined };
 
-interface EnvVar {
-  readonly name: string;
-  readonly value: string;
-}
-interface VolumeMount {
-  readonly name: string;
-  readonly readOnly?: boolean;
-  readonly mountPath: string;
-}
 
 /**
  * Decide the GCP wiring. Triggered by the provider annotation (with the email, unless
@@ -178,7 +163,7 @@ export function planGcp(input: GcpInput, settings: GcpSettings): { wiring: GcpWi
         // gcloud writes its state here, so this one is writable.
         { name: GCP_GCLOUD_CONFIG_VOLUME_NAME, mountPath: GCP_GCLOUD_CONFIG_MOUNT_PATH },
       ],
-      skipContainers: listNames(input.podAnnotations[GCP_SKIP_CONTAINERS_ANNOTATION]),
+      skipContainers: splitNames(input.podAnnotations[GCP_SKIP_CONTAINERS_ANNOTATION], ','),
       annotations,
       fsGroup: undefined,
     },
@@ -236,20 +221,4 @@ function tokenExpiration(input: GcpInput, settings: GcpSettings, warnings: strin
   return value;
 }
 
-/** Comma-separated, each name trimmed (webhooks/mutatepod.go). */
-function listNames(value: string | undefined): ReadonlySet<string> {
-  const names = new Set<string>();
-  for (const part of (value ?? '').split(',')) {
-    const name = part.trim();
-    if (name !== '') names.add(name);
-  }
-  return names;
-}
 
-/** Go's strconv.ParseInt(s, 10, 64). */
-function parseGoInt(s: string): number | undefined {
-  if (!/^[+-]?[0-9]+$/.test(s)) return undefined;
-  const n = BigInt(s);
-  if (n > 9223372036854775807n || n < -9223372036854775808n) return undefined;
-  return Number(n);
-}

@@ -6,6 +6,7 @@
  * plans nothing (the API server may call again under `reinvocationPolicy: IfNeeded`).
  * Pure: no I/O.
  */
+import type { ProviderWiring } from './common.js';
 import type { Operation } from 'fast-json-patch';
 import { isObject, type JsonObject } from '../json.js';
 import { planAws, type AwsSettings } from './aws.js';
@@ -42,16 +43,6 @@ export interface IdentityPlan {
   readonly applied: IdentityProvider[];
 }
 
-/** The shape every provider's planner returns (structurally: AwsWiring, GcpWiring, AzureWiring). */
-interface ProviderWiring {
-  readonly volumes: readonly JsonObject[];
-  /** A group is added to a container whole, and only when none of its names is set there. */
-  readonly envGroups: readonly (readonly { readonly name: string; readonly value: string }[])[];
-  readonly mounts: readonly { readonly name: string; readonly readOnly?: boolean; readonly mountPath: string }[];
-  readonly skipContainers: ReadonlySet<string>;
-  readonly annotations: Readonly<Record<string, string>>;
-  readonly fsGroup: number | undefined;
-}
 
 /** Ephemeral containers are never wired: they cannot mount volumes the pod did not have. */
 const LISTS = ['initContainers', 'containers'] as const;
