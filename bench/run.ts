@@ -7,7 +7,8 @@
  * answer is wrong so the numbers would mean nothing); missed targets are reported.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
@@ -17,6 +18,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import ts from 'typescript';
 import { createCa, createServingCert } from '../src/certs.js';
+import { startRegistry, type TestRegistry } from '../test/support/registry.js';
+import { fillMirror, MIRROR_RULES, startCountingProxy, type CountingProxy, type MirrorPlan, type ProxyCounts } from './mirror.js';
 import { largeOnly, largeUpdateReview, reviewMix, summarize, type GeneratedReview, type MixSummary } from './reviews.js';
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
@@ -46,10 +49,12 @@ interface Options {
   warmupS: number;
   rate: number;
   pin: boolean;
+  /** Run the verification scenario (a real registry, `verify: true`). */
+  verify: boolean;
 }
 
 const USAGE = `Usage: npm run bench -- [--only baseline|mirrorgate] [--duration 10] [--warmup 2] [--rate 500]
-                          [--no-pin] [--cli dist/cli.js]
+                          [--no-pin] [--no-verify] [--cli dist/cli.js]
 
 Runs mirrorgate (node dist/cli.js, build first: npm run build) and a bare node:https
 baseline on the same generated AdmissionReview mix and prints a table and a JSON line.`;
@@ -64,6 +69,7 @@ function parseOptions(argv: string[]): Options | undefined {
       warmup: { type: 'string', default: '2' },
       rate: { type: 'string', default: '500' },
       'no-pin': { type: 'boolean', default: false },
+      'no-verify': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -85,6 +91,7 @@ function parseOptions(argv: string[]): Options | undefined {
     warmupS: Math.round(positive('warmup', values.warmup, 0)),
     rate: positive('rate', values.rate, 1),
     pin: !values['no-pin'],
+    verify: !values['no-verify'],
   };
 }
 
@@ -94,6 +101,8 @@ function parseOptions(argv: string[]): Options | undefined {
 
 const children = new Set<ChildProcess>();
 let tmpDir: string | undefined;
+/** Synchronous last-resort cleanups of things not spawned here (the registry). */
+const lastResort = new Set<() => void>();
 
 function track(child: ChildProcess): ChildProcess {
   children.add(child);
@@ -108,6 +117,8 @@ function alive(child: ChildProcess): boolean {
 function cleanupSync(): void {
   for (const child of children) if (alive(child)) child.kill('SIGKILL');
   children.clear();
+  for (const f of lastResort) f();
+  lastResort.clear();
   if (tmpDir !== undefined) {
     rmSync(tmpDir, { recursive: true, force: true });
     tmpDir = undefined;
@@ -169,6 +180,8 @@ interface Tls {
 
 interface RunningServer {
   readonly kind: ServerKind;
+  /** The kind, or which instance of it (log file name, messages). */
+  readonly name: string;
   readonly port: number;
   readonly child: ChildProcess;
   readonly logFile: string;
@@ -205,8 +218,16 @@ function getStatus(port: number, urlPath: string, ca: string): Promise<number> {
   });
 }
 
-async function startServer(kind: ServerKind, args: string[], port: number, tls: Tls, dir: string, pin: Pinning | undefined): Promise<RunningServer> {
-  const logFile = path.join(dir, `${kind}.log`);
+async function startServer(
+  kind: ServerKind,
+  args: string[],
+  port: number,
+  tls: Tls,
+  dir: string,
+  pin: Pinning | undefined,
+  name: string = kind,
+): Promise<RunningServer> {
+  const logFile = path.join(dir, `${name}.log`);
   // Output goes to a file, not to a pipe this process would have to drain on the load CPU.
   const fd = openSync(logFile, 'a');
   const [cmd, cmdArgs] = command(pin?.server, process.execPath, args);
@@ -214,11 +235,11 @@ async function startServer(kind: ServerKind, args: string[], port: number, tls: 
   closeSync(fd);
   const started = performance.now();
   while (performance.now() - started < 30_000) {
-    if (!alive(child)) throw new HarnessError(`${kind} exited during startup (code ${String(child.exitCode ?? child.signalCode)}):\n${tail(logFile)}`);
-    if ((await getStatus(port, '/readyz', tls.ca)) === 200) return { kind, port, child, logFile };
+    if (!alive(child)) throw new HarnessError(`${name} exited during startup (code ${String(child.exitCode ?? child.signalCode)}):\n${tail(logFile)}`);
+    if ((await getStatus(port, '/readyz', tls.ca)) === 200) return { kind, name, port, child, logFile };
     await sleep(100);
   }
-  throw new HarnessError(`${kind} not ready on port ${port} after 30 s:\n${tail(logFile)}`);
+  throw new HarnessError(`${name} not ready on port ${port} after 30 s:\n${tail(logFile)}`);
 }
 
 /** The baseline runs as plain `node` on a transpiled copy: no TypeScript loader in the measured process. */
@@ -230,29 +251,60 @@ function baselineScript(dir: string): string {
   return file;
 }
 
-const BENCH_CONFIG = `# Written by bench/run.ts: every third-party registry of the mix has a mirror rule.
-mode: enforce
-rules:
-  - from: docker.io
-    to: mirror.example.com/dockerhub
-  - from: quay.io
-    to: mirror.example.com/quay
-  - from: ghcr.io
-    to: mirror.example.com/ghcr
-  - from: gcr.io
-    to: mirror.example.com/gcr
-policy:
-  allowedRegistries: [mirror.example.com, registry.k8s.io]
-logLevel: info
-`;
+/** How a verifying mirrorgate reaches its mirror, and how long it keeps answers. */
+interface VerifyConfig {
+  /** `127.0.0.1:PORT` (the counting proxy in front of the registry). */
+  readonly mirrorHost: string;
+  /** Omitted: the defaults (present 3600 s, absent 30 s). */
+  readonly cacheSeconds?: { readonly present: number; readonly absent: number };
+}
 
-function serverArgs(kind: ServerKind, cli: string, port: number, tls: Tls, dir: string): string[] {
-  if (kind === 'baseline') return [baselineScript(dir), '--host', '127.0.0.1', '--port', String(port), '--cert', tls.certFile, '--key', tls.keyFile];
-  const config = path.join(dir, 'mirrorgate.yaml');
-  writeFileSync(config, BENCH_CONFIG);
+/**
+ * The mirrorgate config: every third-party registry of the mix has a mirror rule, under a
+ * registry policy. With `verify`, the same rules to the bench's registry with `verify: true`;
+ * the policy also allows `mirror.example.com`, where some of the mix's images already are.
+ */
+function benchConfig(verify?: VerifyConfig): string {
+  const host = verify?.mirrorHost ?? 'mirror.example.com';
+  const lines = [
+    verify
+      ? '# Written by bench/run.ts: the mirror rules of the bench, checked against a real registry (verify: true).'
+      : '# Written by bench/run.ts: every third-party registry of the mix has a mirror rule.',
+    'mode: enforce',
+    'rules:',
+  ];
+  for (const r of MIRROR_RULES) {
+    lines.push(`  - from: ${r.from}`, `    to: ${host}/${r.path}`);
+    if (verify) lines.push('    verify: true');
+  }
+  lines.push('policy:');
+  if (verify) {
+    lines.push(
+      `  allowedRegistries: ["${host}", mirror.example.com, registry.k8s.io]`,
+      'registries:',
+      `  "${host}": {insecure: true}`,
+      'verification:',
+      '  timeoutMs: 500',
+    );
+    if (verify.cacheSeconds) lines.push(`  cacheSeconds: {present: ${verify.cacheSeconds.present}, absent: ${verify.cacheSeconds.absent}}`);
+  } else {
+    lines.push('  allowedRegistries: [mirror.example.com, registry.k8s.io]');
+  }
+  lines.push('logLevel: info', '');
+  return lines.join('\n');
+}
+
+function baselineArgs(port: number, tls: Tls, dir: string): string[] {
+  return [baselineScript(dir), '--host', '127.0.0.1', '--port', String(port), '--cert', tls.certFile, '--key', tls.keyFile];
+}
+
+/** `serve` with the config written to `<dir>/<name>.yaml`; `metricsPort` 0: any free port (not read). */
+function mirrorgateArgs(name: string, config: string, cli: string, port: number, metricsPort: number, tls: Tls, dir: string): string[] {
+  const file = path.join(dir, `${name}.yaml`);
+  writeFileSync(file, config);
   return [
-    cli, 'serve', '--config', config, '--no-kube', '--host', '127.0.0.1', '--port', String(port),
-    '--metrics-port', '0', '--certs-dir', path.join(dir, 'certs'), '--tls-cert', tls.certFile, '--tls-key', tls.keyFile,
+    cli, 'serve', '--config', file, '--no-kube', '--host', '127.0.0.1', '--port', String(port),
+    '--metrics-port', String(metricsPort), '--certs-dir', path.join(dir, 'certs'), '--tls-cert', tls.certFile, '--tls-key', tls.keyFile,
     '--shutdown-delay', '0s',
   ];
 }
@@ -312,9 +364,11 @@ interface ReviewAnswer {
   allowed: boolean;
   patched: boolean;
   imageOps: number;
+  /** The denial's message. */
+  message?: string;
 }
 
-/** Check that an answer is a well-formed AdmissionReview for `uid`; returns what it decided. */
+/** Check that an answer is a well-formed AdmissionReview for `uid`; returns what it decided, or what is wrong with it. */
 function readAnswer(answer: Answer, uid: string): ReviewAnswer | string {
   if (answer.status !== 200) return `HTTP ${answer.status}: ${answer.body.slice(0, 200)}`;
   let review: { apiVersion?: unknown; kind?: unknown; response?: { uid?: unknown; allowed?: unknown; patch?: unknown; status?: { message?: unknown } } };
@@ -331,7 +385,7 @@ function readAnswer(answer: Answer, uid: string): ReviewAnswer | string {
     const ops = JSON.parse(Buffer.from(r.patch, 'base64').toString('utf8')) as { path?: string }[];
     imageOps = ops.filter((op) => typeof op.path === 'string' && op.path.endsWith('/image')).length;
   }
-  if (r.allowed !== true) return `denied: ${typeof r.status?.message === 'string' ? r.status.message : '(no message)'}`;
+  if (r.allowed !== true) return { allowed: false, patched: false, imageOps, message: typeof r.status?.message === 'string' ? r.status.message : '(no message)' };
   return { allowed: true, patched: typeof r.patch === 'string', imageOps };
 }
 
@@ -358,8 +412,8 @@ async function checkAnswers(server: RunningServer, ca: string, reviews: readonly
       result.reviews++;
       if (r.rewritable > 0) result.needPatch++;
       result.rewritableImages += r.rewritable;
-      if (typeof a === 'string') {
-        problems.push(`${r.size} ${r.operation} ${r.uid}: ${a}`);
+      if (typeof a === 'string' || !a.allowed) {
+        problems.push(`${r.size} ${r.operation} ${r.uid}: ${typeof a === 'string' ? a : `denied: ${a.message ?? ''}`}`);
         continue;
       }
       if (a.patched) result.patched++;
@@ -371,7 +425,7 @@ async function checkAnswers(server: RunningServer, ca: string, reviews: readonly
     agent.destroy();
   }
   if (problems.length > 0) {
-    throw new HarnessError(`${server.kind} answered ${problems.length} of ${reviews.length} reviews wrongly, so its figures would mean nothing:\n  ${problems.slice(0, 5).join('\n  ')}\nlog: ${tail(server.logFile, 5)}`);
+    throw new HarnessError(`${server.name} answered ${problems.length} of ${reviews.length} reviews wrongly, so its figures would mean nothing:\n  ${problems.slice(0, 5).join('\n  ')}\nlog: ${tail(server.logFile, 5)}`);
   }
   return result;
 }
@@ -394,7 +448,7 @@ async function timeUpdate(server: RunningServer, ca: string, review: GeneratedRe
     for (let i = 0; i < runs + 2; i++) {
       const answer = await post(server.port, agent, body);
       const a = readAnswer(answer, review.uid);
-      if (typeof a === 'string') throw new HarnessError(`${server.kind}: 3 MiB UPDATE answered wrongly: ${a}`);
+      if (typeof a === 'string' || !a.allowed) throw new HarnessError(`${server.name}: 3 MiB UPDATE answered wrongly: ${typeof a === 'string' ? a : `denied: ${a.message ?? ''}`}`);
       last = a;
       if (i >= 2) samples.push(answer.ms);
     }
@@ -599,6 +653,322 @@ async function openLoop(port: number, agent: https.Agent, bodies: readonly Buffe
 }
 
 // ---------------------------------------------------------------------------------
+// Verification scenario: rules with `verify: true` against a real registry, with every
+// answer cached (warm) and with no cache at all (cold, every admission asks).
+
+/** Why the scenario did not run, or undefined when it can. */
+function verificationSkipReason(opts: Options): string | undefined {
+  if (!opts.verify) return '--no-verify';
+  if (!opts.servers.includes('mirrorgate')) return '--only baseline';
+  if (spawnSync('docker-registry', ['--version'], { stdio: 'ignore' }).error) return 'docker-registry not installed';
+  return undefined;
+}
+
+/**
+ * The pid of our child process whose command line holds `arg` (from /proc): the registry
+ * that test/support started, so that an abrupt exit can still stop it by its id.
+ */
+function childPidWithArg(arg: string): number | undefined {
+  try {
+    for (const name of readdirSync('/proc')) {
+      if (!/^\d+$/.test(name)) continue;
+      try {
+        const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+        // `pid (comm) state ppid ...`: comm may hold spaces, so count from its ')'.
+        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+        if (ppid === process.pid && readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0').includes(arg)) return Number(name);
+      } catch {
+        // The process ended while we looked.
+      }
+    }
+  } catch {
+    // No /proc: only the normal stop applies.
+  }
+  return undefined;
+}
+
+/** The counters the scenario reads from a verifying mirrorgate's /metrics, summed over other labels. */
+interface Counters {
+  /** `mirrorgate_registry_checks_total` by result (present, absent, error). */
+  checks: Record<string, number>;
+  /** `mirrorgate_admission_requests_total` by result (patched, allowed, denied, ...). */
+  admissions: Record<string, number>;
+}
+
+const COUNTER_LINE = /^(mirrorgate_registry_checks_total|mirrorgate_admission_requests_total)\{([^}]*)\} (\S+)$/;
+
+function scrapeCounters(metricsPort: number): Promise<Counters> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port: metricsPort, path: '/metrics', agent: false, timeout: 5000 }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => {
+        const out: Counters = { checks: {}, admissions: {} };
+        for (const line of text.split('\n')) {
+          const m = COUNTER_LINE.exec(line);
+          const result = m ? /result="([^"]*)"/.exec(m[2] ?? '')?.[1] : undefined;
+          if (!m || result === undefined) continue;
+          const bucket = m[1] === 'mirrorgate_registry_checks_total' ? out.checks : out.admissions;
+          bucket[result] = (bucket[result] ?? 0) + Number(m[3]);
+        }
+        resolve(out);
+      });
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('/metrics did not answer within 5 s')));
+    req.on('error', (err) => reject(new HarnessError(`cannot read /metrics on port ${metricsPort}: ${err.message}`, { cause: err })));
+  });
+}
+
+/** What the registry saw and mirrorgate counted during one measured run. */
+interface RegistryLoad {
+  /** Admissions answered (mirrorgate's counter). */
+  admissions: number;
+  /** Manifest HEADs that reached the registry (the proxy's count). */
+  heads: number;
+  headsPerAdmission: number;
+  /** Every request that reached the registry. */
+  requests: number;
+  /** mirrorgate's registry checks by result. */
+  checks: Record<string, number>;
+  /** mirrorgate's admission answers by result. */
+  answers: Record<string, number>;
+}
+
+function diff(after: Record<string, number>, before: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after)) {
+    const d = v - (before[k] ?? 0);
+    if (d !== 0) out[k] = d;
+  }
+  return out;
+}
+
+/** Run `measure` and report the registry traffic and admission results it caused. */
+async function withRegistryLoad<T>(proxy: CountingProxy, metricsPort: number, measure: () => Promise<T>): Promise<T & { registry: RegistryLoad }> {
+  const before = await scrapeCounters(metricsPort);
+  const p0: ProxyCounts = proxy.counts();
+  const result = await measure();
+  // wrk stops with requests in flight; let mirrorgate finish them before counting.
+  await sleep(200);
+  const after = await scrapeCounters(metricsPort);
+  const p1 = proxy.counts();
+  const answers = diff(after.admissions, before.admissions);
+  const admissions = Object.values(answers).reduce((a, b) => a + b, 0);
+  const heads = p1.manifestHeads - p0.manifestHeads;
+  return {
+    ...result,
+    registry: {
+      admissions,
+      heads,
+      headsPerAdmission: admissions === 0 ? Number.NaN : heads / admissions,
+      requests: p1.requests - p0.requests,
+      checks: diff(after.checks, before.checks),
+      answers,
+    },
+  };
+}
+
+interface VerifyCheck {
+  reviews: number;
+  patched: number;
+  denied: number;
+  imageOps: number;
+  /** Manifest HEADs this pass sent to the registry (warm: fills the cache). */
+  heads: number;
+}
+
+/**
+ * Send every review of the verification mix once and check the answers: reviews with the
+ * absent image are denied, saying it is not in the mirror yet (the policy does not allow
+ * the original it falls back to); every other review is allowed with all of its
+ * third-party images rewritten, which proves every other answer was "present".
+ */
+async function checkVerifiedAnswers(server: RunningServer, ca: string, plan: MirrorPlan, proxy: CountingProxy): Promise<VerifyCheck> {
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca });
+  const problems: string[] = [];
+  const out: VerifyCheck = { reviews: 0, patched: 0, denied: 0, imageOps: 0, heads: 0 };
+  const heads0 = proxy.counts().manifestHeads;
+  try {
+    for (const r of plan.reviews) {
+      const a = readAnswer(await post(server.port, agent, Buffer.from(r.body)), r.uid);
+      out.reviews++;
+      if (typeof a === 'string') {
+        problems.push(`${r.uid}: ${a}`);
+        continue;
+      }
+      if (plan.absentUids.has(r.uid)) {
+        if (a.allowed || !(a.message ?? '').includes(`${plan.absentTarget} is not in the mirror yet`)) {
+          problems.push(`${r.uid} (has ${plan.absent}): expected a denial naming ${plan.absentTarget} as not in the mirror yet, got ${a.allowed ? 'allowed' : `"${a.message ?? ''}"`}`);
+        } else out.denied++;
+        continue;
+      }
+      if (!a.allowed) problems.push(`${r.uid}: denied: ${a.message ?? ''}`);
+      else if (a.imageOps !== r.rewritable) problems.push(`${r.uid}: ${a.imageOps} of ${r.rewritable} third-party images rewritten (a check did not say present)`);
+      if (a.patched) out.patched++;
+      out.imageOps += a.imageOps;
+    }
+  } finally {
+    agent.destroy();
+  }
+  out.heads = proxy.counts().manifestHeads - heads0;
+  if (problems.length > 0) {
+    throw new HarnessError(`${server.name} answered ${problems.length} of ${plan.reviews.length} reviews wrongly, so its figures would mean nothing:\n  ${problems.slice(0, 5).join('\n  ')}\nlog: ${tail(server.logFile, 5)}`);
+  }
+  return out;
+}
+
+type VerifyWrkPoint = PointResult & { registry: RegistryLoad };
+type VerifyRatePoint = RateResult & { registry: RegistryLoad };
+
+interface VerificationResults {
+  /** Set when the scenario did not run. */
+  skipped?: string;
+  registry?: {
+    pushedByTag: number;
+    pushedByDigest: number;
+    absent: string;
+    absentTarget: string;
+    absentReviews: number;
+    distinctTargets: number;
+    targetsPerReview: number;
+    pushSeconds: number;
+  };
+  coldDurationS?: number;
+  coldWarmupS?: number;
+  checks?: { warm: VerifyCheck; cold: VerifyCheck };
+  warm?: { c8?: VerifyWrkPoint; rate?: VerifyRatePoint; peakRssMB?: number | undefined };
+  cold?: { c8?: VerifyWrkPoint; c1?: VerifyWrkPoint; peakRssMB?: number | undefined };
+}
+
+interface VerifyContext {
+  opts: Options;
+  pin: Pinning | undefined;
+  dir: string;
+  tls: Tls;
+  lua: string;
+  mix: readonly GeneratedReview[];
+  elapsed: () => string;
+}
+
+/** Cold points are shorter: the section should not double the bench's time. */
+function coldTiming(opts: Options): { durationS: number; warmupS: number } {
+  return { durationS: Math.max(1, Math.round(opts.durationS / 2)), warmupS: Math.min(opts.warmupS, 1) };
+}
+
+/**
+ * The scenario: a registry holding all rewrite targets of the mix but one, a counting
+ * proxy in front of it, and two more mirrorgates (pinned like the first) with the same
+ * rules plus `verify: true`: "warm" with the default cache lifetimes, measured after one
+ * pass over the mix, and "cold" with `cacheSeconds: {present: 0, absent: 0}`, where every
+ * admission asks the registry.
+ */
+async function runVerification(ctx: VerifyContext): Promise<VerificationResults> {
+  const { opts, pin, dir, tls, lua, elapsed } = ctx;
+  const out: VerificationResults = {};
+  let reg: TestRegistry | undefined;
+  let proxy: CountingProxy | undefined;
+  let forget: (() => void) | undefined;
+  const servers: RunningServer[] = [];
+  try {
+    // Started from this process, so it inherits the load CPU's pinning (with the proxy):
+    // the registry plays an outside service, the server CPU stays mirrorgate's alone.
+    reg = await startRegistry().catch((err: unknown) => {
+      throw new HarnessError(`the registry did not start: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    });
+    const registry = reg;
+    const pid = childPidWithArg(path.join(registry.dir, 'config.yml'));
+    forget = () => {
+      if (pid !== undefined) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // Already gone.
+        }
+      }
+      rmSync(registry.dir, { recursive: true, force: true });
+    };
+    lastResort.add(forget);
+    proxy = await startCountingProxy(Number(registry.host.split(':')[1]));
+    const t0 = performance.now();
+    const plan = await fillMirror(registry, ctx.mix, proxy.host);
+    out.registry = {
+      pushedByTag: plan.pushedByTag,
+      pushedByDigest: plan.pushedByDigest,
+      absent: plan.absent,
+      absentTarget: plan.absentTarget,
+      absentReviews: plan.absentUids.size,
+      distinctTargets: plan.distinctTargets,
+      targetsPerReview: plan.targetsPerReview,
+      pushSeconds: (performance.now() - t0) / 1000,
+    };
+    log(
+      `[${elapsed()}] verification: registry ${registry.host} behind proxy ${proxy.host}; pushed ${plan.pushedByTag} images by tag and ${plan.pushedByDigest} by digest ` +
+        `in ${out.registry.pushSeconds.toFixed(1)} s; never pushed: ${plan.absent} (${plan.absentUids.size} reviews)`,
+    );
+    const mixFile = path.join(dir, 'verify-mix.jsonl');
+    writeBodies(mixFile, plan.reviews);
+
+    const start = async (name: string, cacheSeconds?: { present: number; absent: number }): Promise<{ server: RunningServer; metricsPort: number }> => {
+      const port = await freePort();
+      const metricsPort = await freePort();
+      const config = benchConfig({ mirrorHost: proxy?.host ?? '', ...(cacheSeconds ? { cacheSeconds } : {}) });
+      const server = await startServer('mirrorgate', mirrorgateArgs(name, config, opts.cli, port, metricsPort, tls, dir), port, tls, dir, pin, name);
+      servers.push(server);
+      return { server, metricsPort };
+    };
+    const warm = await start('mirrorgate-verify-warm');
+    const cold = await start('mirrorgate-verify-cold', { present: 0, absent: 0 });
+
+    const checkWarm = await checkVerifiedAnswers(warm.server, tls.ca, plan, proxy);
+    const checkCold = await checkVerifiedAnswers(cold.server, tls.ca, plan, proxy);
+    out.checks = { warm: checkWarm, cold: checkCold };
+    log(
+      `[${elapsed()}] verification: ${checkWarm.reviews} reviews answered correctly by each (${checkWarm.patched} patched, ${checkWarm.denied} denied: absent image); ` +
+        `cache-filling pass: ${checkWarm.heads} registry HEADs for ${plan.distinctTargets} distinct targets`,
+    );
+
+    const wrkPoint = async (s: { server: RunningServer; metricsPort: number }, c: number, warmupS: number, durationS: number): Promise<VerifyWrkPoint> => {
+      if (warmupS > 0) await runWrk(s.server.port, lua, mixFile, c, warmupS, pin);
+      return withRegistryLoad(proxy as CountingProxy, s.metricsPort, () => runWrk(s.server.port, lua, mixFile, c, durationS, pin));
+    };
+    const say = (label: string, p: { p50Ms: number; p99Ms: number; errors: number; registry: RegistryLoad }, rps: string): void =>
+      log(`[${elapsed()}] ${label}: ${rps}, p50 ${fmtMs(p.p50Ms)} ms, p99 ${fmtMs(p.p99Ms)} ms, errors ${p.errors}, registry HEADs per admission ${fmtRatio(p.registry.headsPerAdmission)}`);
+
+    out.warm = {};
+    out.warm.c8 = await wrkPoint(warm, 8, opts.warmupS, opts.durationS);
+    say('verify, warm cache, c=8', out.warm.c8, `${fmtInt(out.warm.c8.rps)} req/s`);
+    const bodies = plan.reviews.map((r) => Buffer.from(r.body));
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 256, ca: tls.ca });
+    try {
+      if (opts.warmupS > 0) await openLoop(warm.server.port, agent, bodies, opts.rate, opts.warmupS);
+      out.warm.rate = await withRegistryLoad(proxy, warm.metricsPort, () => openLoop(warm.server.port, agent, bodies, opts.rate, opts.durationS));
+    } finally {
+      agent.destroy();
+    }
+    say(`verify, warm cache, ${opts.rate} req/s open loop`, out.warm.rate, `client lag p99 ${fmtMs(out.warm.rate.clientLagP99Ms)} ms`);
+    out.warm.peakRssMB = peakRssMB(warm.server.child.pid);
+
+    const ct = coldTiming(opts);
+    out.coldDurationS = ct.durationS;
+    out.coldWarmupS = ct.warmupS;
+    out.cold = {};
+    out.cold.c8 = await wrkPoint(cold, 8, ct.warmupS, ct.durationS);
+    say('verify, cold cache, c=8', out.cold.c8, `${fmtInt(out.cold.c8.rps)} req/s`);
+    out.cold.c1 = await wrkPoint(cold, 1, ct.warmupS, ct.durationS);
+    say('verify, cold cache, c=1', out.cold.c1, `${fmtInt(out.cold.c1.rps)} req/s`);
+    out.cold.peakRssMB = peakRssMB(cold.server.child.pid);
+    return out;
+  } finally {
+    await Promise.all(servers.map((s) => stopChild(s.child)));
+    await proxy?.close();
+    await reg?.stop();
+    if (forget) lastResort.delete(forget);
+  }
+}
+
+// ---------------------------------------------------------------------------------
 // Driver
 
 function percentile(sorted: readonly number[], p: number): number {
@@ -656,7 +1026,14 @@ async function main(): Promise<number> {
   const began = performance.now();
   const elapsed = (): string => `${Math.round((performance.now() - began) / 1000)}s`.padStart(4);
   const perPoint = opts.warmupS + opts.durationS;
-  log(`bench: about ${Math.round(((CONCURRENCIES.length + 2) * perPoint * opts.servers.length + 10) / 5) * 5} s; ${pin ? 'server on CPU 0, load on CPU 1' : 'not pinned (no taskset or fewer than 2 CPUs)'}`);
+  const skipVerify = verificationSkipReason(opts);
+  const ct = coldTiming(opts);
+  // Warm: c=8 and the open loop at full length; cold: c=8 and c=1 shorter; plus setup.
+  const verifyS = skipVerify === undefined ? 2 * perPoint + 2 * (ct.warmupS + ct.durationS) + 15 : 0;
+  log(
+    `bench: about ${Math.round(((CONCURRENCIES.length + 2) * perPoint * opts.servers.length + 10 + verifyS) / 5) * 5} s; ` +
+      `${pin ? 'server on CPU 0, load on CPU 1' : 'not pinned (no taskset or fewer than 2 CPUs)'}`,
+  );
 
   const mix = reviewMix(200, 1);
   const large = largeOnly(40, 2);
@@ -674,7 +1051,8 @@ async function main(): Promise<number> {
   try {
     for (const kind of opts.servers) {
       const port = await freePort();
-      servers.push(await startServer(kind, serverArgs(kind, opts.cli, port, tls, dir), port, tls, dir, pin));
+      const args = kind === 'baseline' ? baselineArgs(port, tls, dir) : mirrorgateArgs(kind, benchConfig(), opts.cli, port, 0, tls, dir);
+      servers.push(await startServer(kind, args, port, tls, dir, pin));
       results[kind] = { points: {} };
     }
     for (const s of servers) {
@@ -721,7 +1099,16 @@ async function main(): Promise<number> {
     await Promise.all(servers.map((s) => stopChild(s.child)));
   }
 
-  const report = buildReport(opts, pin !== undefined, summarize(mix), summarize(large), update, results);
+  // After the others have stopped, so the verifying instances have CPU 0 to themselves.
+  let verification: VerificationResults;
+  if (skipVerify === undefined) {
+    verification = await runVerification({ opts, pin, dir, tls, lua, mix, elapsed });
+  } else {
+    verification = { skipped: skipVerify };
+    log(`verification scenario skipped: ${skipVerify}`);
+  }
+
+  const report = buildReport(opts, pin !== undefined, summarize(mix), summarize(large), update, results, verification);
   process.stdout.write(renderTable(report));
   process.stdout.write(`${JSON.stringify(report)}\n`);
   return 0;
@@ -741,6 +1128,11 @@ interface Report {
   servers: Partial<Record<ServerKind, ServerResults>>;
   /** mirrorgate req/s over baseline req/s per point. */
   ratio: Record<string, number>;
+  /** Rules with `verify: true` against a real registry: warm and cold cache. */
+  verification: VerificationResults & {
+    /** req/s of the verifying points (warmC8, coldC8, coldC1) over the non-verifying mirrorgate's and the baseline's at the same concurrency. */
+    ratio?: { vsMirrorgate: Record<string, number>; vsBaseline: Record<string, number> };
+  };
   targets: Target[];
 }
 
@@ -751,6 +1143,7 @@ function buildReport(
   large: MixSummary,
   update: GeneratedReview,
   servers: Partial<Record<ServerKind, ServerResults>>,
+  verification: VerificationResults,
 ): Report {
   const b = servers.baseline;
   const m = servers.mirrorgate;
@@ -777,6 +1170,18 @@ function buildReport(
         target(`3 MiB UPDATE < ${TARGETS.update3MiBMs} ms`, m.update?.medianMs, TARGETS.update3MiBMs, 'ms', (v) => v < TARGETS.update3MiBMs),
       ]
     : [];
+  const vRatio = { vsMirrorgate: {} as Record<string, number>, vsBaseline: {} as Record<string, number> };
+  for (const [key, p, at] of [['warmC8', verification.warm?.c8, 'c8'], ['coldC8', verification.cold?.c8, 'c8'], ['coldC1', verification.cold?.c1, 'c1']] as const) {
+    if (p === undefined) continue;
+    const mp = m?.points[at];
+    const bp = b?.points[at];
+    if (mp) vRatio.vsMirrorgate[key] = p.rps / mp.rps;
+    if (bp) vRatio.vsBaseline[key] = p.rps / bp.rps;
+  }
+  if (verification.skipped === undefined && m) {
+    // Issue 6: "the admission path with all answers cached stays within the core issue's targets".
+    targets.push(target(`verify, warm cache: p99 at ${opts.rate} req/s <= ${TARGETS.p99AtRateMs} ms`, verification.warm?.rate?.p99Ms, TARGETS.p99AtRateMs, 'ms', (v) => v <= TARGETS.p99AtRateMs));
+  }
   return {
     bench: 'mirrorgate',
     date: new Date().toISOString(),
@@ -790,6 +1195,7 @@ function buildReport(
     updateBytes: Buffer.byteLength(update.body),
     servers,
     ratio,
+    verification: { ...verification, ...(verification.skipped === undefined ? { ratio: vRatio } : {}) },
     targets,
   };
 }
@@ -804,6 +1210,10 @@ function fmtInt(n: number | undefined): string {
 function fmtMs(n: number | undefined): string {
   if (n === undefined || Number.isNaN(n)) return '-';
   return n < 10 ? n.toFixed(2) : n.toFixed(1);
+}
+
+function fmtRatio(n: number | undefined): string {
+  return n === undefined || Number.isNaN(n) ? '-' : n.toFixed(2);
 }
 
 function kb(bytes: number | undefined): string {
@@ -864,16 +1274,76 @@ function renderTable(r: Report): string {
   lines.push(...table(rows2, [33, 14, 14]));
   lines.push('');
 
+  lines.push(...renderVerification(r));
+
   if (r.targets.length > 0) {
     lines.push('targets (mirrorgate)');
     for (const t of r.targets) {
       const verdict = t.pass === undefined ? 'n/a ' : t.pass ? 'PASS' : 'FAIL';
       const value = t.value === undefined ? '(not measured)' : t.unit === 'x' ? t.value.toFixed(2) : `${fmtMs(t.value)} ${t.unit}`;
-      lines.push(`  ${verdict}  ${t.name.padEnd(42)} ${value}`);
+      lines.push(`  ${verdict}  ${t.name.padEnd(48)} ${value}`);
     }
     lines.push('');
   }
   return `${lines.join('\n')}\n`;
+}
+
+/** The verification scenario's section of the table. */
+function renderVerification(r: Report): string[] {
+  const v = r.verification;
+  if (v.skipped !== undefined) return [`verification scenario skipped: ${v.skipped}`, ''];
+  const reg = v.registry;
+  const lines: string[] = [];
+  lines.push('verification: the same rules with verify: true, against a real registry (docker-registry) on 127.0.0.1 behind a counting proxy');
+  if (reg) {
+    lines.push(
+      `registry: ${reg.pushedByTag} images pushed by tag, ${reg.pushedByDigest} by digest (the mix's digests replaced by theirs); never pushed: ${reg.absent} ` +
+        `(${reg.absentReviews} reviews, denied: not in the mirror yet); ${reg.distinctTargets} distinct targets, ${reg.targetsPerReview.toFixed(2)} per review`,
+    );
+  }
+  const ch = v.checks;
+  lines.push(
+    `warm: default cache (present 3600 s, absent 30 s), measured after one pass over the mix${ch ? ` (${ch.warm.heads} registry HEADs)` : ''}; ` +
+      `cold: cacheSeconds {present: 0, absent: 0}, ${v.coldWarmupS ?? '-'} s warm-up + ${v.coldDurationS ?? '-'} s per point`,
+  );
+  lines.push('');
+  type Row = { p50Ms: number; p99Ms: number; errors: number; rps?: number; achievedRps?: number; registry?: RegistryLoad } | undefined;
+  const row = (label: string, p: Row, vsM?: number, vsB?: number): string[] => {
+    if (p === undefined) return [label, '', '', '', '', '', '', ''];
+    return [
+      label,
+      fmtInt(p.rps ?? p.achievedRps),
+      fmtMs(p.p50Ms),
+      fmtMs(p.p99Ms),
+      String(p.errors),
+      p.registry ? fmtRatio(p.registry.headsPerAdmission) : '',
+      vsM === undefined ? '' : fmtRatio(vsM),
+      vsB === undefined ? '' : fmtRatio(vsB),
+    ];
+  };
+  const b = r.servers.baseline;
+  const m = r.servers.mirrorgate;
+  const rate = fmtInt(v.warm?.rate?.targetRps ?? r.servers.mirrorgate?.rate?.targetRps);
+  const vm = v.ratio?.vsMirrorgate ?? {};
+  const vb = v.ratio?.vsBaseline ?? {};
+  const rows: string[][] = [['point', 'req/s', 'p50 ms', 'p99 ms', 'errors', 'HEAD/adm.', '/ mirrorgate', '/ baseline']];
+  if (b) rows.push(row('baseline, c=8', b.points.c8));
+  if (m) rows.push(row('mirrorgate, no verify, c=8', m.points.c8));
+  rows.push(row('verify, warm cache, c=8', v.warm?.c8, vm.warmC8, vb.warmC8));
+  if (b) rows.push(row(`baseline, open loop ${rate} req/s`, b.rate));
+  if (m) rows.push(row(`mirrorgate, no verify, open loop ${rate} req/s`, m.rate));
+  rows.push(row(`verify, warm cache, open loop ${rate} req/s`, v.warm?.rate));
+  rows.push(row('verify, cold cache, c=8', v.cold?.c8, vm.coldC8, vb.coldC8));
+  rows.push(row('verify, cold cache, c=1', v.cold?.c1, vm.coldC1, vb.coldC1));
+  lines.push(...table(rows, [43, 9, 7, 7, 7, 10, 12, 10]));
+  const sum = (rec: Record<string, number> | undefined): string =>
+    rec === undefined ? '-' : Object.entries(rec).map(([k, n]) => `${k} ${n}`).join(', ') || 'none';
+  for (const [label, p] of [['warm c=8', v.warm?.c8], ['warm open loop', v.warm?.rate], ['cold c=8', v.cold?.c8], ['cold c=1', v.cold?.c1]] as const) {
+    if (p) lines.push(`  ${`${label}:`.padEnd(16)} admissions ${sum(p.registry.answers)}; registry checks ${sum(p.registry.checks)}; ${p.registry.heads} HEADs`);
+  }
+  lines.push(`  peak RSS (VmHWM): warm ${v.warm?.peakRssMB === undefined ? '-' : `${v.warm.peakRssMB.toFixed(1)} MB`}, cold ${v.cold?.peakRssMB === undefined ? '-' : `${v.cold.peakRssMB.toFixed(1)} MB`}`);
+  lines.push('');
+  return lines;
 }
 
 /** Left-aligned first column, right-aligned numbers. */
