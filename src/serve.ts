@@ -124,7 +124,12 @@ export async function serve(opts: ServeOptions): Promise<Running> {
       copy: (source, target, signal) => copyImage(source, target, { client: copyClient, endpoint: (h) => endpointFor(verification.endpoints, h), locations, signal, log }),
       metrics,
       log,
-      onOutcome: (o) => report.recordCopy(o.source.registry, formatReference(o.source), o.ok),
+      onOutcome: (o) => {
+        report.recordCopy(o.source.registry, formatReference(o.source), o.ok);
+        // The image is in the mirror now: the next pod is rewritten at once rather than
+        // when the cached "absent" answer expires.
+        if (o.ok) verification.forget(formatReference(o.target));
+      },
     });
     stops.push(() => copies.close());
 
@@ -230,13 +235,16 @@ export async function serve(opts: ServeOptions): Promise<Running> {
       }
     };
     let apply: (pair: TlsPair) => void = () => undefined;
-    const reload = (pair: TlsPair, what: string): void => {
+    /** Swap the TLS context; false (and the current one kept) when the pair is refused. */
+    const reload = (pair: TlsPair, what: string): boolean => {
       try {
         apply(pair);
         setExpiry(pair.cert, 'serving');
         log.info({ source: what }, 'serving certificate reloaded');
+        return true;
       } catch (err) {
         log.error({ err }, 'serving certificate reload failed; keeping the current one');
+        return false;
       }
     };
 
@@ -264,6 +272,8 @@ export async function serve(opts: ServeOptions): Promise<Running> {
         try {
           await reconcile(store, policy, log);
           first = await readPair();
+          // Every write lost a race (bounded steps): not an error, but nothing to serve yet either.
+          if (first === undefined) throw new Error(`no serving certificate in Secret ${opts.namespace}/mirrorgate-tls yet`);
         } catch (err) {
           const delay = Math.min(30_000, 500 * 2 ** attempt);
           log.warn({ error: (err as Error).message, retryInMs: delay }, 'certificates: cannot reach the Secret or the webhook configuration yet');
@@ -274,20 +284,24 @@ export async function serve(opts: ServeOptions): Promise<Running> {
       setExpiry(served.cert, 'serving');
       setExpiry(first.ca, 'ca');
       let lastError: string | undefined;
+      let ticking = false;
       const tick = async (): Promise<void> => {
+        // A slow API must not stack reconciles on top of each other.
+        if (ticking) return;
+        ticking = true;
         try {
           await reconcile(store, policy, log);
           const current = await readPair();
-          if (current && current.pair.cert !== served.cert) {
-            served = current.pair;
-            reload(served, 'Secret mirrorgate-tls');
-          }
+          // What is recorded as served must be what the listener really uses.
+          if (current && current.pair.cert !== served.cert && reload(current.pair, 'Secret mirrorgate-tls')) served = current.pair;
           if (current) setExpiry(current.ca, 'ca');
           if (opts.replica) await recordServed(store, opts.replica, served.cert, wallClock());
           lastError = undefined;
         } catch (err) {
           lastError = (err as Error).message;
           log.warn({ error: lastError }, 'certificates: reconcile failed; will retry');
+        } finally {
+          ticking = false;
         }
       };
       const timer = setInterval(() => void tick(), opts.certCheckIntervalMs ?? 10 * 60_000);

@@ -156,9 +156,14 @@ export class ReportCache {
       const key = this.#entries.get(d.sourceRegistry) === e ? d.sourceRegistry : OTHER;
       if (d.rule !== undefined) e.target = d.rule.target;
       switch (d.action) {
-        case 'rewritten':
+        case 'rewritten': {
           e.rewritten++;
+          // Now served by the mirror: pods admitted between the copy and the expiry of the
+          // cached "absent" answer put it back on the copy list; it is done.
+          const i = e.missing.indexOf(image);
+          if (i !== -1) e.missing.splice(i, 1);
           break;
+        }
         case 'would-rewrite':
           e.wouldRewrite++;
           break;

@@ -97,6 +97,11 @@ export class Verification {
     }
   }
 
+  /** Forget a cached answer (after a copy made the image present). */
+  forget(target: string): void {
+    this.#verifier?.forget(target);
+  }
+
   /** Drop the client's pooled connections. */
   close(): void {
     this.#client?.close?.();

@@ -128,6 +128,14 @@ export class RegistryVerifier implements Verifier {
     this.#presetCounters([...endpoints.keys(), ...registries]);
   }
 
+  /**
+   * Forget what is cached about a target, e.g. after mirrorgate copied it into the
+   * mirror: the next admission asks again instead of waiting out a cached "absent".
+   */
+  forget(target: string): void {
+    this.#cache.delete(target);
+  }
+
   /** Number of cached answers (for tests and debugging). */
   get cacheSize(): number {
     return this.#cache.size;

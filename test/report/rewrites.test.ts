@@ -135,3 +135,11 @@ t.test('html page is self-contained and escapes everything', async (t) => {
   t.equal(escapeHtml(`<a href="x">'&'</a>`), '&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;');
   t.match(renderReportHtml(new ReportCache(now, 'audit').snapshot()), /No admissions recorded yet/);
 });
+
+t.test('a rewrite takes an image off the missing list (it is in the mirror now)', async (t) => {
+  const cache = new ReportCache(now, 'enforce');
+  cache.record(decisions(['quay.io/acme/app:1'], 'enforce', ['mirror.example.com/quay/acme/app:1']), 'a');
+  t.same(cache.snapshot().registries['quay.io']?.missing, ['quay.io/acme/app:1']);
+  cache.record(decisions(['quay.io/acme/app:1'], 'enforce'), 'a');
+  t.same(cache.snapshot().registries['quay.io']?.missing, [], 'present at the next admission: no longer missing');
+});

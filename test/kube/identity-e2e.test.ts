@@ -1,0 +1,391 @@
+/**
+ * Workload Identity wiring end to end: `serve()` in-process with a kubeconfig for the
+ * loopback Kubernetes API, Pod reviews sent over HTTPS to /mutate, and the answer's
+ * JSONPatch applied to the pod the way the API server applies it. Covers the three
+ * clouds, idempotence, the ServiceAccount race (direct GET), unknown ServiceAccounts
+ * (admit and deny), audit (config and namespace label), the API down or hanging, and
+ * the requests that must never be wired.
+ */
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { Agent, request as httpsRequest } from 'node:https';
+import { request as httpRequest } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fastJsonPatch, { type Operation } from 'fast-json-patch';
+import t from 'tap';
+import { serve, type Running } from '../../src/serve.js';
+import { LogSink, patchOf, review } from '../support/app.js';
+import { kubeconfigFor, startKubeApi, waitFor, type KubeApi } from '../support/kube-api.js';
+
+interface Answer {
+  uid: string;
+  allowed: boolean;
+  patch?: string;
+  patchType?: string;
+  warnings?: string[];
+  auditAnnotations?: Record<string, string>;
+  status?: { code?: number; message?: string };
+}
+
+interface Pod {
+  metadata: { annotations?: Record<string, string>; labels?: Record<string, string>; [k: string]: unknown };
+  spec: {
+    serviceAccountName?: string;
+    containers: Container[];
+    initContainers?: Container[];
+    ephemeralContainers?: Container[];
+    volumes?: { name: string; [k: string]: unknown }[];
+  };
+}
+
+interface Container {
+  name: string;
+  image: string;
+  env?: { name: string; value?: string }[];
+  volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[];
+  restartPolicy?: string;
+}
+
+const ANNOTATIONS = {
+  'eks.amazonaws.com/role-arn': 'arn:aws:iam::111122223333:role/s3-reader',
+  'cloud.google.com/workload-identity-provider': 'projects/12345/locations/global/workloadIdentityPools/on-prem/providers/this-cluster',
+  'cloud.google.com/service-account-email': 'app-x@my-project.iam.gserviceaccount.com',
+  'azure.workload.identity/client-id': '00000000-0000-0000-0000-000000000001',
+  'azure.workload.identity/tenant-id': '00000000-0000-0000-0000-0000000000aa',
+};
+
+const AWS_ENV = ['AWS_DEFAULT_REGION', 'AWS_REGION', 'AWS_ROLE_ARN', 'AWS_WEB_IDENTITY_TOKEN_FILE'];
+const GCP_ENV = ['GOOGLE_APPLICATION_CREDENTIALS', 'CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE', 'CLOUDSDK_CONFIG', 'CLOUDSDK_CORE_PROJECT'];
+const AZURE_ENV = ['AZURE_CLIENT_ID', 'AZURE_TENANT_ID', 'AZURE_FEDERATED_TOKEN_FILE', 'AZURE_AUTHORITY_HOST'];
+const MOUNTS: Record<string, string> = {
+  'aws-iam-token': '/var/run/secrets/eks.amazonaws.com/serviceaccount',
+  'gcp-iam-token': '/var/run/secrets/sts.googleapis.com/serviceaccount',
+  'external-credential-config': '/var/run/secrets/workload-identity',
+  'gcloud-config': '/var/run/secrets/gcloud/config',
+  'azure-identity-token': '/var/run/secrets/azure/tokens',
+};
+
+function config(mode: 'enforce' | 'audit', onUnknown: 'admit' | 'deny'): string {
+  return `mode: ${mode}
+rules:
+  - from: docker.io
+    to: mirror.example.com/dockerhub
+identity:
+  aws:
+    region: us-east-1
+  serviceAccountWaitMs: 200
+  onUnknownServiceAccount: ${onUnknown}
+`;
+}
+
+/** A pod as a ReplicaSet controller would send it: two containers and a native sidecar. */
+function pod(serviceAccountName: string | undefined, extra: { annotations?: Record<string, string> } = {}): Pod {
+  return {
+    metadata: { generateName: 'web-', labels: { app: 'web', 'azure.workload.identity/use': 'true' }, ...(extra.annotations ? { annotations: extra.annotations } : {}) },
+    spec: {
+      ...(serviceAccountName !== undefined ? { serviceAccountName } : {}),
+      initContainers: [{ name: 'proxy', image: 'envoyproxy/envoy:v1.30.0', restartPolicy: 'Always' }],
+      containers: [
+        { name: 'web', image: 'nginx:1.14.2', env: [{ name: 'AWS_REGION', value: 'eu-west-1' }, { name: 'KEEP', value: 'me' }] },
+        { name: 'worker', image: 'registry.example.com/worker:2' },
+      ],
+    },
+  };
+}
+
+/** Apply an answer's JSONPatch as the API server does (RFC 6902 on the object as JSON). */
+function applied(object: Pod, answer: Answer): Pod {
+  const ops = patchOf(answer) as Operation[] | undefined;
+  if (ops === undefined) return object;
+  return fastJsonPatch.applyPatch(structuredClone(object), ops, true, false).newDocument;
+}
+
+function envNames(c: Container | undefined): string[] {
+  return (c?.env ?? []).map((e) => e.name);
+}
+
+function post(url: string, ca: string, body: unknown, agent: Agent): Promise<{ status: number; json: { response: Answer } }> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const req = httpsRequest(
+      { hostname: u.hostname, port: u.port, path: `${u.pathname}${u.search}`, method: 'POST', ca, agent, servername: 'localhost', headers: { 'content-type': 'application/json' } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString('utf8')) as { response: Answer } }));
+      },
+    );
+    req.on('error', reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
+function getText(url: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** The value of one sample of the metrics text, 0 when absent. */
+function sample(text: string, series: string): number {
+  for (const line of text.split('\n')) if (line.startsWith(`${series} `)) return Number(line.slice(series.length + 1));
+  return 0;
+}
+
+interface Webhook {
+  running: Running;
+  /** Send a Pod review; `opts` as for review(). */
+  admit(opts: Parameters<typeof review>[0]): Promise<Answer>;
+  lookups(result: string): Promise<number>;
+}
+
+async function startWebhook(
+  t: { teardown(fn: () => unknown): void },
+  api: KubeApi,
+  dir: string,
+  mode: 'enforce' | 'audit',
+  onUnknown: 'admit' | 'deny',
+): Promise<Webhook> {
+  const configPath = join(dir, `${mode}-${onUnknown}.yaml`);
+  await writeFile(configPath, config(mode, onUnknown));
+  const running = await serve({
+    configPath,
+    host: '127.0.0.1',
+    port: 0,
+    metricsPort: 0,
+    metricsHost: '127.0.0.1',
+    tlsCert: undefined,
+    tlsKey: undefined,
+    // Shared by the servers of this file: created once, reused (RSA keys are slow to make).
+    certsDir: join(dir, 'certs'),
+    serviceName: 'mirrorgate',
+    namespace: 'mirrorgate',
+    shutdownDelayMs: 0,
+    noKube: false,
+    kubeconfig: await kubeconfigFor(api),
+    logDestination: new LogSink(),
+  });
+  t.teardown(() => running.shutdown('test over'));
+  const kube = running.kube;
+  if (kube === undefined) throw new Error('Kubernetes access expected');
+  await waitFor('caches synced', () => kube.serviceAccounts.synced() && kube.namespaces.synced());
+  const ca = await readFile(join(dir, 'certs', 'ca.crt'), 'utf8');
+  const agent = new Agent({ keepAlive: true, ca });
+  t.teardown(() => agent.destroy());
+  return {
+    running,
+    admit: async (opts) => {
+      const { uid, body } = review(opts);
+      const res = await post(`${running.url}/mutate?timeout=10s`, ca, body, agent);
+      if (res.status !== 200 || res.json.response.uid !== uid) throw new Error(`unexpected answer ${res.status} ${JSON.stringify(res.json)}`);
+      return res.json.response;
+    },
+    lookups: async (result) => sample(await getText(`${running.metricsUrl}/metrics`), `mirrorgate_serviceaccount_lookups_total{result="${result}"}`),
+  };
+}
+
+t.test('identity wiring through /mutate against the loopback Kubernetes API', async (t) => {
+  const api = await startKubeApi();
+  t.teardown(() => api.close());
+  api.put({ kind: 'Namespace', metadata: { name: 'mirrorgate' } });
+  api.put({ kind: 'Namespace', metadata: { name: 'team-a' } });
+  api.put({ kind: 'Namespace', metadata: { name: 'team-audit', labels: { 'mirrorgate.io/mode': 'audit' } } });
+  api.put({ kind: 'ServiceAccount', metadata: { name: 'workload', namespace: 'team-a', annotations: ANNOTATIONS } });
+  api.put({ kind: 'ServiceAccount', metadata: { name: 'workload', namespace: 'team-audit', annotations: ANNOTATIONS } });
+  const dir = await mkdtemp(join(tmpdir(), 'mg-identity-e2e-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const hook = await startWebhook(t, api, dir, 'enforce', 'admit');
+
+  await t.test('AWS, GCP and Azure wired on CREATE; a second pass changes nothing', async (t) => {
+    const before = pod('workload');
+    const answer = await hook.admit({ namespace: 'team-a', object: before });
+    t.equal(answer.allowed, true);
+    t.equal(answer.patchType, 'JSONPatch');
+    t.equal(answer.auditAnnotations?.wired, 'aws,gcp,azure');
+    const after = applied(before, answer);
+
+    const [web, worker] = after.spec.containers;
+    t.equal(web?.image, 'mirror.example.com/dockerhub/library/nginx:1.14.2', 'images are still rewritten');
+    t.same(web?.env?.slice(0, 2), [{ name: 'AWS_REGION', value: 'eu-west-1' }, { name: 'KEEP', value: 'me' }], 'existing env kept in place, not overwritten');
+    t.notOk(envNames(web).includes('AWS_DEFAULT_REGION'), 'the region group is not half-added where the container sets AWS_REGION');
+    t.equal(envNames(web).filter((n) => n === 'AWS_REGION').length, 1, 'never duplicated');
+    for (const c of [web, worker, after.spec.initContainers?.[0]]) {
+      const names = envNames(c);
+      for (const n of [...AWS_ENV.filter((e) => c !== web || !e.includes('REGION')), ...GCP_ENV, ...AZURE_ENV]) t.ok(names.includes(n), `${c?.name}: env ${n}`);
+      t.same(
+        Object.fromEntries((c?.volumeMounts ?? []).map((m) => [m.name, m.mountPath])),
+        MOUNTS,
+        `${c?.name}: mounts of the three clouds`,
+      );
+    }
+    const env = Object.fromEntries((worker?.env ?? []).map((e) => [e.name, e.value]));
+    t.match(env, {
+      AWS_ROLE_ARN: ANNOTATIONS['eks.amazonaws.com/role-arn'],
+      AWS_WEB_IDENTITY_TOKEN_FILE: '/var/run/secrets/eks.amazonaws.com/serviceaccount/token',
+      AWS_REGION: 'us-east-1',
+      GOOGLE_APPLICATION_CREDENTIALS: '/var/run/secrets/workload-identity/federation.json',
+      AZURE_CLIENT_ID: ANNOTATIONS['azure.workload.identity/client-id'],
+      AZURE_TENANT_ID: ANNOTATIONS['azure.workload.identity/tenant-id'],
+      AZURE_FEDERATED_TOKEN_FILE: '/var/run/secrets/azure/tokens/azure-identity-token',
+    });
+    t.equal(after.spec.initContainers?.[0]?.restartPolicy, 'Always', 'native sidecar keeps restartPolicy');
+    const volumes = Object.fromEntries((after.spec.volumes ?? []).map((v) => [v.name, v]));
+    t.same(Object.keys(volumes).sort(), Object.keys(MOUNTS).sort(), 'one volume per mount');
+    t.match(volumes['aws-iam-token'], { projected: { sources: [{ serviceAccountToken: { audience: 'sts.amazonaws.com', expirationSeconds: 86400, path: 'token' } }] } });
+    t.match(volumes['azure-identity-token'], { projected: { sources: [{ serviceAccountToken: { audience: 'api://AzureADTokenExchange', path: 'azure-identity-token' } }] } });
+    t.match(volumes['gcp-iam-token'], { projected: { sources: [{ serviceAccountToken: { audience: 'sts.googleapis.com' } }] } });
+    t.match(after.metadata.annotations?.['cloud.google.com/external-credentials-json'], /"type":"external_account"/);
+    t.match(JSON.parse(after.metadata.annotations?.['mirrorgate.io/original-images'] ?? '{}'), { web: 'nginx:1.14.2' });
+
+    // Reinvocation (reinvocationPolicy: IfNeeded): the patched pod comes back.
+    const again = await hook.admit({ namespace: 'team-a', object: after });
+    t.equal(again.allowed, true);
+    t.equal(again.patch, undefined, 'second pass: no patch');
+    t.equal(again.auditAnnotations?.wired, undefined);
+  });
+
+  await t.test('an annotation changed after start, and the default ServiceAccount', async (t) => {
+    const kube = hook.running.kube;
+    if (kube === undefined) throw new Error('kube');
+    const role = 'arn:aws:iam::111122223333:role/changed';
+    api.put({ kind: 'ServiceAccount', metadata: { name: 'default', namespace: 'team-a', annotations: { 'eks.amazonaws.com/role-arn': 'arn:aws:iam::111122223333:role/first' } } });
+    await waitFor('first role cached', () => kube.serviceAccounts.cached('team-a', 'default')?.annotations['eks.amazonaws.com/role-arn'] === 'arn:aws:iam::111122223333:role/first');
+    api.put({ kind: 'ServiceAccount', metadata: { name: 'default', namespace: 'team-a', annotations: { 'eks.amazonaws.com/role-arn': role } } });
+    await waitFor('change watched', () => kube.serviceAccounts.cached('team-a', 'default')?.annotations['eks.amazonaws.com/role-arn'] === role);
+    // No serviceAccountName: the ServiceAccount admission plugin's `default`.
+    const before = pod(undefined);
+    const after = applied(before, await hook.admit({ namespace: 'team-a', object: before }));
+    t.match(Object.fromEntries((after.spec.containers[1]?.env ?? []).map((e) => [e.name, e.value])), { AWS_ROLE_ARN: role });
+  });
+
+  await t.test('the ServiceAccount race: created a moment before the pod, found by a direct GET', async (t) => {
+    const kube = hook.running.kube;
+    if (kube === undefined) throw new Error('kube');
+    // Hold back the informer's next list or watch so the new ServiceAccount cannot reach
+    // the cache before the pod: exactly the window of the race.
+    api.onNext({ path: /^\/api\/v1\/serviceaccounts$/, delayMs: 1500, times: 3 });
+    api.dropWatches();
+    const direct = await hook.lookups('direct');
+    api.put({ kind: 'ServiceAccount', metadata: { name: 'fresh', namespace: 'team-a', annotations: { 'eks.amazonaws.com/role-arn': 'arn:aws:iam::111122223333:role/fresh' } } });
+    t.equal(kube.serviceAccounts.cached('team-a', 'fresh'), undefined, 'not in the cache yet');
+    const before = pod('fresh');
+    const answer = await hook.admit({ namespace: 'team-a', object: before });
+    const after = applied(before, answer);
+    // Azure is driven by the pod's label alone (as upstream), so it applies too.
+    t.equal(answer.auditAnnotations?.wired, 'aws,azure');
+    t.match(Object.fromEntries((after.spec.containers[1]?.env ?? []).map((e) => [e.name, e.value])), { AWS_ROLE_ARN: 'arn:aws:iam::111122223333:role/fresh' });
+    t.equal(await hook.lookups('direct'), direct + 1, 'counted as a direct lookup');
+    t.ok(
+      api.requests.some((r) => r.method === 'GET' && r.path === '/api/v1/namespaces/team-a/serviceaccounts/fresh'),
+      'one direct GET of the ServiceAccount',
+    );
+  });
+
+  await t.test('unknown ServiceAccount, onUnknownServiceAccount: admit', async (t) => {
+    const misses = await hook.lookups('miss');
+    const before = pod('ghost');
+    const answer = await hook.admit({ namespace: 'team-a', object: before });
+    t.equal(answer.allowed, true);
+    t.match(answer.warnings?.join('\n'), /service account team-a\/ghost is not known yet; workload identity not wired/);
+    const after = applied(before, answer);
+    t.equal(after.spec.containers[0]?.image, 'mirror.example.com/dockerhub/library/nginx:1.14.2', 'rewriting goes on');
+    t.equal(after.spec.volumes, undefined, 'nothing wired');
+    t.same(envNames(after.spec.containers[1]), []);
+    t.equal(await hook.lookups('miss'), misses + 1, 'mirrorgate_serviceaccount_lookups_total{result="miss"}');
+  });
+
+  await t.test('namespace label mirrorgate.io/mode: audit: no patch, would-wire', async (t) => {
+    const answer = await hook.admit({ namespace: 'team-audit', object: pod('workload') });
+    t.equal(answer.allowed, true);
+    t.equal(answer.patch, undefined, 'audit: no patch');
+    t.equal(answer.auditAnnotations?.['would-wire'], 'aws,gcp,azure');
+    t.match(answer.warnings?.join('\n'), /would wire workload identity: aws, gcp, azure/);
+    const enforced = await hook.admit({ namespace: 'team-a', object: pod('workload') });
+    t.equal(enforced.auditAnnotations?.wired, 'aws,gcp,azure', 'the other namespace is still enforced');
+  });
+
+  await t.test('UPDATE and ephemeralcontainers are never wired, nor looked up', async (t) => {
+    const lookups = async (): Promise<number> => (await Promise.all(['cache', 'direct', 'miss', 'error'].map((r) => hook.lookups(r)))).reduce((a, b) => a + b, 0);
+    const before = await lookups();
+    const old = pod('workload');
+    const update = await hook.admit({ namespace: 'team-a', operation: 'UPDATE', object: pod('workload'), oldObject: old });
+    t.equal(update.allowed, true);
+    t.notOk((patchOf(update) ?? []).some((op) => /\/env|\/volume|annotations/.test(JSON.stringify(op))), 'UPDATE: images at most');
+
+    const withDebug = pod('workload');
+    withDebug.spec.ephemeralContainers = [{ name: 'debugger', image: 'busybox:1.36' }];
+    const eph = await hook.admit({ namespace: 'team-a', operation: 'UPDATE', subResource: 'ephemeralcontainers', object: withDebug, oldObject: pod('workload') });
+    t.equal(eph.allowed, true);
+    const ops = (patchOf(eph) ?? []) as Operation[];
+    t.ok(ops.every((op) => op.path.startsWith('/spec/ephemeralContainers')), 'ephemeralcontainers: ephemeral containers only');
+    t.notOk(ops.some((op) => /\/env|\/volume/.test(op.path)), 'no wiring');
+    t.equal(await lookups(), before, 'no ServiceAccount lookup');
+  });
+
+  await t.test('a static mirror pod is untouched', async (t) => {
+    const mirror = pod('workload', { annotations: { 'kubernetes.io/config.mirror': 'abc123' } });
+    const answer = await hook.admit({ namespace: 'team-a', object: mirror });
+    t.equal(answer.allowed, true);
+    t.equal(answer.patch, undefined);
+  });
+
+  await t.test('the API hanging or down: admitted without wiring, fast', async (t) => {
+    // Hanging: the direct GET is bounded by serviceAccountWaitMs.
+    api.onNext({ method: 'GET', path: '/serviceaccounts/slow', delayMs: 5000 });
+    let started = performance.now();
+    const slow = await hook.admit({ namespace: 'team-a', object: pod('slow') });
+    let took = performance.now() - started;
+    t.equal(slow.allowed, true);
+    t.match(slow.warnings?.join('\n'), /service account team-a\/slow is not known yet/);
+    t.ok(took < 1000, `answered in ${Math.round(took)} ms, well within 1 s`);
+
+    await api.stop();
+    started = performance.now();
+    const down = await hook.admit({ namespace: 'team-a', object: pod('absent') });
+    took = performance.now() - started;
+    t.equal(down.allowed, true);
+    t.match(down.warnings?.join('\n'), /service account team-a\/absent is not known yet/);
+    t.equal(applied(pod('absent'), down).spec.volumes, undefined, 'not wired');
+    t.ok(took < 1000, `answered in ${Math.round(took)} ms, well within 1 s`);
+
+    const cached = await hook.admit({ namespace: 'team-a', object: pod('workload') });
+    t.equal(cached.auditAnnotations?.wired, 'aws,gcp,azure', 'ServiceAccounts already cached are still wired');
+    await api.start();
+  });
+});
+
+t.test('onUnknownServiceAccount: deny, and mode: audit', async (t) => {
+  const api = await startKubeApi();
+  t.teardown(() => api.close());
+  api.put({ kind: 'Namespace', metadata: { name: 'team-a' } });
+  api.put({ kind: 'ServiceAccount', metadata: { name: 'workload', namespace: 'team-a', annotations: ANNOTATIONS } });
+  const dir = await mkdtemp(join(tmpdir(), 'mg-identity-e2e-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+
+  const deny = await startWebhook(t, api, dir, 'enforce', 'deny');
+  const denied = await deny.admit({ namespace: 'team-a', object: pod('ghost') });
+  t.equal(denied.allowed, false);
+  t.equal(denied.patch, undefined);
+  t.match(denied.status?.message, /service account team-a\/ghost is not known yet; workload identity not wired \(identity\.onUnknownServiceAccount: deny; retry once it exists\)/);
+  const known = await deny.admit({ namespace: 'team-a', object: pod('workload') });
+  t.equal(known.allowed, true, 'a known ServiceAccount is admitted');
+  t.equal(known.auditAnnotations?.wired, 'aws,gcp,azure');
+
+
+  // Audit never denies and never patches: the unknown ServiceAccount is a warning only.
+  const audit = await startWebhook(t, api, dir, 'audit', 'deny');
+  const would = await audit.admit({ namespace: 'team-a', object: pod('workload') });
+  t.equal(would.allowed, true);
+  t.equal(would.patch, undefined, 'audit: no patch');
+  t.equal(would.auditAnnotations?.['would-wire'], 'aws,gcp,azure');
+  t.match(would.auditAnnotations?.['would-rewrite'], /mirror\.example\.com/);
+  const unknown = await audit.admit({ namespace: 'team-a', object: pod('ghost') });
+  t.equal(unknown.allowed, true, 'audit: an unknown ServiceAccount is not denied');
+  t.match(unknown.warnings?.join('\n'), /service account team-a\/ghost is not known yet/);
+});
