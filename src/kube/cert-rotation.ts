@@ -13,8 +13,8 @@
  *               leaves the Secret and the caBundle.
  * The serving certificate alone is renewed `renewBeforeDays` before it expires.
  */
-import { X509Certificate } from 'node:crypto';
-import { AdmissionregistrationV1Api, CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig, type V1Secret } from '@kubernetes/client-node';
+import { X509Certificate, createHash, createPrivateKey } from 'node:crypto';
+import { AdmissionregistrationV1Api, CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig, type V1MutatingWebhookConfiguration, type V1Secret } from '@kubernetes/client-node';
 import { createCa, createServingCert, type ServingNames } from '../certs.js';
 import type { Logger } from '../logger.js';
 
@@ -23,6 +23,19 @@ export const KEYS = { ca: 'ca.crt', caKey: 'ca.key', cert: 'tls.crt', key: 'tls.
 export const ANNOTATION_STAGED = 'mirrorgate.io/ca-next-staged-at';
 /** Each replica records what it serves: `served.mirrorgate.io/<pod>: <sha256> <ISO time>`. */
 export const SERVED_PREFIX = 'served.mirrorgate.io/';
+/** Served annotations older than this are dropped when a replica records (pod names change at every rollout). */
+export const SERVED_KEEP_MS = 7 * 86_400_000;
+/** The name part of an annotation key: at most 63 characters, alphanumeric at both ends. */
+const ANNOTATION_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+
+/**
+ * The annotation key for a replica: its pod name when that is a valid annotation name
+ * (a Deployment's pod names are), else a digest of it, so that the API never refuses it.
+ */
+export function servedKey(replica: string): string {
+  const name = ANNOTATION_NAME.test(replica) ? replica : `r-${createHash('sha256').update(replica).digest('hex').slice(0, 32)}`;
+  return `${SERVED_PREFIX}${name}`;
+}
 
 export interface SecretState {
   readonly data: Readonly<Record<string, string>>;
@@ -89,6 +102,16 @@ function sameBundle(a: string, b: string): boolean {
   return fa.length === fb.length && fa.every((f, i) => f === fb[i]);
 }
 
+/** Whether `keyPem` is the private key of `cert` (a TLS context cannot be built otherwise). */
+function keyMatches(cert: X509Certificate, keyPem: string | undefined): boolean {
+  if (keyPem === undefined) return false;
+  try {
+    return cert.checkPrivateKey(createPrivateKey(keyPem));
+  } catch {
+    return false;
+  }
+}
+
 function covers(cert: X509Certificate, names: ServingNames): boolean {
   return names.dnsNames.every((n) => cert.checkHost(n, { subject: 'never' }) !== undefined) && names.ipAddresses.every((ip) => cert.checkIP(ip) !== undefined);
 }
@@ -122,15 +145,22 @@ export function planRotation(state: CertState, p: RotationPolicy): RotationStep 
     if (served.size > 0 && [...served.values()].every((fp) => fp === tlsFp)) return { kind: 'retire-previous-ca' };
   }
   if (next !== undefined) {
-    const stagedAt = Date.parse(s.annotations[ANNOTATION_STAGED] ?? '');
+    // Without the annotation (lost to a hand edit), the next CA's own start time stands in:
+    // otherwise the staged CA would never be promoted.
+    const annotated = Date.parse(s.annotations[ANNOTATION_STAGED] ?? '');
+    const stagedAt = Number.isNaN(annotated) ? Date.parse(next.validFrom) : annotated;
     if (!Number.isNaN(stagedAt) && p.now.getTime() - stagedAt >= p.overlapMs) return { kind: 'promote-next-ca' };
   } else if (s.data[KEYS.previous] === undefined && Date.parse(ca.validTo) - p.now.getTime() < p.caRenewBeforeDays * DAY_MS) {
     return { kind: 'stage-next-ca' };
   }
   if (cert === undefined) return { kind: 'renew-serving', reason: 'serving certificate missing or unreadable' };
+  if (!keyMatches(cert, s.data[KEYS.key])) return { kind: 'renew-serving', reason: 'serving key missing or not the key of the certificate' };
   if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey)) return { kind: 'renew-serving', reason: 'serving certificate not issued by the CA' };
   if (!covers(cert, p.names)) return { kind: 'renew-serving', reason: 'serving certificate does not cover the service names' };
-  if (Date.parse(cert.validTo) - p.now.getTime() < p.renewBeforeDays * DAY_MS) return { kind: 'renew-serving', reason: `serving certificate expires ${cert.validTo}` };
+  // A serving certificate never outlives its CA: when it already ends with the CA, a new one
+  // would end there too, and renewing would only repeat itself (the CA rotation is the cure).
+  const certEnd = Date.parse(cert.validTo);
+  if (certEnd - p.now.getTime() < p.renewBeforeDays * DAY_MS && certEnd < Date.parse(ca.validTo)) return { kind: 'renew-serving', reason: `serving certificate expires ${cert.validTo}` };
   return { kind: 'none' };
 }
 
@@ -208,6 +238,14 @@ export function kubeCertStore(kc: KubeConfig, opts: { namespace: string; secret?
   const admission = kc.makeApiClient(AdmissionregistrationV1Api);
   const name = opts.secret ?? TLS_SECRET;
   const namespace = opts.namespace;
+  const readWebhookConfiguration = async (): Promise<V1MutatingWebhookConfiguration> => {
+    try {
+      return await admission.readMutatingWebhookConfiguration({ name: opts.webhook });
+    } catch (err) {
+      if (statusOf(err) !== 404) throw err;
+      throw new Error(`MutatingWebhookConfiguration ${opts.webhook} not found: apply the manifests first (or name it with --webhook-name)`, { cause: err });
+    }
+  };
   return {
     async readSecret() {
       try {
@@ -231,12 +269,15 @@ export function kubeCertStore(kc: KubeConfig, opts: { namespace: string; secret?
       else await core.replaceNamespacedSecret({ name, namespace, body });
     },
     async readCaBundle() {
-      const mwc = await admission.readMutatingWebhookConfiguration({ name: opts.webhook });
-      const first = mwc.webhooks?.[0]?.clientConfig.caBundle;
-      return first ? unb64(first) : '';
+      const mwc = await readWebhookConfiguration();
+      // Every webhook of the configuration must carry the bundle: when they disagree (a
+      // webhook added by hand without one), answer '' so that the planner publishes again.
+      const bundles = new Set((mwc.webhooks ?? []).map((w) => w.clientConfig.caBundle ?? ''));
+      const [only] = bundles;
+      return bundles.size === 1 && only ? unb64(only) : '';
     },
     async writeCaBundle(bundlePem) {
-      const mwc = await admission.readMutatingWebhookConfiguration({ name: opts.webhook });
+      const mwc = await readWebhookConfiguration();
       const webhooks = mwc.webhooks ?? [];
       if (webhooks.length === 0) throw new Error(`MutatingWebhookConfiguration ${opts.webhook} has no webhooks`);
       // A JSON patch with a test on resourceVersion: never overwrite a concurrent change.
@@ -276,8 +317,10 @@ export async function reconcile(store: CertStore, policy: () => RotationPolicy, 
       log.info({ step: step.kind, reason: 'reason' in step ? step.reason : undefined }, 'certificates: step applied');
     } catch (err) {
       const status = statusOf(err);
-      // 409 (conflict, exists) and 422 (failed JSON-patch test): another replica moved first.
-      if (status === 409 || status === 422) continue;
+      // 409 (conflict, exists), and 422 from the caBundle patch (its resourceVersion test
+      // failed): another writer moved first. A 422 on the Secret is a real refusal (say, an
+      // existing Secret of another type) and retrying would only repeat it.
+      if (status === 409 || (status === 422 && step.kind === 'publish-bundle')) continue;
       throw err;
     }
   }
@@ -288,14 +331,19 @@ export async function reconcile(store: CertStore, policy: () => RotationPolicy, 
   return { steps, cert, caExpiry: ca ? new Date(ca.validTo) : undefined, certExpiry: leaf ? new Date(leaf.validTo) : undefined };
 }
 
-/** Record what this replica serves (retirement of an old CA waits for every live replica). */
+/**
+ * Record what this replica serves (retirement of an old CA waits for every live replica).
+ * Records of replicas not heard from in {@link SERVED_KEEP_MS} are dropped on the way.
+ */
 export async function recordServed(store: CertStore, replica: string, servedPem: string, now: Date, attempts = 3): Promise<void> {
   for (let i = 0; i < attempts; i++) {
     const s = await store.readSecret();
     if (s === undefined) return;
     const value = `${fingerprint(servedPem)} ${now.toISOString()}`;
+    const kept = servedBy(s.annotations, now, SERVED_KEEP_MS);
+    const annotations = Object.fromEntries(Object.entries(s.annotations).filter(([k]) => !k.startsWith(SERVED_PREFIX) || kept.has(k.slice(SERVED_PREFIX.length))));
     try {
-      await store.writeSecret({ ...s.data }, { ...s.annotations, [`${SERVED_PREFIX}${replica}`]: value }, s.resourceVersion);
+      await store.writeSecret({ ...s.data }, { ...annotations, [servedKey(replica)]: value }, s.resourceVersion);
       return;
     } catch (err) {
       if (statusOf(err) !== 409) throw err;

@@ -1,7 +1,10 @@
 /**
  * A small Kubernetes API server on loopback for tests: plain HTTP on 127.0.0.1, core/v1
- * `namespaces`, `serviceaccounts`, `secrets` and `configmaps`, in the API's own JSON.
- * It is driven through the real @kubernetes/client-node code via {@link kubeconfigFor}.
+ * `namespaces`, `serviceaccounts`, `secrets` and `configmaps`, and the cluster-scoped
+ * `mutatingwebhookconfigurations` of `admissionregistration.k8s.io/v1`
+ * (`/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations[/{name}]`), in the
+ * API's own JSON. It is driven through the real @kubernetes/client-node code via
+ * {@link kubeconfigFor}.
  *
  * What it speaks (paths as the real API server has them):
  * - `GET /api/v1/namespaces`, `GET /api/v1/{resource}` (all namespaces) and
@@ -20,6 +23,11 @@
  *   `metadata.resourceVersion` is set and stale), `PATCH` (merge-patch; strategic merge
  *   is treated as merge; JSON patch), `DELETE` (a Success Status) on single objects.
  *   Namespaced objects need their namespace to exist (404 otherwise), as for real.
+ * - JSON patch (`application/json-patch+json`) honours `test`: a failed test answers 422
+ *   `Invalid` ("the server rejected our request due to an error in our request", the
+ *   cause in `details.causes`), as the real API server does, and nothing is written.
+ * - Secrets of type `kubernetes.io/tls` need `tls.crt` and `tls.key`, and a Secret's type
+ *   cannot change on update (422 `Invalid`), as for real.
  * - Errors are `Status` objects (`kind: Status`, `reason`, `code`, `details`).
  *
  * Test controls: {@link KubeApi.dropWatches}, {@link KubeApi.stop}/{@link KubeApi.start}
@@ -41,17 +49,26 @@ import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import fastJsonPatch from 'fast-json-patch';
 
-/** The resources this API serves (core/v1). */
-export type Resource = 'namespaces' | 'serviceaccounts' | 'secrets' | 'configmaps';
+/** The resources this API serves (core/v1, and admissionregistration.k8s.io/v1 webhook configurations). */
+export type Resource = 'namespaces' | 'serviceaccounts' | 'secrets' | 'configmaps' | 'mutatingwebhookconfigurations';
 
 const KINDS: Record<Resource, string> = {
   namespaces: 'Namespace',
   serviceaccounts: 'ServiceAccount',
   secrets: 'Secret',
   configmaps: 'ConfigMap',
+  mutatingwebhookconfigurations: 'MutatingWebhookConfiguration',
 };
 const RESOURCES = Object.keys(KINDS) as Resource[];
 const RESOURCE_OF_KIND = new Map(RESOURCES.map((r) => [KINDS[r], r]));
+/** Resources outside the core group, by their group/version (served under `/apis/{group}/{version}`). */
+const GROUP_VERSIONS: Partial<Record<Resource, string>> = { mutatingwebhookconfigurations: 'admissionregistration.k8s.io/v1' };
+/** Resources without a namespace. */
+const CLUSTER_SCOPED: ReadonlySet<Resource> = new Set<Resource>(['namespaces', 'mutatingwebhookconfigurations']);
+
+function apiVersionOf(resource: Resource): string {
+  return GROUP_VERSIONS[resource] ?? 'v1';
+}
 
 /** A Kubernetes object as JSON. */
 export interface KubeObject {
@@ -127,7 +144,7 @@ export interface KubeApi {
   resourceVersion(): string;
   /** Store an object as a client create or update would, emitting a watch event. Returns the stored copy. */
   put(obj: KubeObject): KubeObject;
-  /** The stored object, or undefined. Namespaces: `get('namespaces', undefined, name)`. */
+  /** The stored object, or undefined. Cluster-scoped ones: `get('namespaces', undefined, name)`, `get('mutatingwebhookconfigurations', undefined, name)`. */
   get(resource: Resource, namespace: string | undefined, name: string): KubeObject | undefined;
   /** Delete an object (emits DELETED). True when it existed. */
   remove(resource: Resource, namespace: string | undefined, name: string): boolean;
@@ -165,7 +182,7 @@ export async function startKubeApi(options: KubeApiOptions = {}): Promise<KubeAp
   const cleanup: string[] = [];
 
   const keyOf = (resource: Resource, namespace: string | undefined, name: string): string =>
-    `${resource}/${resource === 'namespaces' ? '' : (namespace ?? '')}/${name}`;
+    `${resource}/${CLUSTER_SCOPED.has(resource) ? '' : (namespace ?? '')}/${name}`;
 
   function record(type: WatchEventType, resource: Resource, object: KubeObject, previous?: KubeObject): void {
     const entry: HistoryEntry = { rv, type, resource, object: clone(object), previous: previous ? clone(previous) : undefined };
@@ -203,13 +220,14 @@ export async function startKubeApi(options: KubeApiOptions = {}): Promise<KubeAp
   function put(input: KubeObject): KubeObject {
     const resource = resourceOfObject(input);
     const name = input.metadata.name ?? '';
-    const ns = resource === 'namespaces' ? undefined : input.metadata.namespace;
+    const ns = CLUSTER_SCOPED.has(resource) ? undefined : input.metadata.namespace;
     const key = keyOf(resource, ns, name);
     const existing = store.get(key);
     rv += 1;
     const obj = clone(input);
-    obj.apiVersion = 'v1';
+    obj.apiVersion = apiVersionOf(resource);
     obj.kind = KINDS[resource];
+    if (ns === undefined) delete obj.metadata.namespace;
     obj.metadata = {
       ...obj.metadata,
       name,
@@ -301,6 +319,8 @@ export async function startKubeApi(options: KubeApiOptions = {}): Promise<KubeAp
           if (sent !== undefined && sent !== '' && sent !== current.metadata.resourceVersion) return conflict(res, resource, name);
           obj.metadata = { ...obj.metadata, name, ...(namespace !== undefined ? { namespace } : {}) };
           obj.kind = KINDS[resource];
+          const problem = invalidity(resource, obj, current);
+          if (problem !== undefined) return status(res, 422, 'Invalid', `${KINDS[resource]} "${name}" is invalid: ${problem}`, { name, kind: KINDS[resource] });
           return json(res, 200, put(obj));
         }
         case 'PATCH': {
@@ -311,11 +331,14 @@ export async function startKubeApi(options: KubeApiOptions = {}): Promise<KubeAp
             patched = applyPatch(current, type, body);
           } catch (err) {
             const code = err instanceof HttpError ? err.code : 422;
-            return status(res, code, code === 415 ? 'UnsupportedMediaType' : 'Invalid', err instanceof Error ? err.message : String(err));
+            const details = err instanceof HttpError ? err.details : undefined;
+            return status(res, code, code === 415 ? 'UnsupportedMediaType' : 'Invalid', err instanceof Error ? err.message : String(err), details);
           }
           const sent = patched.metadata.resourceVersion;
           if (sent !== undefined && sent !== current.metadata.resourceVersion) return conflict(res, resource, name);
           patched.metadata = { ...patched.metadata, name, ...(namespace !== undefined ? { namespace } : {}) };
+          const problem = invalidity(resource, patched, current);
+          if (problem !== undefined) return status(res, 422, 'Invalid', `${KINDS[resource]} "${name}" is invalid: ${problem}`, { name, kind: KINDS[resource] });
           return json(res, 200, put(patched));
         }
         case 'DELETE':
@@ -344,7 +367,7 @@ export async function startKubeApi(options: KubeApiOptions = {}): Promise<KubeAp
       return status(res, 422, 'Invalid', `${KINDS[resource]} "" is invalid: metadata.name: Required value: name or generateName is required`, { kind: KINDS[resource] });
     }
     if (obj.kind !== undefined && RESOURCE_OF_KIND.get(obj.kind) !== resource) {
-      return status(res, 400, 'BadRequest', `the API version in the data (${obj.apiVersion ?? ''}) does not match the expected API version (v1)`);
+      return status(res, 400, 'BadRequest', `the API version in the data (${obj.apiVersion ?? ''}) does not match the expected API version (${apiVersionOf(resource)})`);
     }
     if (namespace !== undefined) {
       if (obj.metadata.namespace !== undefined && obj.metadata.namespace !== namespace) {
@@ -360,6 +383,8 @@ export async function startKubeApi(options: KubeApiOptions = {}): Promise<KubeAp
     obj.kind = KINDS[resource];
     if (namespace !== undefined) obj.metadata.namespace = namespace;
     delete obj.metadata.resourceVersion;
+    const problem = invalidity(resource, obj, undefined);
+    if (problem !== undefined) return status(res, 422, 'Invalid', `${KINDS[resource]} "${name}" is invalid: ${problem}`, { name, kind: KINDS[resource] });
     json(res, 201, put(obj));
   }
 
@@ -391,7 +416,7 @@ export async function startKubeApi(options: KubeApiOptions = {}): Promise<KubeAp
     items = limit > 0 ? items.slice(start, start + limit) : items.slice(start);
     json(res, 200, {
       kind: `${KINDS[resource]}List`,
-      apiVersion: 'v1',
+      apiVersion: apiVersionOf(resource),
       metadata: { resourceVersion: listRv, ...(next !== undefined ? { continue: next } : {}) },
       items,
     });
@@ -528,9 +553,24 @@ class HttpError extends Error {
   constructor(
     readonly code: number,
     message: string,
+    readonly details?: Record<string, unknown>,
   ) {
     super(message);
   }
+}
+
+/** What the real API's validation would refuse in a create or update (the few rules tests meet), or undefined. */
+function invalidity(resource: Resource, obj: KubeObject, current: KubeObject | undefined): string | undefined {
+  if (resource !== 'secrets') return undefined;
+  const type = typeof obj.type === 'string' ? obj.type : 'Opaque';
+  const currentType = current === undefined ? undefined : typeof current.type === 'string' ? current.type : 'Opaque';
+  if (currentType !== undefined && type !== currentType) return `type: Invalid value: "${type}": field is immutable`;
+  if (type === 'kubernetes.io/tls') {
+    const data = isRecord(obj.data) ? obj.data : {};
+    const missing = ['tls.crt', 'tls.key'].filter((k) => typeof data[k] !== 'string');
+    if (missing.length > 0) return `[${missing.map((k) => `data[${k}]: Required value`).join(', ')}]`;
+  }
+  return undefined;
 }
 
 function applyPatch(current: KubeObject, contentType: string, body: string): KubeObject {
@@ -554,6 +594,13 @@ function applyPatch(current: KubeObject, contentType: string, body: string): Kub
         const result = fastJsonPatch.applyPatch(clone(current), patch as fastJsonPatch.Operation[], true, false).newDocument;
         return result;
       } catch (err) {
+        if (err instanceof fastJsonPatch.JsonPatchError && err.name === 'TEST_OPERATION_FAILED') {
+          // As the real API server answers (evanphx/json-patch's error as the cause).
+          const path = isRecord(err.operation) && typeof err.operation.path === 'string' ? err.operation.path : '';
+          throw new HttpError(422, 'the server rejected our request due to an error in our request', {
+            causes: [{ reason: 'UnexpectedServerResponse', message: `testing value ${path} failed: test failed` }],
+          });
+        }
         throw new HttpError(422, `the JSON patch could not be applied: ${err instanceof Error ? err.message : String(err)}`);
       }
     }
@@ -575,9 +622,16 @@ function mergePatch(target: unknown, patch: unknown): unknown {
 
 function parsePath(path: string): { resource: Resource; namespace: string | undefined; name: string | undefined } | undefined {
   const parts = path.split('/').filter((p) => p !== '').map(decodeURIComponent);
+  // /apis/{group}/{version}/{resource}[/{name}]: the cluster-scoped group resources.
+  if (parts[0] === 'apis') {
+    const gv = `${parts[1] ?? ''}/${parts[2] ?? ''}`;
+    const resource = RESOURCES.find((r) => GROUP_VERSIONS[r] === gv && r === parts[3]);
+    if (resource === undefined || parts.length > 5) return undefined;
+    return { resource, namespace: undefined, name: parts[4] };
+  }
   if (parts[0] !== 'api' || parts[1] !== 'v1') return undefined;
   const rest = parts.slice(2);
-  const isResource = (s: string | undefined): s is Resource => s !== undefined && (RESOURCES as string[]).includes(s);
+  const isResource = (s: string | undefined): s is Resource => s !== undefined && (RESOURCES as string[]).includes(s) && GROUP_VERSIONS[s as Resource] === undefined;
   // /api/v1/namespaces/{ns}/{resource}[/{name}]
   if (rest[0] === 'namespaces' && rest.length >= 3) {
     if (!isResource(rest[2]) || rest[2] === 'namespaces' || rest.length > 4) return undefined;
