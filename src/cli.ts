@@ -322,6 +322,14 @@ function dnsLabel(v: string | boolean | undefined, flag: string, dflt: string): 
   return s;
 }
 
+function isHttpUrl(s: string): boolean {
+  try {
+    return /^https?:$/.test(new URL(s).protocol);
+  } catch {
+    return false;
+  }
+}
+
 async function cmdReport(args: string[], io: Io): Promise<number> {
   const { values, positionals } = parse(args, {
     kubeconfig: { type: 'string' },
@@ -338,6 +346,7 @@ async function cmdReport(args: string[], io: Io): Promise<number> {
   const tool = str(values['copy-commands']);
   if (tool !== undefined && tool !== 'gcrane' && tool !== 'skopeo' && tool !== 'crane') throw new UsageError(`--copy-commands: gcrane, skopeo or crane (got ${tool})`);
   const namespace = dnsLabel(values.namespace, 'namespace', process.env.POD_NAMESPACE ?? 'mirrorgate');
+  if (values.url !== undefined && !isHttpUrl(values.url)) throw new UsageError(`--url: not an http or https URL (like http://127.0.0.1:9090): ${values.url}`);
   // A running instance (--url) answers with the merged view; otherwise read the ConfigMap.
   const report =
     values.url !== undefined
@@ -380,9 +389,11 @@ async function cmdCerts(args: string[], io: Io): Promise<number> {
     io.out(`caBundle: ${Buffer.from(made.caCert).toString('base64')}`);
     return 0;
   }
+  // A webhook configuration's name is a DNS subdomain: dots are common (`mirrorgate.example.com`).
+  const webhook = str(values['webhook-name']) ?? 'mirrorgate';
+  if (webhook.length > 253 || !webhook.split('.').every((label) => NAME.test(label))) throw new UsageError(`--webhook-name: not a Kubernetes name: ${webhook}`);
   const [{ loadKubeClient }, { kubeCertStore, reconcile, TLS_SECRET }] = await Promise.all([import('./kube/client.js'), import('./kube/cert-rotation.js')]);
   const kc = loadKubeClient({ file: str(values.kubeconfig) }).config;
-  const webhook = dnsLabel(values['webhook-name'], 'webhook-name', 'mirrorgate');
   const store = kubeCertStore(kc, { namespace, webhook });
   const policy = (): RotationPolicy => ({ now: new Date(), names, renewBeforeDays: 30, caRenewBeforeDays: 90, overlapMs: 10 * 60_000, liveWindowMs: 30 * 60_000 });
   const silent = createLogger({ level: 'warn', destination: process.stderr });

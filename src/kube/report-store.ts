@@ -7,7 +7,9 @@
  * and their counts would have no owner. A key not updated for `staleAfterMs` is adopted
  * by a live replica: merged into its own counts and deleted in the same
  * resourceVersion-checked update, so two replicas can never both adopt it, and no count
- * is lost or counted twice.
+ * is lost or counted twice. An idle replica rewrites its key now and then so that it is
+ * never taken for gone. A key nobody can read (not a stored report) is dropped by the
+ * next writer: it holds no counts, only space.
  */
 import { CoreV1Api, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
 import type { Logger } from '../logger.js';
@@ -81,8 +83,9 @@ interface Stored {
 
 function decodeKey(value: string, key: string): Stored | undefined {
   try {
-    const raw = JSON.parse(value) as { updatedAt?: unknown; report?: unknown };
-    if (typeof raw.updatedAt !== 'string' || raw.report === undefined) return undefined;
+    const raw = JSON.parse(value) as { updatedAt?: unknown; report?: unknown } | null;
+    // An updatedAt that is not a time could never become stale: unreadable like the rest.
+    if (raw === null || typeof raw.updatedAt !== 'string' || Number.isNaN(Date.parse(raw.updatedAt)) || raw.report === undefined) return undefined;
     return { updatedAt: raw.updatedAt, report: parseReport(JSON.stringify(raw.report), `${REPORT_CONFIGMAP}[${key}]`) };
   } catch {
     return undefined;
@@ -94,7 +97,8 @@ function fit(report: Report, maxBytes: number): string {
   let r = report;
   for (;;) {
     const text = JSON.stringify(r);
-    if (text.length <= maxBytes) return text;
+    // The API server's limit is on bytes, not UTF-16 code units.
+    if (Buffer.byteLength(text) <= maxBytes) return text;
     const registries = Object.fromEntries(
       Object.entries(r.registries).map(([k, e]) => {
         const cut = <T>(list: T[]): T[] => list.slice(0, Math.floor(list.length / 2));
@@ -139,6 +143,13 @@ export class ReportPersister {
   #flushing: Promise<void> | undefined;
   #writtenVersion = -1;
   #lastError: string | undefined;
+  /**
+   * Whether this replica's own stored counts (from before a restart) are in the cache.
+   * They are taken in by the first successful write, not by a bare read: that write is
+   * resourceVersion-checked like an adoption, so a start with the API down loses nothing
+   * and a key another replica adopts meanwhile is never counted twice.
+   */
+  #reloaded = false;
   readonly #staleAfterMs: number;
 
   constructor(private readonly opts: ReportPersisterOptions) {
@@ -152,17 +163,9 @@ export class ReportPersister {
 
   /** Reload this replica's own counts (a restart with the same pod name), then flush periodically. */
   async start(): Promise<void> {
-    try {
-      const cm = await this.opts.store.read();
-      const own = cm?.data[this.opts.replica];
-      const stored = own === undefined ? undefined : decodeKey(own, this.opts.replica);
-      if (stored) {
-        this.opts.cache.absorb(stored.report);
-        this.opts.log.info({ replica: this.opts.replica, registries: Object.keys(stored.report.registries).length }, 'report reloaded from the cluster');
-      }
-    } catch (err) {
-      this.#lastError = (err as Error).message;
-      this.opts.log.warn({ error: this.#lastError }, 'report not reloaded: Kubernetes API unreachable; counting from zero until it is');
+    await this.flush(true);
+    if (!this.#reloaded) {
+      this.opts.log.warn({ error: this.#lastError }, 'report not reloaded yet: Kubernetes API unreachable; the stored counts are taken in at the next flush');
     }
     this.#timer = setInterval(() => {
       this.flush().catch(() => undefined);
@@ -173,6 +176,9 @@ export class ReportPersister {
   /** Stop the timer and write a last time. */
   async stop(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
+    // A flush in flight may have taken its snapshot before the last admissions: wait for
+    // it, then write once more.
+    await this.#flushing;
     await this.flush(true);
   }
 
@@ -193,6 +199,11 @@ export class ReportPersister {
         const cm = await store.read();
         const now = this.opts.now();
         const adopted: { key: string; report: Report }[] = [];
+        const ownValue = cm?.data[replica];
+        const ownStored = ownValue === undefined ? undefined : decodeKey(ownValue, replica);
+        // Not yet reloaded (first flush, or the API was down until now): this replica's
+        // stored counts are taken in by this write, like an adoption.
+        const reload = this.#reloaded ? undefined : ownStored?.report;
         for (const [key, value] of Object.entries(cm?.data ?? {})) {
           if (key === replica) continue;
           const stored = decodeKey(value, key);
@@ -200,20 +211,24 @@ export class ReportPersister {
             adopted.push({ key, report: stored?.report ?? { generatedAt: '', mode: 'enforce', registries: {} } });
           }
         }
-        if (!force && adopted.length === 0 && version === this.#writtenVersion && cm?.data[replica] !== undefined) return;
-        const mine = adopted.length === 0 ? cache.snapshot() : mergeReports([cache.snapshot(), ...adopted.map((a) => a.report)], now);
+        // An idle replica still rewrites its key now and then (a heartbeat), or others
+        // would take it for gone and adopt the counts of a live replica.
+        const fresh = ownStored !== undefined && now.getTime() - Date.parse(ownStored.updatedAt) < this.#staleAfterMs / 3;
+        if (!force && this.#reloaded && adopted.length === 0 && version === this.#writtenVersion && fresh) return;
+        const taken = [...(reload ? [reload] : []), ...adopted.map((a) => a.report)];
+        const mine = taken.length === 0 ? cache.snapshot() : mergeReports([cache.snapshot(), ...taken], now);
         const data: Record<string, string> = { ...(cm?.data ?? {}) };
         for (const a of adopted) delete data[a.key];
-        const others = Object.keys(data).filter((k) => k !== replica).length;
-        const budget = Math.floor((this.opts.maxBytes ?? MAX_CONFIGMAP_BYTES) / (others + 1)) - 64;
-        data[replica] = `{"updatedAt":${JSON.stringify(now.toISOString())},"report":${fit(mine, budget)}}`;
+        data[replica] = `{"updatedAt":${JSON.stringify(now.toISOString())},"report":${fit(mine, this.#budget(data))}}`;
         if (cm === undefined) await store.create(data);
         else await store.replace(data, cm.resourceVersion);
-        // Only now that the write succeeded do the adopted counts become ours.
-        for (const a of adopted) cache.absorb(a.report);
+        // Only now that the write succeeded do the reloaded and adopted counts become ours.
+        for (const r of taken) cache.absorb(r);
+        if (reload) log.info({ replica, registries: Object.keys(reload.registries).length }, 'report reloaded from the cluster');
+        this.#reloaded = true;
         if (adopted.length > 0) log.info({ adopted: adopted.map((a) => a.key) }, 'adopted report keys of replicas that are gone');
-        // After an adoption the cache changed under us: write again next time.
-        this.#writtenVersion = adopted.length > 0 ? -1 : version;
+        // After a reload or an adoption the cache changed under us: write again next time.
+        this.#writtenVersion = taken.length > 0 ? -1 : version;
         this.#lastError = undefined;
         return;
       } catch (err) {
@@ -225,21 +240,41 @@ export class ReportPersister {
     }
   }
 
+  /**
+   * Bytes this replica's key may take: a fair share of the limit, and never more than the
+   * others leave (a key written when there were fewer replicas is larger than its share
+   * until its owner writes again; a write over the API server's limit would be refused).
+   */
+  #budget(data: Record<string, string>): number {
+    const max = this.opts.maxBytes ?? MAX_CONFIGMAP_BYTES;
+    let othersBytes = 0;
+    let others = 0;
+    for (const [k, v] of Object.entries(data)) {
+      if (k === this.opts.replica) continue;
+      others++;
+      othersBytes += Buffer.byteLength(k) + Buffer.byteLength(v);
+    }
+    const overhead = Buffer.byteLength(this.opts.replica) + 64;
+    return Math.max(0, Math.min(Math.floor(max / (others + 1)), max - othersBytes) - overhead);
+  }
+
   /** The merged report over all replicas, with this replica's live counts. Falls back to the local view. */
   async merged(): Promise<Report> {
-    const live = this.opts.cache.snapshot();
     try {
       const cm = await this.opts.store.read();
+      // Taken after the read, with #reloaded, so that a reload finishing meanwhile is counted once.
+      const live = this.opts.cache.snapshot();
       const others: Report[] = [];
       for (const [key, value] of Object.entries(cm?.data ?? {})) {
-        if (key === this.opts.replica) continue;
+        // The own key is in the live counts once reloaded; before that, it still counts.
+        if (key === this.opts.replica && this.#reloaded) continue;
         const stored = decodeKey(value, key);
         if (stored) others.push(stored.report);
       }
       return mergeReports([live, ...others], this.opts.now());
     } catch (err) {
       this.opts.log.warn({ error: (err as Error).message }, 'report: cluster view unavailable; showing this replica only');
-      return live;
+      return this.opts.cache.snapshot();
     }
   }
 }

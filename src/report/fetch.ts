@@ -50,6 +50,8 @@ function get(url: URL, timeoutMs: number): Promise<string> {
       res.on('error', reject);
     });
     req.on('timeout', () => req.destroy(new Error(`${url.href}: no answer within ${timeoutMs} ms`)));
-    req.on('error', (err: NodeJS.ErrnoException) => reject(new Error(`${url.href}: ${err.code ?? err.message}`, { cause: err })));
+    req.on('error', (err: NodeJS.ErrnoException) =>
+      reject(new Error(`cannot reach ${url.href}: ${err.code ?? err.message} (is mirrorgate running there, and is it its metrics port?)`, { cause: err })),
+    );
   });
 }

@@ -1,4 +1,5 @@
 /** Text forms of the report for `mirrorgate report`. */
+import { parseReference } from '../core/reference.js';
 import type { Report } from './rewrites.js';
 
 export type CopyTool = 'gcrane' | 'skopeo' | 'crane';
@@ -48,8 +49,16 @@ export function copyCommands(report: Report, tool: CopyTool): string[] {
         return `gcrane cp ${q(source)} ${q(target)}`;
       case 'crane':
         return `crane copy ${q(source)} ${q(target)}`;
-      case 'skopeo':
-        return `skopeo copy --all --preserve-digests docker://${q(source)} docker://${q(target)}`;
+      case 'skopeo': {
+        // skopeo refuses references with both a tag and a digest ("Docker references with
+        // both a tag and digest are currently not supported"): pull by the digest, push to
+        // the tag (the digest is preserved). gcrane and crane drop the tag themselves.
+        const s = parseReference(source);
+        const d = parseReference(target);
+        const from = s.ok && s.ref.tag !== undefined && s.ref.digest !== undefined ? `${s.ref.registry}/${s.ref.repository}@${s.ref.digest}` : source;
+        const to = d.ok && d.ref.tag !== undefined && d.ref.digest !== undefined ? `${d.ref.registry}/${d.ref.repository}:${d.ref.tag}` : target;
+        return `skopeo copy --all --preserve-digests docker://${q(from)} docker://${q(to)}`;
+      }
     }
   });
 }

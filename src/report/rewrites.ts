@@ -207,7 +207,9 @@ export class ReportCache {
   /** Restore counts persisted by an earlier run of this replica (or adopted from a gone one). */
   absorb(report: Report): void {
     for (const [registry, incoming] of Object.entries(report.registries)) {
-      const e = this.#entry(registry, incoming.lastSeen);
+      const known = this.#entries.get(registry);
+      // #entry stamps lastSeen with the time given: older stored counts must not move it back.
+      const e = this.#entry(registry, known === undefined || incoming.lastSeen > known.lastSeen ? incoming.lastSeen : known.lastSeen);
       const key = this.#entries.get(registry) === e ? registry : OTHER;
       mergeEntry(e, incoming, this.#limits, this.#imageSets.get(key));
     }
