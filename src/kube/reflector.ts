@@ -98,13 +98,19 @@ export class Reflector<T> {
     return this;
   }
 
-  /** Stop and wait for the loop to end. The store is kept. */
-  async stop(): Promise<void> {
+  /**
+   * Stop and wait for the loop to end, at most `waitMs`: a list request to an API that
+   * stopped answering cannot be cancelled, and shutdown must not hang on it (the loop
+   * ends by itself when the request finally fails). The store is kept.
+   */
+  async stop(waitMs = 1000): Promise<void> {
     this.#stopped = true;
     if (this.#resyncTimer) clearInterval(this.#resyncTimer);
     this.#abort?.abort();
     this.#wake?.();
-    await this.#loop;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.#loop, new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)))]);
+    clearTimeout(timer);
     for (const w of this.#syncedWaiters.splice(0)) w();
   }
 

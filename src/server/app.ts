@@ -2,7 +2,7 @@
  * buildServer(deps): the webhook's fastify instance, not listening. The composition
  * root (serve.ts) adds TLS and listens; tests use inject() or listen on 127.0.0.1:0.
  */
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { ServerOptions as HttpsServerOptions } from 'node:https';
 import type { Logger } from '../logger.js';
 import { BodyError, parseJsonBody } from './json-body.js';
@@ -27,7 +27,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     childLoggerFactory: (logger) => logger,
     // One log line per admission is written by the route; fastify's two lines per
     // request cost ~15% of throughput and say less.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: BODY_LIMIT,
     // The API server keeps connections alive and reuses them; keep ours open longer
     // than its idle timeout (90 s) would be wasteful, shorter would force new TLS

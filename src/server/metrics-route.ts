@@ -1,5 +1,5 @@
 /** The plain-HTTP metrics server: GET /metrics (Prometheus text), GET /report, GET /report.html. */
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { renderReportHtml } from '../report/html.js';
@@ -11,7 +11,7 @@ export interface ReportSource {
 }
 
 export function buildMetricsServer(deps: { metrics: Metrics; log: Logger; report?: ReportSource | undefined }): FastifyInstance {
-  const app = Fastify({ loggerInstance: deps.log, disableRequestLogging: true, forceCloseConnections: true }) as unknown as FastifyInstance;
+  const app = Fastify({ loggerInstance: deps.log, logController: new LogController({ disableRequestLogging: true }), forceCloseConnections: true }) as unknown as FastifyInstance;
   app.get('/metrics', async (_req, reply) => {
     const body = await deps.metrics.registry.metrics();
     return reply.header('content-type', deps.metrics.registry.contentType).send(body);

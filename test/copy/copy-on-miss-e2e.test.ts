@@ -16,7 +16,7 @@ import { serve } from '../../src/serve.js';
 import { LogSink, patchOf, review } from '../support/app.js';
 import { waitFor } from '../support/kube-api.js';
 import { pushImage, startRegistry } from '../support/registry.js';
-import { headDigest, startProxy } from './support.js';
+import { headDigest, pollDigest, startProxy } from './support.js';
 
 interface Answer {
   uid: string;
@@ -151,7 +151,7 @@ verification:
     t.equal(await metric('mirrorgate_copies_total{result="success"}'), 0);
 
     release();
-    const copied = await waitFor('the copy in the mirror', () => headDigest(mirror, 'x/library/app', '1.0'), 10_000);
+    const copied = await waitFor('the copy in the mirror', () => pollDigest(mirror, 'x/library/app', '1.0'), 10_000);
     t.equal(copied, digest, 'mirror digest equals the source digest');
     t.equal(await headDigest(mirror, 'x/library/app', digest), digest, 'also by digest');
     await waitFor('copy counted', async () => (await metric('mirrorgate_copies_total{result="success"}')) === 1);
@@ -190,7 +190,7 @@ verification:
     // A real admission of another missing image: once its copy is done, a queued dry-run
     // copy would have started too (the queue runs two at once, in order).
     await admit(`${upstream.host}/library/app:3.0`);
-    t.equal(await waitFor('the second copy', () => headDigest(mirror, 'x/library/app', '3.0'), 10_000), digest3);
+    t.equal(await waitFor('the second copy', () => pollDigest(mirror, 'x/library/app', '3.0'), 10_000), digest3);
     t.equal(await headDigest(mirror, 'x/library/app', '2.0'), undefined, 'the dry-run image was not copied');
     t.notOk(upstream.requests.some((r) => r.path.endsWith('/manifests/2.0')), 'the source was never asked for it');
     t.notOk((await report())?.missing.includes(`${upstream.host}/library/app:2.0`), 'no trace in the report');
@@ -200,7 +200,7 @@ verification:
     const byDigest = `${upstream.host}/library/pinned@${pinned}`;
     const first = await admit(byDigest);
     t.match(first.warnings?.join('\n'), /is not in the mirror yet/);
-    t.equal(await waitFor('the pinned copy', () => headDigest(mirror, 'x/library/pinned', pinned), 10_000), pinned);
+    t.equal(await waitFor('the pinned copy', () => pollDigest(mirror, 'x/library/pinned', pinned), 10_000), pinned);
     t.ok(upstream.requests.some((r) => r.path === `/v2/library/pinned/manifests/${pinned}`), 'read from the source through its configured host');
   });
 });

@@ -85,6 +85,20 @@ export function headDigest(reg: TestRegistry, name: string, ref: string): Promis
   });
 }
 
+/**
+ * headDigest for polling while a copy is being written: docker-registry's filesystem
+ * storage can answer 500 for a manifest whose files are half written, which means
+ * "not yet" here.
+ */
+export async function pollDigest(reg: TestRegistry, name: string, ref: string): Promise<string | undefined> {
+  try {
+    return await headDigest(reg, name, ref);
+  } catch (err) {
+    if (/HTTP 5\d\d/.test((err as Error).message)) return undefined;
+    throw err;
+  }
+}
+
 function send(reg: TestRegistry, method: string, path: string, headers: Record<string, string>, body?: Buffer): Promise<{ status: number; headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
     const req = http.request(new URL(path, reg.url), { method, headers: { ...headers, ...authHeader(reg), ...(body ? { 'content-length': String(body.length) } : {}) }, agent: false }, (res) => {

@@ -444,8 +444,12 @@ export async function startKubeApi(options: KubeApiOptions = {}): Promise<KubeAp
     }
     watchers.add(w);
     const timeout = Number(q.get('timeoutSeconds') ?? '0');
-    if (timeout > 0) w.timer = setTimeout(() => endWatch(w), timeout * 1000);
+    // unref: a test API must never keep the test process alive.
+    if (timeout > 0) w.timer = setTimeout(() => endWatch(w), timeout * 1000).unref();
     req.on('close', () => endWatch(w));
+    // The client may already be gone (connections closed by stop() while this request
+    // was being handled): then 'close' has fired before we listened for it.
+    if (req.destroyed || res.destroyed || !running) endWatch(w);
   }
 
   function takeHook(method: string, path: string, watch: boolean): RequestHook | undefined {
