@@ -449,7 +449,7 @@ export async function startKubeApi(options: KubeApiOptions = {}): Promise<KubeAp
     req.on('close', () => endWatch(w));
     // The client may already be gone (connections closed by stop() while this request
     // was being handled): then 'close' has fired before we listened for it.
-    if (req.destroyed || res.destroyed || !running) endWatch(w);
+    if (req.socket.destroyed || res.destroyed || !running) endWatch(w);
   }
 
   function takeHook(method: string, path: string, watch: boolean): RequestHook | undefined {
