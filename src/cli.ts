@@ -6,7 +6,6 @@
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { hostname } from 'node:os';
-import { defaultServingNames, ensureCertificates } from './certs.js';
 import type { RotationPolicy } from './kube/cert-rotation.js';
 import { KubeConfigError } from './kube/errors.js';
 import type { Report } from './report/rewrites.js';
@@ -378,6 +377,7 @@ async function cmdCerts(args: string[], io: Io): Promise<number> {
   });
   if (positionals.length > 0) throw new UsageError(`certs takes no arguments (got ${positionals.join(' ')})`);
   if (values['out-dir'] !== undefined && values.kubeconfig !== undefined) throw new UsageError('--out-dir and --kubeconfig exclude each other');
+  const { defaultServingNames, ensureCertificates } = await import('./certs.js');
   const service = dnsLabel(values.service, 'service', 'mirrorgate');
   const namespace = dnsLabel(values.namespace, 'namespace', 'mirrorgate');
   const names = defaultServingNames(service, namespace);

@@ -7,7 +7,6 @@ import type { FastifyInstance } from 'fastify';
 import { X509Certificate } from 'node:crypto';
 import type { Server as HttpsServer } from 'node:https';
 import { performance } from 'node:perf_hooks';
-import { defaultServingNames, ensureCertificates } from './certs.js';
 import { ConfigWatcher, loadConfigFile } from './config/watch.js';
 import type { Config } from './config/schema.js';
 import { formatReference } from './core/reference.js';
@@ -251,6 +250,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
     if (opts.manageCerts) {
       if (kube === undefined || k8s === undefined) throw new Error('--manage-certs needs Kubernetes API access (drop --no-kube)');
       const { kubeCertStore, reconcile, recordServed } = k8s.certRotation;
+      const { defaultServingNames } = await import('./certs.js');
       const store = kubeCertStore(kube.client.config, { namespace: opts.namespace, webhook: opts.webhookName ?? 'mirrorgate' });
       const policy = (): RotationPolicy => ({
         now: wallClock(),
@@ -321,6 +321,8 @@ export async function serve(opts: ServeOptions): Promise<Running> {
     if (opts.tlsCert !== undefined && opts.tlsKey !== undefined) {
       tlsFiles = { certFile: opts.tlsCert, keyFile: opts.tlsKey };
     } else {
+      // node-forge (about 12 MB resident) only when certificates must be made here.
+      const { defaultServingNames, ensureCertificates } = await import('./certs.js');
       const made = await ensureCertificates(opts.certsDir, defaultServingNames(opts.serviceName, opts.namespace));
       tlsFiles = { certFile: made.certFile, keyFile: made.keyFile };
       caFile = made.caFile;
