@@ -5,6 +5,8 @@ CONFIG ?= config/example.yaml
 PORT ?= 8443
 METRICS_PORT ?= 9090
 CERTS_DIR ?= certs
+# make run is for a local try: loopback only.
+HOST ?= 127.0.0.1
 
 .PHONY: all install build typecheck lint test test-deps run bench certs deploy clean
 
@@ -35,7 +37,7 @@ test: install test-deps build typecheck lint
 	npm test
 
 run: build
-	node dist/cli.js serve --config $(CONFIG) --no-kube --port $(PORT) --metrics-port $(METRICS_PORT) --certs-dir $(CERTS_DIR)
+	node dist/cli.js serve --config $(CONFIG) --no-kube --host $(HOST) --port $(PORT) --metrics-port $(METRICS_PORT) --certs-dir $(CERTS_DIR)
 
 bench: build
 	npm run bench
