@@ -5,13 +5,14 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { request as httpsRequest, Agent } from 'node:https';
-import { request as httpRequest } from 'node:http';
+import { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { serve, type Running } from '../src/serve.js';
 import { LogSink, review } from './support/app.js';
+import { getResponse, postJson } from './support/http.js';
+import { serveOptions } from './support/serve.js';
 
 const CONFIG = `mode: enforce
 rules:
@@ -27,56 +28,11 @@ async function tempDir(t: { teardown(fn: () => unknown): void }): Promise<string
   return dir;
 }
 
-function post(url: string, ca: string, body: unknown, agent?: Agent): Promise<{ status: number; json: any }> {
-  return new Promise((resolve, reject) => {
-    const u = new URL(url);
-    const req = httpsRequest(
-      { hostname: u.hostname, port: u.port, path: `${u.pathname}${u.search}`, method: 'POST', ca, agent, servername: 'localhost', headers: { 'content-type': 'application/json' } },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString('utf8')) }));
-      },
-    );
-    req.on('error', reject);
-    req.end(JSON.stringify(body));
-  });
-}
-
-function get(url: string, ca?: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const u = new URL(url);
-    const opts = { hostname: u.hostname, port: u.port, path: u.pathname, ca, servername: 'localhost' };
-    const req = (u.protocol === 'https:' ? httpsRequest : httpRequest)(opts, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
 async function start(t: { teardown(fn: () => unknown): void }, dir: string, shutdownDelayMs = 200): Promise<{ running: Running; ca: string; logs: LogSink }> {
   const configPath = join(dir, 'config.yaml');
   await writeFile(configPath, CONFIG);
   const logs = new LogSink();
-  const running = await serve({
-    configPath,
-    host: '127.0.0.1',
-    port: 0,
-    metricsPort: 0,
-    metricsHost: '127.0.0.1',
-    tlsCert: undefined,
-    tlsKey: undefined,
-    certsDir: join(dir, 'certs'),
-    serviceName: 'mirrorgate',
-    namespace: 'mirrorgate',
-    shutdownDelayMs,
-    noKube: true,
-    kubeconfig: undefined,
-    logDestination: logs,
-  });
+  const running = await serve(serveOptions(dir, { configPath, shutdownDelayMs, logDestination: logs }));
   t.teardown(() => running.shutdown('test over'));
   const ca = await readFile(join(dir, 'certs', 'ca.crt'), 'utf8');
   return { running, ca, logs };
@@ -87,12 +43,12 @@ t.test('serves /mutate over TLS with created certificates, and metrics over HTTP
   const { running, ca, logs } = await start(t, dir);
   t.match(running.url, /^https:\/\/127\.0\.0\.1:\d+$/);
   const { uid, body } = review();
-  const res = await post(`${running.url}/mutate?timeout=10s`, ca, body);
+  const res = await postJson(`${running.url}/mutate?timeout=10s`, ca, body);
   t.equal(res.status, 200);
   t.equal(res.json.response.uid, uid);
   t.equal(res.json.response.patchType, 'JSONPatch');
-  t.equal((await get(`${running.url}/readyz`, ca)).status, 200);
-  const metrics = await get(`${running.metricsUrl}/metrics`);
+  t.equal((await getResponse(`${running.url}/readyz`, ca)).status, 200);
+  const metrics = await getResponse(`${running.metricsUrl}/metrics`);
   t.match(metrics.body, /mirrorgate_admission_requests_total\{operation="create",result="patched"\} 1/);
   t.match(metrics.body, /process_cpu_user_seconds_total/, 'Node default metrics');
   for (const f of ['ca.crt', 'tls.crt', 'tls.key']) {
@@ -117,16 +73,16 @@ t.test('shutdown: not ready at once, keeps serving during the delay, then closes
   const { running, ca } = await start(t, dir, 600);
   const agent = new Agent({ keepAlive: true, ca });
   t.teardown(() => agent.destroy());
-  await post(`${running.url}/mutate`, ca, review().body, agent);
+  await postJson(`${running.url}/mutate`, ca, review().body, agent);
   const done = running.shutdown('SIGTERM');
-  const ready = await get(`${running.url}/readyz`, ca);
+  const ready = await getResponse(`${running.url}/readyz`, ca);
   t.equal(ready.status, 503, 'readiness false at once');
   t.match(ready.body, /shutting down/);
   // Requests during the delay, on the kept-alive connection and on new ones, all succeed.
-  const during = await Promise.all(Array.from({ length: 20 }, (_, i) => post(`${running.url}/mutate`, ca, review().body, i % 2 === 0 ? agent : undefined)));
+  const during = await Promise.all(Array.from({ length: 20 }, (_, i) => postJson(`${running.url}/mutate`, ca, review().body, i % 2 === 0 ? agent : undefined)));
   t.ok(during.every((r) => r.status === 200 && r.json.response.allowed === true), 'all answered during the shutdown delay');
   await done;
-  await t.rejects(post(`${running.url}/mutate`, ca, review().body), 'closed after the drain');
+  await t.rejects(postJson(`${running.url}/mutate`, ca, review().body), 'closed after the drain');
 });
 
 t.test('invalid config: serve throws a ConfigError naming the field', async (t) => {
@@ -134,7 +90,7 @@ t.test('invalid config: serve throws a ConfigError naming the field', async (t) 
   const configPath = join(dir, 'bad.yaml');
   await writeFile(configPath, 'mode: enforce\nrules:\n  - from: docker.io\n    to: "not a host"\n');
   await t.rejects(
-    serve({ configPath, host: '127.0.0.1', port: 0, metricsPort: 0, metricsHost: '127.0.0.1', tlsCert: undefined, tlsKey: undefined, certsDir: join(dir, 'c'), serviceName: 's', namespace: 'n', shutdownDelayMs: 0, noKube: true, kubeconfig: undefined }),
+    serve(serveOptions(dir, { configPath, certsDir: join(dir, 'c'), serviceName: 's', namespace: 'n' })),
     /rules\[0\]\.to: "not a host" contains whitespace/,
   );
 });
@@ -169,7 +125,7 @@ t.test('the CLI exits 0 on SIGTERM after draining', async (t) => {
   await writeFile(join(dir, 'config.yaml'), CONFIG);
   const { child, url, lines } = await startCli(['serve', '--config', join(dir, 'config.yaml'), '--no-kube', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--certs-dir', join(dir, 'certs'), '--shutdown-delay', '100ms']);
   const ca = await readFile(join(dir, 'certs', 'ca.crt'), 'utf8');
-  const res = await post(url, ca, review().body);
+  const res = await postJson(url, ca, review().body);
   t.equal(res.status, 200);
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   child.kill('SIGTERM');

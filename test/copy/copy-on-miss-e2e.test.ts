@@ -7,15 +7,16 @@
  * the copy, and a dry run queues nothing.
  */
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { Agent, request as httpsRequest } from 'node:https';
-import { request as httpRequest } from 'node:http';
+import { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { serve } from '../../src/serve.js';
-import { LogSink, patchOf, review } from '../support/app.js';
+import { patchOf, review } from '../support/app.js';
+import { getText, metricSample, postJson } from '../support/http.js';
 import { waitFor } from '../support/kube-api.js';
 import { pushImage, startRegistry } from '../support/registry.js';
+import { serveOptions } from '../support/serve.js';
 import { headDigest, pollDigest, startProxy } from './support.js';
 
 interface Answer {
@@ -23,40 +24,6 @@ interface Answer {
   allowed: boolean;
   patch?: string;
   warnings?: string[];
-}
-
-function post(url: string, ca: string, body: unknown, agent: Agent): Promise<{ status: number; json: { response: Answer } }> {
-  return new Promise((resolve, reject) => {
-    const u = new URL(url);
-    const req = httpsRequest(
-      { hostname: u.hostname, port: u.port, path: `${u.pathname}${u.search}`, method: 'POST', ca, agent, servername: 'localhost', headers: { 'content-type': 'application/json' } },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString('utf8')) as { response: Answer } }));
-      },
-    );
-    req.on('error', reject);
-    req.end(JSON.stringify(body));
-  });
-}
-
-function getText(url: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(url, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/** The value of one sample of the metrics text, 0 when absent. */
-function sample(text: string, series: string): number {
-  for (const line of text.split('\n')) if (line.startsWith(`${series} `)) return Number(line.slice(series.length + 1));
-  return 0;
 }
 
 interface ReportEntry {
@@ -107,22 +74,7 @@ verification:
   cacheSeconds: {present: 60, absent: 1}
 `,
   );
-  const running = await serve({
-    configPath,
-    host: '127.0.0.1',
-    port: 0,
-    metricsPort: 0,
-    metricsHost: '127.0.0.1',
-    tlsCert: undefined,
-    tlsKey: undefined,
-    certsDir: join(dir, 'certs'),
-    serviceName: 'mirrorgate',
-    namespace: 'mirrorgate',
-    shutdownDelayMs: 0,
-    noKube: true,
-    kubeconfig: undefined,
-    logDestination: new LogSink(),
-  });
+  const running = await serve(serveOptions(dir, { configPath }));
   t.teardown(() => running.shutdown('test over'));
   const ca = await readFile(join(dir, 'certs', 'ca.crt'), 'utf8');
   const agent = new Agent({ keepAlive: true, ca });
@@ -130,11 +82,11 @@ verification:
 
   const admit = async (image: string, dryRun = false): Promise<Answer> => {
     const { uid, body } = review({ namespace: 'team-a', dryRun, object: { metadata: { generateName: 'app-' }, spec: { containers: [{ name: 'app', image }] } } });
-    const res = await post(`${running.url}/mutate?timeout=10s`, ca, body, agent);
+    const res = await postJson<{ response: Answer }>(`${running.url}/mutate?timeout=10s`, ca, body, agent);
     if (res.status !== 200 || res.json.response.uid !== uid) throw new Error(`unexpected answer ${res.status} ${JSON.stringify(res.json)}`);
     return res.json.response;
   };
-  const metric = async (series: string): Promise<number> => sample(await getText(`${running.metricsUrl}/metrics`), series);
+  const metric = async (series: string): Promise<number> => metricSample(await getText(`${running.metricsUrl}/metrics`), series);
   const report = async (): Promise<ReportEntry | undefined> =>
     (JSON.parse(await getText(`${running.metricsUrl}/report`)) as { registries: Record<string, ReportEntry> }).registries[upstream.host];
 

@@ -7,15 +7,16 @@
  * the requests that must never be wired.
  */
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { Agent, request as httpsRequest } from 'node:https';
-import { request as httpRequest } from 'node:http';
+import { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fastJsonPatch, { type Operation } from 'fast-json-patch';
 import t from 'tap';
 import { serve, type Running } from '../../src/serve.js';
-import { LogSink, patchOf, review } from '../support/app.js';
+import { patchOf, review } from '../support/app.js';
+import { getText, metricSample, postJson } from '../support/http.js';
 import { kubeconfigFor, startKubeApi, waitFor, type KubeApi } from '../support/kube-api.js';
+import { serveOptions } from '../support/serve.js';
 
 interface Answer {
   uid: string;
@@ -104,40 +105,6 @@ function envNames(c: Container | undefined): string[] {
   return (c?.env ?? []).map((e) => e.name);
 }
 
-function post(url: string, ca: string, body: unknown, agent: Agent): Promise<{ status: number; json: { response: Answer } }> {
-  return new Promise((resolve, reject) => {
-    const u = new URL(url);
-    const req = httpsRequest(
-      { hostname: u.hostname, port: u.port, path: `${u.pathname}${u.search}`, method: 'POST', ca, agent, servername: 'localhost', headers: { 'content-type': 'application/json' } },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString('utf8')) as { response: Answer } }));
-      },
-    );
-    req.on('error', reject);
-    req.end(JSON.stringify(body));
-  });
-}
-
-function getText(url: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(url, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/** The value of one sample of the metrics text, 0 when absent. */
-function sample(text: string, series: string): number {
-  for (const line of text.split('\n')) if (line.startsWith(`${series} `)) return Number(line.slice(series.length + 1));
-  return 0;
-}
-
 interface Webhook {
   running: Running;
   /** Send a Pod review; `opts` as for review(). */
@@ -154,23 +121,15 @@ async function startWebhook(
 ): Promise<Webhook> {
   const configPath = join(dir, `${mode}-${onUnknown}.yaml`);
   await writeFile(configPath, config(mode, onUnknown));
-  const running = await serve({
-    configPath,
-    host: '127.0.0.1',
-    port: 0,
-    metricsPort: 0,
-    metricsHost: '127.0.0.1',
-    tlsCert: undefined,
-    tlsKey: undefined,
-    // Shared by the servers of this file: created once, reused (RSA keys are slow to make).
-    certsDir: join(dir, 'certs'),
-    serviceName: 'mirrorgate',
-    namespace: 'mirrorgate',
-    shutdownDelayMs: 0,
-    noKube: false,
-    kubeconfig: await kubeconfigFor(api),
-    logDestination: new LogSink(),
-  });
+  const running = await serve(
+    serveOptions(dir, {
+      configPath,
+      // Shared by the servers of this file: created once, reused (RSA keys are slow to make).
+      certsDir: join(dir, 'certs'),
+      noKube: false,
+      kubeconfig: await kubeconfigFor(api),
+    }),
+  );
   t.teardown(() => running.shutdown('test over'));
   const kube = running.kube;
   if (kube === undefined) throw new Error('Kubernetes access expected');
@@ -182,11 +141,11 @@ async function startWebhook(
     running,
     admit: async (opts) => {
       const { uid, body } = review(opts);
-      const res = await post(`${running.url}/mutate?timeout=10s`, ca, body, agent);
+      const res = await postJson<{ response: Answer }>(`${running.url}/mutate?timeout=10s`, ca, body, agent);
       if (res.status !== 200 || res.json.response.uid !== uid) throw new Error(`unexpected answer ${res.status} ${JSON.stringify(res.json)}`);
       return res.json.response;
     },
-    lookups: async (result) => sample(await getText(`${running.metricsUrl}/metrics`), `mirrorgate_serviceaccount_lookups_total{result="${result}"}`),
+    lookups: async (result) => metricSample(await getText(`${running.metricsUrl}/metrics`), `mirrorgate_serviceaccount_lookups_total{result="${result}"}`),
   };
 }
 

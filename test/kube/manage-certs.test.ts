@@ -7,7 +7,6 @@
  */
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { request as httpRequest } from 'node:http';
 import { Agent, request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +16,9 @@ import { createServingCert, defaultServingNames } from '../../src/certs.js';
 import { fingerprint, KEYS, servedKey, TLS_SECRET } from '../../src/kube/cert-rotation.js';
 import { serve, type Running } from '../../src/serve.js';
 import { LogSink } from '../support/app.js';
+import { getText } from '../support/http.js';
 import { kubeconfigFor, startKubeApi, waitFor, type KubeApi } from '../support/kube-api.js';
+import { serveOptions } from '../support/serve.js';
 
 const NS = 'mirrorgate';
 const WEBHOOK = 'mirrorgate';
@@ -45,26 +46,18 @@ async function setup(t: { teardown(fn: () => unknown): void }): Promise<{ api: K
 }
 
 function start(dir: string, kubeconfig: string, logs: LogSink): Promise<Running> {
-  return serve({
-    configPath: join(dir, 'config.yaml'),
-    host: '127.0.0.1',
-    port: 0,
-    metricsPort: 0,
-    metricsHost: '127.0.0.1',
-    tlsCert: undefined,
-    tlsKey: undefined,
-    certsDir: join(dir, 'certs'),
-    serviceName: 'mirrorgate',
-    namespace: NS,
-    replica: REPLICA,
-    manageCerts: true,
-    webhookName: WEBHOOK,
-    certCheckIntervalMs: 100,
-    shutdownDelayMs: 0,
-    noKube: false,
-    kubeconfig,
-    logDestination: logs,
-  });
+  return serve(
+    serveOptions(dir, {
+      namespace: NS,
+      replica: REPLICA,
+      manageCerts: true,
+      webhookName: WEBHOOK,
+      certCheckIntervalMs: 100,
+      noKube: false,
+      kubeconfig,
+      logDestination: logs,
+    }),
+  );
 }
 
 const unb64 = (s: unknown): string => Buffer.from(String(s), 'base64').toString('utf8');
@@ -92,18 +85,6 @@ function getTls(url: string, ca: string, agent: Agent | false): Promise<{ status
       const cert = (res.socket as TLSSocket).getPeerX509Certificate()?.toString() ?? '';
       res.resume();
       res.on('end', () => resolve({ status: res.statusCode ?? 0, cert, socket: res.socket, reused: req.reusedSocket }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-function getText(url: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(url, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     });
     req.on('error', reject);
     req.end();

@@ -11,6 +11,7 @@ import { KubeConfigError, loadKubeClient } from '../../src/kube/client.js';
 import { serve } from '../../src/serve.js';
 import { LogSink, review } from '../support/app.js';
 import { kubeconfigFor, startKubeApi, waitFor } from '../support/kube-api.js';
+import { serveOptions } from '../support/serve.js';
 
 const CONFIG = `mode: enforce
 rules:
@@ -28,25 +29,6 @@ async function tempDir(t: { teardown(fn: () => unknown): void }): Promise<string
   return dir;
 }
 
-function options(dir: string, kubeconfig: string | undefined, logs: LogSink) {
-  return {
-    configPath: join(dir, 'config.yaml'),
-    host: '127.0.0.1',
-    port: 0,
-    metricsPort: 0,
-    metricsHost: '127.0.0.1',
-    tlsCert: undefined,
-    tlsKey: undefined,
-    certsDir: join(dir, 'certs'),
-    serviceName: 'mirrorgate',
-    namespace: 'mirrorgate',
-    shutdownDelayMs: 0,
-    noKube: false,
-    kubeconfig,
-    logDestination: logs,
-  };
-}
-
 t.test('namespace audit label, pull-secret replication, degraded readiness', async (t) => {
   const api = await startKubeApi();
   t.teardown(() => api.close());
@@ -57,7 +39,7 @@ t.test('namespace audit label, pull-secret replication, degraded readiness', asy
   const dir = await tempDir(t);
   await writeFile(join(dir, 'config.yaml'), CONFIG);
   const logs = new LogSink();
-  const running = await serve(options(dir, await kubeconfigFor(api), logs));
+  const running = await serve(serveOptions(dir, { noKube: false, kubeconfig: await kubeconfigFor(api), logDestination: logs }));
   t.teardown(() => running.shutdown('test over'));
   const kube = running.kube;
   if (!kube) throw new Error('kube expected');
@@ -99,5 +81,5 @@ t.test('KubeConfig: a missing file or no config at all is a clear error', async 
   t.throws(() => loadKubeClient({ env: {}, home: dir }), /no Kubernetes configuration.*--kubeconfig FILE or --no-kube/);
   t.throws(() => loadKubeClient({ env: { KUBECONFIG: join(dir, 'nope') }, home: dir }), /KUBECONFIG names/);
   await writeFile(join(dir, 'config.yaml'), CONFIG);
-  await t.rejects(serve(options(dir, join(dir, 'nope'), new LogSink())), KubeConfigError);
+  await t.rejects(serve(serveOptions(dir, { noKube: false, kubeconfig: join(dir, 'nope') })), KubeConfigError);
 });

@@ -11,8 +11,9 @@ import { main } from '../../src/cli.js';
 import { REPORT_CONFIGMAP } from '../../src/kube/report-store.js';
 import type { Report } from '../../src/report/rewrites.js';
 import { serve, type Running } from '../../src/serve.js';
-import { LogSink, review } from '../support/app.js';
+import { review } from '../support/app.js';
 import { kubeconfigFor, startKubeApi } from '../support/kube-api.js';
+import { serveOptions } from '../support/serve.js';
 
 // Audit mode: nothing is rewritten, so every matched image is still to be copied.
 const CONFIG = `mode: audit
@@ -39,22 +40,7 @@ async function tempDir(t: Test): Promise<string> {
 async function instance(t: Test): Promise<Running> {
   const dir = await tempDir(t);
   await writeFile(join(dir, 'config.yaml'), CONFIG);
-  const running = await serve({
-    configPath: join(dir, 'config.yaml'),
-    host: '127.0.0.1',
-    port: 0,
-    metricsPort: 0,
-    metricsHost: '127.0.0.1',
-    tlsCert: undefined,
-    tlsKey: undefined,
-    certsDir: join(dir, 'certs'),
-    serviceName: 'mirrorgate',
-    namespace: 'mirrorgate',
-    shutdownDelayMs: 0,
-    noKube: true,
-    kubeconfig: undefined,
-    logDestination: new LogSink(),
-  });
+  const running = await serve(serveOptions(dir));
   t.teardown(() => running.shutdown('test over'));
   const admit = async (images: string[], namespace: string): Promise<void> => {
     const object = { apiVersion: 'v1', kind: 'Pod', metadata: { generateName: 'p-' }, spec: { containers: images.map((image, i) => ({ name: `c${i}`, image })) } };
@@ -146,22 +132,7 @@ t.test('report --url: a running instance', async (t) => {
 t.test('report --copy-commands with nothing left to copy says so', async (t) => {
   const dir = await tempDir(t);
   await writeFile(join(dir, 'config.yaml'), 'mode: enforce\nrules: []\n');
-  const running = await serve({
-    configPath: join(dir, 'config.yaml'),
-    host: '127.0.0.1',
-    port: 0,
-    metricsPort: 0,
-    metricsHost: '127.0.0.1',
-    tlsCert: undefined,
-    tlsKey: undefined,
-    certsDir: join(dir, 'certs'),
-    serviceName: 'mirrorgate',
-    namespace: 'mirrorgate',
-    shutdownDelayMs: 0,
-    noKube: true,
-    kubeconfig: undefined,
-    logDestination: new LogSink(),
-  });
+  const running = await serve(serveOptions(dir));
   t.teardown(() => running.shutdown('test over'));
   const c = capture();
   t.equal(await main(['report', '--url', running.metricsUrl, '--copy-commands', 'crane'], c.io), 0);

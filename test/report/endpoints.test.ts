@@ -11,8 +11,9 @@ import t, { type Test } from 'tap';
 import { REPORT_CONFIGMAP } from '../../src/kube/report-store.js';
 import type { Report } from '../../src/report/rewrites.js';
 import { serve, type Running, type ServeOptions } from '../../src/serve.js';
-import { LogSink, review } from '../support/app.js';
+import { review } from '../support/app.js';
 import { kubeconfigFor, startKubeApi, waitFor } from '../support/kube-api.js';
+import { serveOptions } from '../support/serve.js';
 
 const CONFIG = `mode: enforce
 rules:
@@ -30,23 +31,7 @@ async function start(t: Test, extra: Partial<ServeOptions> = {}): Promise<Runnin
   const dir = await mkdtemp(join(tmpdir(), 'mg-report-endpoints-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   await writeFile(join(dir, 'config.yaml'), CONFIG);
-  const running = await serve({
-    configPath: join(dir, 'config.yaml'),
-    host: '127.0.0.1',
-    port: 0,
-    metricsPort: 0,
-    metricsHost: '127.0.0.1',
-    tlsCert: undefined,
-    tlsKey: undefined,
-    certsDir: join(dir, 'certs'),
-    serviceName: 'mirrorgate',
-    namespace: 'mirrorgate',
-    shutdownDelayMs: 0,
-    noKube: true,
-    kubeconfig: undefined,
-    logDestination: new LogSink(),
-    ...extra,
-  });
+  const running = await serve(serveOptions(dir, extra));
   t.teardown(() => running.shutdown('test over'));
   return running;
 }
