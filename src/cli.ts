@@ -4,6 +4,8 @@
  * Exit codes: 0 success, 1 runtime failure, 2 usage or config error.
  */
 import { readFileSync, realpathSync } from 'node:fs';
+import { chmod, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hostname } from 'node:os';
 import type { RotationPolicy } from './kube/cert-rotation.js';
@@ -387,6 +389,20 @@ async function cmdCerts(args: string[], io: Io): Promise<number> {
     const made = await ensureCertificates(outDir, names);
     io.out(`${made.created ? 'wrote' : 'kept'} ${made.caFile}, ${made.certFile}, ${made.keyFile} for ${names.dnsNames.join(', ')}`);
     io.out(`caBundle: ${Buffer.from(made.caCert).toString('base64')}`);
+    // The same pair as the Secret serve mounts (--tls-cert/--tls-key), ready to apply or commit
+    // to a secret store: `kubectl apply -f DIR/secret.yaml`.
+    const b64 = (pem: string): string => Buffer.from(pem).toString('base64');
+    const secret = {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      type: 'kubernetes.io/tls',
+      metadata: { name: 'mirrorgate-tls', namespace, labels: { 'app.kubernetes.io/name': 'mirrorgate' } },
+      data: { 'ca.crt': b64(made.caCert), 'tls.crt': b64(made.cert), 'tls.key': b64(made.key) },
+    };
+    const secretFile = join(outDir, 'secret.yaml');
+    await writeFile(secretFile, `${JSON.stringify(secret, null, 2)}\n`, { mode: 0o600 });
+    await chmod(secretFile, 0o600);
+    io.out(`wrote ${secretFile} (Secret ${namespace}/mirrorgate-tls)`);
     return 0;
   }
   // A webhook configuration's name is a DNS subdomain: dots are common (`mirrorgate.example.com`).

@@ -40,6 +40,12 @@ t.test('--out-dir writes the CA and serving pair (0600), prints the caBundle, an
   t.ok(leaf.verify(new X509Certificate(ca).publicKey), 'signed by the CA');
   t.equal(leaf.checkHost('gate.infra.svc', { subject: 'never' }), 'gate.infra.svc', 'valid for the name the API server calls');
 
+  const secret = JSON.parse(await readFile(join(dir, 'secret.yaml'), 'utf8'));
+  t.match(secret, { apiVersion: 'v1', kind: 'Secret', type: 'kubernetes.io/tls', metadata: { name: 'mirrorgate-tls', namespace: 'infra' } });
+  t.equal(unb64(secret.data['tls.crt']), await readFile(join(dir, 'tls.crt'), 'utf8'), 'the Secret holds the serving certificate');
+  t.equal(unb64(secret.data['ca.crt']), ca);
+  t.equal((await stat(join(dir, 'secret.yaml'))).mode & 0o777, 0o600, 'secret.yaml is 0600 (it holds the key)');
+
   const cert = await readFile(join(dir, 'tls.crt'), 'utf8');
   const again = capture();
   t.equal(await main(['certs', '--out-dir', dir, '--service', 'gate', '--namespace', 'infra'], again.io), 0);
