@@ -5,7 +5,7 @@
  */
 import type { CoreV1Api, Watch } from '@kubernetes/client-node';
 import type { Logger } from '../logger.js';
-import { Reflector, type ReflectorStatus } from './reflector.js';
+import { ReflectedCache } from './reflector.js';
 
 export type NamespaceModeLabel = 'audit' | 'off' | 'enforce';
 
@@ -30,12 +30,11 @@ export interface NamespaceCacheOptions {
 const MODES: readonly string[] = ['audit', 'off', 'enforce'];
 
 /** Informer cache of namespace mode labels. `start()` it; it never throws and never blocks. */
-export class NamespaceCache implements NamespaceLookup {
-  readonly #reflector: Reflector<NamespaceModeLabel>;
-  readonly #warned = new Set<string>();
-
+export class NamespaceCache extends ReflectedCache<NamespaceModeLabel> implements NamespaceLookup {
   constructor(options: NamespaceCacheOptions) {
-    this.#reflector = new Reflector<NamespaceModeLabel>({
+    // Unknown label values are warned about once each.
+    const warned = new Set<string>();
+    super({
       name: 'namespaces',
       path: '/api/v1/namespaces',
       // Only namespaces carrying the label: the API filters, so none of the others is sent.
@@ -50,8 +49,8 @@ export class NamespaceCache implements NamespaceLookup {
         if (value === undefined) return undefined;
         if (MODES.includes(value)) return value as NamespaceModeLabel;
         const name = obj.metadata?.name ?? '';
-        if (!this.#warned.has(`${name}=${value}`)) {
-          this.#warned.add(`${name}=${value}`);
+        if (!warned.has(`${name}=${value}`)) {
+          warned.add(`${name}=${value}`);
           options.log.warn({ namespace: name, label: MODE_LABEL, value }, 'namespace mode label has an unknown value; ignored (audit, enforce or off)');
         }
         return undefined;
@@ -62,29 +61,8 @@ export class NamespaceCache implements NamespaceLookup {
     });
   }
 
-  start(): this {
-    this.#reflector.start();
-    return this;
-  }
-
-  stop(): Promise<void> {
-    return this.#reflector.stop();
-  }
-
-  synced(): boolean {
-    return this.#reflector.synced();
-  }
-
-  status(): ReflectorStatus {
-    return this.#reflector.status();
-  }
-
-  /** Resolves true once the first list is in, false after `timeoutMs` without it. */
-  waitForSync(timeoutMs: number): Promise<boolean> {
-    return this.#reflector.waitForSync(timeoutMs);
-  }
 
   modeLabel(namespace: string): NamespaceModeLabel | undefined {
-    return this.#reflector.get(namespace);
+    return this.reflector.get(namespace);
   }
 }

@@ -353,3 +353,37 @@ function jitter(ms: number): number {
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null;
 }
+
+/**
+ * A cache fed by one Reflector: the lifecycle and health calls every informer-style
+ * cache exposes, in one place. Subclasses add their lookups on `reflector`.
+ */
+export class ReflectedCache<T> {
+  protected readonly reflector: Reflector<T>;
+
+  constructor(options: ReflectorOptions<T>) {
+    this.reflector = new Reflector<T>(options);
+  }
+
+  start(): this {
+    this.reflector.start();
+    return this;
+  }
+
+  stop(): Promise<void> {
+    return this.reflector.stop();
+  }
+
+  synced(): boolean {
+    return this.reflector.synced();
+  }
+
+  status(): ReflectorStatus {
+    return this.reflector.status();
+  }
+
+  /** Resolves true once the first list is in, false after `timeoutMs` without it. */
+  waitForSync(timeoutMs: number): Promise<boolean> {
+    return this.reflector.waitForSync(timeoutMs);
+  }
+}

@@ -8,7 +8,7 @@
 import { Observable, type CoreV1Api, type ConfigurationOptions, type KubernetesObject, type RequestContext, type ResponseContext, type Watch } from '@kubernetes/client-node';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
-import { describe, keyOf, Reflector, statusOf, type ReflectorStatus } from './reflector.js';
+import { describe, keyOf, ReflectedCache, statusOf } from './reflector.js';
 
 export interface ServiceAccountInfo {
   readonly namespace: string;
@@ -51,16 +51,14 @@ type LookupResult = 'cache' | 'direct' | 'miss' | 'error';
 const EMPTY: Readonly<Record<string, string>> = Object.freeze({});
 
 /** Informer cache of ServiceAccounts. `start()` it; it never throws and never blocks. */
-export class ServiceAccountCache implements ServiceAccountLookup {
-  readonly #reflector: Reflector<Readonly<Record<string, string>>>;
+export class ServiceAccountCache extends ReflectedCache<Readonly<Record<string, string>>> implements ServiceAccountLookup {
   readonly #o: ServiceAccountCacheOptions;
   readonly #keep: (key: string) => boolean;
   readonly #inflight = new Map<string, Promise<ServiceAccountInfo | undefined>>();
 
   constructor(options: ServiceAccountCacheOptions) {
-    this.#o = options;
-    this.#keep = options.keepAnnotation ?? ((k) => IDENTITY_ANNOTATION_PREFIXES.some((p) => k.startsWith(p)));
-    this.#reflector = new Reflector({
+    const keepAnnotation = options.keepAnnotation ?? ((k: string) => IDENTITY_ANNOTATION_PREFIXES.some((p) => k.startsWith(p)));
+    super({
       name: 'serviceaccounts',
       path: '/api/v1/serviceaccounts',
       list: async (token, limit) => {
@@ -68,44 +66,25 @@ export class ServiceAccountCache implements ServiceAccountLookup {
         return { items: list.items, resourceVersion: list.metadata?.resourceVersion ?? '', continue: list.metadata?._continue };
       },
       watch: options.watch,
-      keep: (obj) => this.#annotationsOf(obj),
+      keep: (obj) => keptAnnotations(obj, keepAnnotation),
       log: options.log,
       resyncMs: options.resyncMs,
       backoff: options.backoff,
     });
+    this.#o = options;
+    this.#keep = keepAnnotation;
   }
 
-  start(): this {
-    this.#reflector.start();
-    return this;
-  }
-
-  stop(): Promise<void> {
-    return this.#reflector.stop();
-  }
-
-  synced(): boolean {
-    return this.#reflector.synced();
-  }
-
-  status(): ReflectorStatus {
-    return this.#reflector.status();
-  }
-
-  /** Resolves true once the first list is in, false after `timeoutMs` without it. */
-  waitForSync(timeoutMs: number): Promise<boolean> {
-    return this.#reflector.waitForSync(timeoutMs);
-  }
 
   /** From the cache only: no API call, not counted. */
   cached(namespace: string, name: string): ServiceAccountInfo | undefined {
-    const annotations = this.#reflector.get(keyOf(namespace, name));
+    const annotations = this.reflector.get(keyOf(namespace, name));
     return annotations === undefined ? undefined : { namespace, name, annotations };
   }
 
   async get(namespace: string, name: string): Promise<ServiceAccountInfo | undefined> {
     const key = keyOf(namespace, name);
-    const cached = this.#reflector.get(key);
+    const cached = this.reflector.get(key);
     if (cached !== undefined) {
       this.#count('cache');
       return { namespace, name, annotations: cached };
@@ -127,7 +106,7 @@ export class ServiceAccountCache implements ServiceAccountLookup {
       const sa = await this.#o.core.readNamespacedServiceAccount({ name, namespace }, withSignal(abort.signal));
       const annotations = this.#annotationsOf(sa);
       // The watch will deliver it too; until then the next pod need not ask again.
-      this.#reflector.set(keyOf(namespace, name), annotations);
+      this.reflector.set(keyOf(namespace, name), annotations);
       this.#count('direct');
       this.#o.log.debug({ namespace, serviceAccount: name }, 'service account not in the cache yet; found by a direct lookup');
       return { namespace, name, annotations };
@@ -149,15 +128,7 @@ export class ServiceAccountCache implements ServiceAccountLookup {
   }
 
   #annotationsOf(obj: KubernetesObject): Readonly<Record<string, string>> {
-    const all = obj.metadata?.annotations;
-    if (!all) return EMPTY;
-    let kept: Record<string, string> | undefined;
-    for (const [k, v] of Object.entries(all)) {
-      if (!this.#keep(k)) continue;
-      kept ??= {};
-      kept[k] = v;
-    }
-    return kept ? Object.freeze(kept) : EMPTY;
+    return keptAnnotations(obj, this.#keep);
   }
 
   #count(result: LookupResult): void {
@@ -179,4 +150,17 @@ export function withSignal(signal: AbortSignal): ConfigurationOptions {
     ],
     middlewareMergeStrategy: 'append',
   };
+}
+
+/** The annotations of `obj` that `keep` accepts (a frozen shared empty object when none). */
+function keptAnnotations(obj: KubernetesObject, keep: (key: string) => boolean): Readonly<Record<string, string>> {
+  const all = obj.metadata?.annotations;
+  if (!all) return EMPTY;
+  let kept: Record<string, string> | undefined;
+  for (const [k, v] of Object.entries(all)) {
+    if (!keep(k)) continue;
+    kept ??= {};
+    kept[k] = v;
+  }
+  return kept ? Object.freeze(kept) : EMPTY;
 }
