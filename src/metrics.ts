@@ -43,6 +43,8 @@ export interface Metrics {
   readonly certificateExpiry: Gauge<'certificate'>;
   /** Bounded registry label value. */
   registryLabel(registry: string): string;
+  /** Count one answered admission and observe its duration (hot path: children cached). */
+  countAdmission(operation: string, result: AdmissionResult, seconds: number): void;
   /** Count a rewrite (hot path: labelled children are cached, label values bounded). */
   countRewrite(sourceRegistry: string, targetRegistry: string, mode: string): void;
   /** Count a policy violation (hot path, as countRewrite). */
@@ -139,6 +141,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: 
     labelNames: ['certificate'] as const,
     registers: [registry],
   });
+  const admissionChild = cachedChildren(admissionRequests);
   const rewriteChild = cachedChildren(imageRewrites);
   const violationChild = cachedChildren(policyViolations);
   return {
@@ -155,6 +158,10 @@ export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: 
     copyBytes,
     serviceAccountLookups,
     registryLabel: (r) => limiter.value(r),
+    countAdmission: (operation, result, seconds) => {
+      admissionChild({ operation, result }, `${operation}\0${result}`).inc();
+      admissionDuration.observe(seconds);
+    },
     countRewrite: (source, target, mode) => {
       const s = limiter.value(source);
       const t = limiter.value(target);

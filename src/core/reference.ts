@@ -246,10 +246,32 @@ function fail(input: string, detail: string): ParseResult {
  * The host is then lowercased (DNS is case-insensitive), and Docker Hub's rules apply to
  * the lowercased host, so `Docker.IO/nginx` means `docker.io/library/nginx`.
  *
+ * Answers are memoised (results are immutable and depend on the input only): the same
+ * images come back in pod after pod, and the admission path parses each one up to
+ * three times (rule, policy, report).
+ *
  * @param input an image reference as written in a pod spec, e.g. `nginx:1.14.2`
  * @returns the normalised reference, or a reason that quotes the input
  */
 export function parseReference(input: string): ParseResult {
+  if (typeof input !== 'string') return parseUncached(input);
+  let result = memo.get(input);
+  if (result === undefined) {
+    result = Object.freeze(parseUncached(input));
+    if (result.ok) Object.freeze(result.ref);
+    // Bounded whatever the input: when full, start over (cheaper than LRU bookkeeping,
+    // and a working set of images is far smaller than the bound).
+    if (memo.size >= MEMO_MAX) memo.clear();
+    memo.set(input, result);
+  }
+  return result;
+}
+
+/** Distinct references remembered by {@link parseReference}: about 1 MB at most. */
+const MEMO_MAX = 4096;
+const memo = new Map<string, ParseResult>();
+
+function parseUncached(input: string): ParseResult {
   if (typeof input !== 'string') {
     return { ok: false, reason: `invalid image reference: expected a string, got ${input === null ? 'null' : typeof input}` };
   }

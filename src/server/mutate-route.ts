@@ -121,8 +121,7 @@ async function handle(deps: MutateDeps, admissionLine: (fields: LineFields) => v
         : allowed(request.uid, { warnings: ['mirrorgate: internal error; admitted unchanged by failurePolicy Ignore'] });
   }
   const seconds = (deps.now() - started) / 1000;
-  deps.metrics.admissionRequests.inc({ operation: label, result });
-  deps.metrics.admissionDuration.observe(seconds);
+  deps.metrics.countAdmission(label, result, seconds);
   // One line per admission: what was decided and how long it took. Written by the fast
   // line writer: pino's generic path was the largest single cost of an admission.
   admissionLine({

@@ -427,3 +427,23 @@ t.test('normaliseRegistryHost', async (t) => {
   ];
   for (const [input, expected] of cases) t.equal(normaliseRegistryHost(input), expected, input);
 });
+
+t.test('parseReference remembers answers without letting them change', async (t) => {
+  const first = parseReference('quay.io/prometheus/node-exporter:v1.8.1');
+  const again = parseReference('quay.io/prometheus/node-exporter:v1.8.1');
+  t.equal(again, first, 'the same answer object for the same input');
+  t.ok(first.ok && Object.isFrozen(first) && Object.isFrozen(first.ref), 'answers and references are frozen');
+  if (first.ok) t.throws(() => ((first.ref as { registry: string }).registry = 'evil.example.com'), TypeError, 'a caller cannot alter the shared answer');
+  t.equal(parseReference('quay.io/prometheus/node-exporter:v1.8.1').ok && first.ok && first.ref.registry, 'quay.io');
+  const bad = parseReference('Nginx');
+  t.same(parseReference('Nginx'), bad, 'failures are remembered as well');
+  // Far more distinct inputs than the memo holds: every answer is still right.
+  for (let i = 0; i < 10_000; i++) {
+    const r = parseReference(`registry.example.com/team/app-${i}:v${i}`);
+    if (!r.ok || r.ref.repository !== `team/app-${i}` || r.ref.tag !== `v${i}`) {
+      t.fail(`answer ${i} wrong after the memo filled: ${JSON.stringify(r)}`);
+      return;
+    }
+  }
+  t.same(parseReference('quay.io/prometheus/node-exporter:v1.8.1'), first, 'an input dropped from the memo parses the same again');
+});
