@@ -3,7 +3,9 @@
  * ServiceAccount, keeping only the annotations the identity providers read, plus one
  * bounded direct GET on a miss. The miss matters: a ServiceAccount created a moment
  * before its pod (`kubectl apply` of both, Helm) may not have reached the cache yet,
- * the race amazon-eks-pod-identity-webhook users hit (its issue #174).
+ * the race amazon-eks-pod-identity-webhook users hit (its issue #174). A GET that found
+ * nothing or failed is remembered briefly, so a missing account or an API outage costs
+ * the API server one request per second per account, not one per admission.
  */
 import { Observable, type CoreV1Api, type ConfigurationOptions, type KubernetesObject, type RequestContext, type ResponseContext, type Watch } from '@kubernetes/client-node';
 import type { Logger } from '../logger.js';
@@ -40,6 +42,15 @@ export interface ServiceAccountCacheOptions {
   readonly metrics?: Pick<Metrics, 'serviceAccountLookups'> | undefined;
   /** Bound of the direct GET on a miss (default 200 ms). */
   readonly waitMs?: number | undefined;
+  /**
+   * How long a direct GET that found nothing (404) or failed is remembered (default
+   * 1000 ms): admissions for that account meanwhile answer unknown at once instead of
+   * each asking the API server again. The watch still delivers the account the moment
+   * it exists, and the cache answers before this memory is consulted.
+   */
+  readonly unknownTtlMs?: number | undefined;
+  /** Monotonic milliseconds (default performance.now). */
+  readonly now?: (() => number) | undefined;
   /** Which annotations to keep (default: {@link IDENTITY_ANNOTATION_PREFIXES}). */
   readonly keepAnnotation?: ((key: string) => boolean) | undefined;
   readonly resyncMs?: number | undefined;
@@ -48,6 +59,9 @@ export interface ServiceAccountCacheOptions {
 
 type LookupResult = 'cache' | 'direct' | 'miss' | 'error';
 
+/** Accounts remembered as unknown at most; beyond, the memory starts over. */
+const MAX_REMEMBERED_UNKNOWN = 10_000;
+
 const EMPTY: Readonly<Record<string, string>> = Object.freeze({});
 
 /** Informer cache of ServiceAccounts. `start()` it; it never throws and never blocks. */
@@ -55,6 +69,9 @@ export class ServiceAccountCache extends ReflectedCache<Readonly<Record<string, 
   readonly #o: ServiceAccountCacheOptions;
   readonly #keep: (key: string) => boolean;
   readonly #inflight = new Map<string, Promise<ServiceAccountInfo | undefined>>();
+  /** Direct GETs that answered nothing: until when, and what they answered. */
+  readonly #unknown = new Map<string, { readonly until: number; readonly result: 'miss' | 'error' }>();
+  readonly #now: () => number;
 
   constructor(options: ServiceAccountCacheOptions) {
     const keepAnnotation = options.keepAnnotation ?? ((k: string) => IDENTITY_ANNOTATION_PREFIXES.some((p) => k.startsWith(p)));
@@ -73,6 +90,7 @@ export class ServiceAccountCache extends ReflectedCache<Readonly<Record<string, 
     });
     this.#o = options;
     this.#keep = keepAnnotation;
+    this.#now = options.now ?? (() => performance.now());
   }
 
 
@@ -88,6 +106,17 @@ export class ServiceAccountCache extends ReflectedCache<Readonly<Record<string, 
     if (cached !== undefined) {
       this.#count('cache');
       return { namespace, name, annotations: cached };
+    }
+    // Asked a moment ago and not found, or the API failed: without this every admission
+    // of a workload whose account is missing (or every admission during an API outage)
+    // would send the API server a GET, when it can least afford them.
+    const remembered = this.#unknown.get(key);
+    if (remembered !== undefined) {
+      if (this.#now() < remembered.until) {
+        this.#count(remembered.result);
+        return undefined;
+      }
+      this.#unknown.delete(key);
     }
     // Concurrent admissions of one workload's pods share one GET.
     let pending = this.#inflight.get(key);
@@ -112,10 +141,12 @@ export class ServiceAccountCache extends ReflectedCache<Readonly<Record<string, 
       return { namespace, name, annotations };
     } catch (err) {
       if (statusOf(err) === 404) {
+        this.#rememberUnknown(namespace, name, 'miss');
         this.#count('miss');
         this.#o.log.debug({ namespace, serviceAccount: name }, 'service account not found');
         return undefined;
       }
+      this.#rememberUnknown(namespace, name, 'error');
       this.#count('error');
       this.#o.log.warn(
         { namespace, serviceAccount: name, waitMs, error: abort.signal.aborted ? `no answer within ${waitMs} ms` : describe(err) },
@@ -125,6 +156,13 @@ export class ServiceAccountCache extends ReflectedCache<Readonly<Record<string, 
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  #rememberUnknown(namespace: string, name: string, result: 'miss' | 'error'): void {
+    const ttl = this.#o.unknownTtlMs ?? 1000;
+    if (ttl <= 0) return;
+    if (this.#unknown.size >= MAX_REMEMBERED_UNKNOWN) this.#unknown.clear();
+    this.#unknown.set(keyOf(namespace, name), { until: this.#now() + ttl, result });
   }
 
   #annotationsOf(obj: KubernetesObject): Readonly<Record<string, string>> {

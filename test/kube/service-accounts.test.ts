@@ -21,7 +21,7 @@ function ns(name: string): KubeObject {
   return { apiVersion: 'v1', kind: 'Namespace', metadata: { name } };
 }
 
-async function setup(t: { teardown(fn: () => unknown): void }, opts: { api?: KubeApi; resyncMs?: number; waitMs?: number } = {}) {
+async function setup(t: { teardown(fn: () => unknown): void }, opts: { api?: KubeApi; resyncMs?: number; waitMs?: number; now?: () => number; unknownTtlMs?: number } = {}) {
   const api = opts.api ?? (await startKubeApi());
   t.teardown(() => api.close());
   const kubeconfig = await kubeconfigFor(api);
@@ -29,7 +29,7 @@ async function setup(t: { teardown(fn: () => unknown): void }, opts: { api?: Kub
   const log = createLogger({ level: 'debug', destination: logs });
   const metrics = createMetrics({ defaultMetrics: false });
   const client = loadKubeClient({ file: kubeconfig });
-  const cache = new ServiceAccountCache({ core: client.core, watch: client.watch, log, metrics, backoff: BACKOFF, resyncMs: opts.resyncMs ?? 0, waitMs: opts.waitMs });
+  const cache = new ServiceAccountCache({ core: client.core, watch: client.watch, log, metrics, backoff: BACKOFF, resyncMs: opts.resyncMs ?? 0, waitMs: opts.waitMs, now: opts.now, unknownTtlMs: opts.unknownTtlMs });
   t.teardown(() => cache.stop());
   return { api, cache, logs, metrics };
 }
@@ -107,6 +107,51 @@ t.test('the ServiceAccount race: a miss in the cache, then a direct GET finds it
   api.put(sa('team-a', 'slow'));
   t.equal(await cache.get('team-a', 'slow'), undefined, 'no answer within waitMs: unknown');
   t.same(await lookups(metrics), { cache: 1, direct: 1, miss: 1, error: 1 });
+});
+
+t.test('an account the API does not know is asked for once per second, not once per admission', async (t) => {
+  let clock = 0;
+  const { api, cache, metrics } = await setup(t, { now: () => clock, unknownTtlMs: 1000 });
+  api.put(ns('team-a'));
+  cache.start();
+  await cache.waitForSync(5000);
+  for (let i = 0; i < 20; i++) t.equal(await cache.get('team-a', 'ghost'), undefined, `admission ${i}: unknown`);
+  t.equal(directGets(api), 1, 'one GET for 20 admissions');
+  clock += 999;
+  t.equal(await cache.get('team-a', 'ghost'), undefined);
+  t.equal(directGets(api), 1, 'still remembered just before the TTL ends');
+  clock += 2;
+  t.equal(await cache.get('team-a', 'ghost'), undefined);
+  t.equal(directGets(api), 2, 'asked again once the TTL is over');
+
+  // Created now: the watch delivers it and the cache answers before the memory does.
+  api.put(sa('team-a', 'ghost', { 'eks.amazonaws.com/role-arn': 'arn:aws:iam::1:role/ghost' }));
+  await waitFor('delivered by the watch', () => cache.cached('team-a', 'ghost') !== undefined);
+  t.same((await cache.get('team-a', 'ghost'))?.annotations, { 'eks.amazonaws.com/role-arn': 'arn:aws:iam::1:role/ghost' }, 'found within the TTL');
+  t.equal(directGets(api), 2);
+  t.same(await lookups(metrics), { cache: 1, direct: 0, miss: 22, error: 0 });
+});
+
+t.test('a failing API is asked once per TTL; other accounts are not held back', async (t) => {
+  let clock = 0;
+  const { api, cache, metrics } = await setup(t, { now: () => clock, unknownTtlMs: 1000 });
+  api.put(ns('team-a'));
+  cache.start();
+  await cache.waitForSync(5000);
+  await waitFor('watch open', () => api.openWatches() === 1);
+  api.failNextGet(500, '/serviceaccounts/flaky');
+  t.equal(await cache.get('team-a', 'flaky'), undefined, 'a 500: unknown');
+  for (let i = 0; i < 10; i++) await cache.get('team-a', 'flaky');
+  t.equal(directGets(api), 1, 'no GET while the failure is remembered');
+  t.equal(await cache.get('team-a', 'other'), undefined, 'another account');
+  t.equal(directGets(api), 2, 'is asked for on its own');
+  clock += 1001;
+  // Meanwhile the account appeared without the watch seeing it yet.
+  api.onNext({ method: 'GET', watch: true, delayMs: 1500 });
+  api.dropWatches();
+  api.put(sa('team-a', 'flaky', { 'azure.workload.identity/client-id': 'c1' }));
+  t.same((await cache.get('team-a', 'flaky'))?.annotations, { 'azure.workload.identity/client-id': 'c1' }, 'found by a direct GET after the TTL');
+  t.same(await lookups(metrics), { cache: 0, direct: 1, miss: 1, error: 11 });
 });
 
 t.test('history expired (410): relist, whether as an ERROR event or an HTTP 410', async (t) => {
