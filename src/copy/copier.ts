@@ -639,25 +639,43 @@ class ChunkReader {
 // ---------------------------------------------------------------------------------------
 // Requests, retries, limits
 
-async function call(ctx: Ctx, ep: RegistryEndpoint, req: Parameters<RegistryClient['request']>[1]): Promise<RegistryResponse> {
+/** A registry's answer with the endpoint that gave it, so a refusal can name the registry. */
+type Answer = RegistryResponse & { endpoint: RegistryEndpoint };
+
+async function call(ctx: Ctx, ep: RegistryEndpoint, req: Parameters<RegistryClient['request']>[1]): Promise<Answer> {
   try {
-    return await ctx.opts.client.request(ep, { ...req, ...(ctx.opts.signal ? { signal: ctx.opts.signal } : {}) });
+    return { ...(await ctx.opts.client.request(ep, { ...req, ...(ctx.opts.signal ? { signal: ctx.opts.signal } : {}) })), endpoint: ep };
   } catch (err) {
     if (err instanceof RegistryError) {
       const code: CopyErrorCode = err.code === 'unauthorized' ? 'unauthorized' : 'unreachable';
       const transient = err.code === 'unreachable' || (err.code === 'timeout' && !ctx.opts.signal?.aborted) || (err.code === 'token' && (err.status ?? 0) >= 500);
-      throw new CopyError(code, `${ep.host}: ${err.message}`, { transient, cause: err, ...(err.status === undefined ? {} : { status: err.status }) });
+      // The client says only `unauthorized` when a Bearer token service refused us; say who and why.
+      const message =
+        err.code === 'unauthorized'
+          ? `${ep.host}: authentication failed: its token service refused ${ep.auth ? 'the credentials' : 'anonymous access'} (HTTP ${err.status ?? 401})${noCredentials(ep)}`
+          : `${ep.host}: ${err.message}`;
+      throw new CopyError(code, message, { transient, cause: err, ...(err.status === undefined ? {} : { status: err.status }) });
     }
     throw err;
   }
 }
 
+/** A hint for refusals of a registry we sent no credentials to. */
+function noCredentials(ep: RegistryEndpoint): string {
+  return ep.auth ? '' : '; no credentials are configured for it';
+}
+
 /** Throw a CopyError (transient for 429 and 5xx, with Retry-After) unless the status is expected. */
-async function expectStatus(res: RegistryResponse, ok: number[], what: string): Promise<void> {
+async function expectStatus(res: Answer, ok: number[], what: string): Promise<void> {
   if (ok.includes(res.status)) return;
   const detail = await errorDetail(res);
   const status = res.status;
-  if (status === 401 || status === 403) throw new CopyError('unauthorized', `${what}: unauthorized (HTTP ${status})${detail}`, { status });
+  if (status === 401 || status === 403) {
+    // 401: Basic credentials refused, or a Bearer token without access to the repository
+    // (anonymous, or a user without rights); name the registry, the step alone does not say which.
+    const why = status === 401 ? 'authentication failed' : 'access denied';
+    throw new CopyError('unauthorized', `${what}: ${why} at ${res.endpoint.host} (HTTP ${status}${detail})${noCredentials(res.endpoint)}`, { status });
+  }
   const transient = status === 429 || status >= 500;
   const retryAfterMs = transient ? retryAfter(headerValue(res, 'retry-after')) : undefined;
   throw new CopyError('registry', `${what}: HTTP ${status}${detail}`, { status, transient, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) });

@@ -1,11 +1,12 @@
 /**
  * Helpers for the copier tests: a forwarding proxy on loopback (to inject a 429, to watch
- * bytes flow), a manifest digest probe independent of src/, and an image with a large layer.
+ * bytes flow), a manifest probe independent of src/ (Basic or Bearer auth), and an image
+ * with a large layer.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { TestRegistry } from '../support/registry.js';
+import type { Credentials, TestRegistry } from '../support/registry.js';
 
 export interface Proxy {
   url: string;
@@ -60,8 +61,12 @@ export async function startProxy(upstream: string, hooks: ProxyHooks = {}): Prom
   return proxy;
 }
 
+function basicHeader(auth: Credentials | undefined): Record<string, string> {
+  return auth ? { authorization: `Basic ${Buffer.from(`${auth.username}:${auth.password}`).toString('base64')}` } : {};
+}
+
 function authHeader(reg: TestRegistry): Record<string, string> {
-  return reg.auth ? { authorization: `Basic ${Buffer.from(`${reg.auth.username}:${reg.auth.password}`).toString('base64')}` } : {};
+  return basicHeader(reg.auth);
 }
 
 const ACCEPT = [
@@ -71,18 +76,70 @@ const ACCEPT = [
   'application/vnd.docker.distribution.manifest.v2+json',
 ].join(', ');
 
-/** `Docker-Content-Digest` of `name:ref` as the registry answers it (undefined when absent), like `crane digest`. */
-export function headDigest(reg: TestRegistry, name: string, ref: string): Promise<string | undefined> {
+interface Read {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: Buffer;
+}
+
+function exchange(url: URL, method: string, headers: Record<string, string>): Promise<Read> {
   return new Promise((resolve, reject) => {
-    const req = http.request(`${reg.url}/v2/${name}/manifests/${ref}`, { method: 'HEAD', headers: { accept: ACCEPT, ...authHeader(reg) }, agent: false }, (res) => {
-      res.resume();
-      if (res.statusCode === 404) resolve(undefined);
-      else if (res.statusCode === 200) resolve(String(res.headers['docker-content-digest']));
-      else reject(new Error(`HEAD ${name}:${ref}: HTTP ${res.statusCode}`));
+    const req = http.request(url, { method, headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
     });
     req.on('error', reject);
     req.end();
   });
+}
+
+/**
+ * A pull token for `name` from the realm of a Bearer challenge, fetched with `auth`, or
+ * undefined when the challenge is not Bearer.
+ */
+export async function pullToken(challenge: string, name: string, auth: Credentials | undefined, actions = 'pull'): Promise<string | undefined> {
+  if (!/^bearer\b/i.test(challenge)) return undefined;
+  const params: Record<string, string> = {};
+  for (const m of challenge.matchAll(/(\w+)="([^"]*)"/g)) params[m[1]!.toLowerCase()] = m[2]!;
+  if (!params.realm) return undefined;
+  const realm = new URL(params.realm);
+  if (params.service) realm.searchParams.set('service', params.service);
+  realm.searchParams.set('scope', `repository:${name}:${actions}`);
+  const res = await exchange(realm, 'GET', basicHeader(auth));
+  if (res.status !== 200) throw new Error(`token for ${name}: HTTP ${res.status}`);
+  const parsed = JSON.parse(res.body.toString()) as { token?: string; access_token?: string };
+  return parsed.token ?? parsed.access_token;
+}
+
+/** GET or HEAD a manifest, answering a Basic or Bearer challenge with `auth` (default the registry's htpasswd user). */
+async function readManifest(reg: TestRegistry, method: 'GET' | 'HEAD', name: string, ref: string, auth: Credentials | undefined): Promise<Read> {
+  const url = new URL(`/v2/${name}/manifests/${ref}`, reg.url);
+  let res = await exchange(url, method, { accept: ACCEPT, ...basicHeader(auth) });
+  if (res.status === 401) {
+    const token = await pullToken(String(res.headers['www-authenticate'] ?? ''), name, auth);
+    if (token !== undefined) res = await exchange(url, method, { accept: ACCEPT, authorization: `Bearer ${token}` });
+  }
+  return res;
+}
+
+/**
+ * `Docker-Content-Digest` of `name:ref` as the registry answers it (undefined when absent),
+ * like `crane digest`; behind Bearer auth, with a pull token fetched with `auth`.
+ */
+export async function headDigest(reg: TestRegistry, name: string, ref: string, auth: Credentials | undefined = reg.auth): Promise<string | undefined> {
+  const res = await readManifest(reg, 'HEAD', name, ref, auth);
+  if (res.status === 404) return undefined;
+  if (res.status === 200) return String(res.headers['docker-content-digest']);
+  throw new Error(`HEAD ${name}:${ref}: HTTP ${res.status}`);
+}
+
+/** The bytes of manifest `name:ref`, as `headDigest` reaches them. */
+export async function manifestBytes(reg: TestRegistry, name: string, ref: string, auth: Credentials | undefined = reg.auth): Promise<Buffer> {
+  const res = await readManifest(reg, 'GET', name, ref, auth);
+  if (res.status !== 200) throw new Error(`GET ${name}:${ref}: HTTP ${res.status}`);
+  return res.body;
 }
 
 /**

@@ -117,7 +117,7 @@ export interface TokenServerOptions {
   service?: string;
   /** The registry's `auth.token.issuer` (default `mirrorgate-test-issuer`). */
   issuer?: string;
-  /** Accepted Basic credentials, user to password. A known user gets every action it asks for. */
+  /** Accepted Basic credentials, user to password. A known user gets every action it asks for (see `grant`). */
   users?: Record<string, string>;
   /**
    * What a request without credentials gets: `none` (default) a token without any access, as
@@ -127,6 +127,11 @@ export interface TokenServerOptions {
   anonymous?: 'none' | 'pull';
   /** `expires_in` of issued tokens in seconds (default 300). */
   expiresIn?: number;
+  /**
+   * Narrow what a known user gets for one scope (default: every action asked for), e.g. to
+   * withhold `pull` on a repository. Asked on every request, so a test may change its mind.
+   */
+  grant?: (user: string, type: string, name: string, actions: string[]) => string[];
 }
 
 /** One request the token server answered, for tests to count and inspect. */
@@ -206,6 +211,7 @@ export async function startTokenServer(opts: TokenServerOptions = {}): Promise<T
       const name = scope.slice(first + 1, last);
       let actions = scope.slice(last + 1).split(',').filter(Boolean);
       if (!known) actions = opts.anonymous === 'pull' ? actions.filter((a) => a === 'pull') : [];
+      else if (opts.grant) actions = opts.grant(record.user ?? '', type, name, actions);
       if (actions.length > 0) access.push({ type, name, actions });
     }
     const token = signRegistryToken(signer, { issuer, service, subject: record.user ?? '', access, expiresIn });
