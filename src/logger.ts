@@ -83,6 +83,10 @@ export function infoLineWriter(log: Logger, msg: string): (fields: LineFields) =
       const value = fields[key];
       if (value !== undefined) line += `,${JSON.stringify(key)}:${JSON.stringify(value)}`;
     }
-    stream.write(line + tail);
+    try {
+      stream.write(line + tail);
+    } catch {
+      // A log that cannot be written must not fail the admission that wrote it.
+    }
   };
 }

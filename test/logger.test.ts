@@ -47,3 +47,9 @@ t.test('the fast line follows the logger level, also after a change', async (t) 
   line({ uid: 'loud' });
   t.match(sink.lines, [{ level: 'info', uid: 'loud', msg: 'admission', name: 'mirrorgate' }]);
 });
+
+t.test('a destination that throws does not fail the caller', async (t) => {
+  const broken = { write: (): boolean => { throw new Error('EPIPE'); } };
+  const log = createLogger({ level: 'info', destination: broken });
+  t.doesNotThrow(() => infoLineWriter(log, 'admission')({ uid: 'u' }));
+});

@@ -181,15 +181,20 @@ function record(deps: MutateDeps, evaluation: Evaluation, mode: Mode): void {
   const plan = evaluation.plan;
   if (plan === undefined) return;
   for (const d of plan.decisions) {
-    if ((d.action === 'rewritten' || d.action === 'would-rewrite') && d.sourceRegistry !== undefined && d.rule !== undefined) {
+    if (isRewrite(d) && d.sourceRegistry !== undefined && d.rule !== undefined) {
       deps.metrics.countRewrite(d.sourceRegistry, d.rule.to.host, mode);
     }
     if (d.violation !== undefined) deps.metrics.countViolation(d.violationRegistry ?? 'invalid', mode);
   }
 }
 
+/** A rewrite made (enforce) or that would be made (audit). */
+function isRewrite(d: { readonly action: string }): boolean {
+  return d.action === 'rewritten' || d.action === 'would-rewrite';
+}
+
 function rewriteCount(decisions: readonly { readonly action: string }[]): number {
   let n = 0;
-  for (const d of decisions) if (d.action === 'rewritten' || d.action === 'would-rewrite') n++;
+  for (const d of decisions) if (isRewrite(d)) n++;
   return n;
 }
