@@ -172,7 +172,7 @@ async function cmdRewrite(args: string[], io: Io): Promise<number> {
       image,
       decision: d.kind === 'rewrite' ? 'rewrite' : d.kind === 'invalid' ? 'invalid' : `unchanged (${d.reason})`,
       result: final,
-      rule: d.kind === 'rewrite' ? `rules[${d.rule.index}] ${d.rule.from.source} -> ${d.rule.to.source}${d.rule.verify ? ' (verify)' : ''}` : undefined,
+      rule: d.kind === 'rewrite' ? `rules[${d.rule.index}] ${d.rule.from.source} -> ${d.rule.targets.map((x) => x.to.source).join(', ')}${d.rule.verify ? ' (verify)' : ''}` : undefined,
       reason: d.kind === 'invalid' ? d.reason : d.kind === 'unchanged' ? d.detail : undefined,
       policy: verdict.allowed ? (config.policy ? 'allowed' : 'no policy') : `denied: ${verdict.message}`,
     };

@@ -208,7 +208,12 @@ export function validateConfig(raw: unknown, source = 'config'): Config {
     }
     c.keys(r, at, ['from', 'to', 'verify', 'copyOnMiss']);
     const from = c.string(r, 'from', `${at}.from`);
-    const to = c.string(r, 'to', `${at}.to`);
+    // One target, or a list in order of preference.
+    let to: string | string[] | undefined;
+    if (Array.isArray(r.to)) {
+      const list = c.stringList(r.to, `${at}.to`);
+      if (list.values.length === r.to.length) to = list.values;
+    } else to = c.string(r, 'to', `${at}.to`);
     const verify = c.bool(r, 'verify', `${at}.verify`);
     const copyOnMiss = c.bool(r, 'copyOnMiss', `${at}.copyOnMiss`);
     if (from !== undefined && to !== undefined) {

@@ -9,10 +9,12 @@ import { judgeImage, judgeRef, type Policy } from './policy.js';
 import { secretsNeeded, type PullSecret } from './pull-secrets.js';
 import { parseReference, type ImageReference } from './reference.js';
 import { planIdentity, type IdentitySettings, type ServiceAccountInfo } from './identity/wiring.js';
-import { decideRewrite, type Rule, type RuleSet } from './rules.js';
+import { decideRewrite, type Candidate, type Rule, type RuleSet } from './rules.js';
 
 export const ANNOTATION_REWRITE = 'mirrorgate.io/rewrite';
 export const ANNOTATION_ORIGINAL_IMAGES = 'mirrorgate.io/original-images';
+/** Container name → the target prefix that served it, for rewrites by rules with several targets. */
+export const ANNOTATION_SERVED_BY = 'mirrorgate.io/served-by';
 export const ANNOTATION_MIRROR_POD = 'kubernetes.io/config.mirror';
 
 export type Mode = 'enforce' | 'audit';
@@ -152,6 +154,8 @@ export interface ContainerDecision {
   readonly rule: Rule | undefined;
   /** The rewrite target, also for would-rewrite/missing/unverified. */
   readonly target: string | undefined;
+  /** Which of the rule's targets `target` is on (0: the first); undefined without a rule. */
+  readonly targetIndex?: number | undefined;
   /** Set when policy rejects the final image. */
   readonly violation: string | undefined;
   readonly violationRegistry: string | undefined;
@@ -225,22 +229,33 @@ export function planPod(input: PlanInput, settings: Settings, verify?: VerifyAns
       continue;
     }
     let action: ContainerAction = mode === 'audit' ? 'would-rewrite' : 'rewritten';
+    // The target that serves: the first in order that holds the image (all are asked at once).
+    let chosen = d.candidates[0] as Candidate;
     if (d.rule.verify) {
-      const outcome = verify?.outcomes.get(d.rewritten);
-      if (outcome === undefined) {
-        if (!toVerify.includes(d.rewritten)) toVerify.push(d.rewritten);
-      } else if (outcome === 'absent') {
-        action = 'missing';
-      } else if (outcome === 'unreachable') {
-        const fallback = verify?.onUnreachable ?? 'original';
-        if (fallback === 'original') action = 'unverified';
-        else if (fallback === 'deny') {
-          unreachableDenials.push(`container "${container.name}": cannot verify that ${d.rewritten} is in the mirror (registry unreachable)`);
+      const outcomes = d.candidates.map((c) => verify?.outcomes.get(c.rewritten));
+      if (outcomes.some((o) => o === undefined)) {
+        for (const c of d.candidates) if (!toVerify.includes(c.rewritten)) toVerify.push(c.rewritten);
+      } else {
+        const present = outcomes.indexOf('present');
+        const unreachable = outcomes.indexOf('unreachable');
+        if (present !== -1) chosen = d.candidates[present] as Candidate;
+        else if (unreachable === -1) action = 'missing';
+        else {
+          // No target holds it; the first that could not be asked is the one a fallback uses.
+          chosen = d.candidates[unreachable] as Candidate;
+          const fallback = verify?.onUnreachable ?? 'original';
+          if (fallback === 'original') action = 'unverified';
+          else if (fallback === 'deny') {
+            unreachableDenials.push(`container "${container.name}": cannot verify that ${chosen.rewritten} is in the mirror (registry unreachable)`);
+          }
         }
       }
     }
     const keep = action === 'missing' || action === 'unverified';
-    decisions.push(decision(container, action, image, keep ? image : d.rewritten, sourceRegistry, d.rule, d.rewritten, d.ref, d.rewrittenRef));
+    decisions.push({
+      ...decision(container, action, image, keep ? image : chosen.rewritten, sourceRegistry, d.rule, chosen.rewritten, d.ref, chosen.ref),
+      targetIndex: chosen.index,
+    });
   }
 
   // Policy is judged on what would run after this webhook: in audit mode that is the
@@ -264,7 +279,15 @@ export function planPod(input: PlanInput, settings: Settings, verify?: VerifyAns
   const rewrites = judged.filter((d) => d.action === 'rewritten' || d.action === 'would-rewrite');
 
   for (const d of judged) {
-    if (d.action === 'missing') warnings.push(`mirrorgate: container "${d.container.name}": ${d.original ?? ''} is not in the mirror yet; kept`);
+    const n = d.rule?.targets.length ?? 1;
+    if (d.action === 'missing') {
+      warnings.push(`mirrorgate: container "${d.container.name}": ${d.original ?? ''} is not in ${n > 1 ? `any of the ${n} mirrors` : 'the mirror'} yet; kept`);
+    }
+    if ((d.action === 'rewritten' || d.action === 'would-rewrite') && (d.targetIndex ?? 0) > 0 && d.rule !== undefined) {
+      // A fallback served: say which, and that the ones before it did not hold the image.
+      const i = d.targetIndex ?? 0;
+      warnings.push(`mirrorgate: container "${d.container.name}": served by target ${i + 1} of ${n}, ${d.rule.targets[i]?.target ?? ''}; earlier targets absent or unreachable`);
+    }
     if (d.action === 'unverified') warnings.push(`mirrorgate: container "${d.container.name}": mirror unreachable; kept ${d.original ?? ''}`);
   }
 
@@ -331,6 +354,8 @@ export function planPod(input: PlanInput, settings: Settings, verify?: VerifyAns
   if (operation === 'CREATE') {
     const annotations: Record<string, string> = { ...wiring.annotations };
     if (rewrites.length > 0) annotations[ANNOTATION_ORIGINAL_IMAGES] = originalImagesValue(pod, rewrites);
+    const multi = rewrites.filter((d) => (d.rule?.targets.length ?? 1) > 1);
+    if (multi.length > 0) annotations[ANNOTATION_SERVED_BY] = servedByValue(pod, multi);
     operations.push(...annotationOps(pod, annotations));
     operations.push(...pullSecretOps(pod, judged, settings.pullSecrets));
     operations.push(...wiring.operations);
@@ -407,6 +432,22 @@ function originalImagesValue(pod: PodView, rewrites: readonly ContainerDecision[
     }
   }
   for (const d of rewrites) if (record[d.container.name] === undefined) record[d.container.name] = d.original ?? '';
+  return JSON.stringify(record);
+}
+
+/** Container name → the target prefix that served, merged over reinvocations like the originals. */
+function servedByValue(pod: PodView, rewrites: readonly ContainerDecision[]): string {
+  const record: Record<string, string> = {};
+  const existing = pod.annotations?.[ANNOTATION_SERVED_BY];
+  if (existing !== undefined) {
+    try {
+      const parsed: unknown = JSON.parse(existing);
+      if (isObject(parsed)) for (const [k, v] of Object.entries(parsed)) if (typeof v === 'string') record[k] = v;
+    } catch {
+      // A mangled record is replaced by what this pass knows.
+    }
+  }
+  for (const d of rewrites) record[d.container.name] ??= d.rule?.targets[d.targetIndex ?? 0]?.target ?? '';
   return JSON.stringify(record);
 }
 

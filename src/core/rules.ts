@@ -15,18 +15,32 @@ import { parseReference, type ImageReference } from './reference.js';
 
 export interface RuleInput {
   readonly from: string;
-  readonly to: string;
+  /** One target, or targets in order of preference (several need `verify`). */
+  readonly to: string | readonly string[];
   readonly verify?: boolean | undefined;
   readonly copyOnMiss?: boolean | undefined;
 }
 
-export interface Rule {
-  readonly index: number;
-  readonly from: RegistryPattern;
+/** One rewrite target of a rule. */
+export interface RuleTarget {
   /** The target as a pattern (exact host, path prefix), for idempotence checks. */
   readonly to: RegistryPattern;
   /** `host[:port][/prefix]` as it is prepended to the remaining path. */
   readonly target: string;
+}
+
+/** At most this many targets per rule: each is a registry request per uncached image. */
+export const MAX_TARGETS = 8;
+
+export interface Rule {
+  readonly index: number;
+  readonly from: RegistryPattern;
+  /** The first target's pattern (the primary mirror). */
+  readonly to: RegistryPattern;
+  /** The first target's prefix. */
+  readonly target: string;
+  /** Every target in order of preference (the first is `to` / `target`). */
+  readonly targets: readonly RuleTarget[];
   readonly verify: boolean;
   readonly copyOnMiss: boolean;
 }
@@ -56,23 +70,47 @@ export function compileRules(inputs: readonly RuleInput[], basePath = 'rules', f
     const at = `${basePath}[${index}]`;
     const from = parsePattern(input.from, true);
     if (!from.ok) problems.push({ path: `${at}.from`, message: from.reason });
-    const to = parsePattern(input.to, false);
-    let toHostOk = true;
-    if (!to.ok) problems.push({ path: `${at}.to`, message: to.reason });
-    else if (!/[.:]/.test(to.pattern.host) && to.pattern.host !== 'localhost') {
-      // `mirror/dockerhub/...` would be read back as a Docker Hub path by every runtime.
-      problems.push({ path: `${at}.to`, message: `"${input.to}": the host must contain "." or ":" or be localhost, or runtimes read it as a Docker Hub path` });
-      toHostOk = false;
+    const list = typeof input.to === 'string' ? [input.to] : input.to;
+    const targets: RuleTarget[] = [];
+    let targetsOk = true;
+    if (list.length === 0) {
+      problems.push({ path: `${at}.to`, message: 'lists no target' });
+      targetsOk = false;
+    } else if (list.length > MAX_TARGETS) {
+      problems.push({ path: `${at}.to`, message: `lists ${list.length} targets; at most ${MAX_TARGETS}` });
+      targetsOk = false;
+    } else if (list.length > 1 && input.verify !== true) {
+      // Without a check nothing tells the targets apart: the first would always win.
+      problems.push({ path: `${at}.to`, message: 'several targets need verify: true (the first that holds the image wins)' });
     }
+    list.forEach((source, j) => {
+      const toPath = typeof input.to === 'string' ? `${at}.to` : `${at}.to[${j}]`;
+      const to = parsePattern(source, false);
+      if (!to.ok) {
+        problems.push({ path: toPath, message: to.reason });
+        targetsOk = false;
+      } else if (!/[.:]/.test(to.pattern.host) && to.pattern.host !== 'localhost') {
+        // `mirror/dockerhub/...` would be read back as a Docker Hub path by every runtime.
+        problems.push({ path: toPath, message: `"${source}": the host must contain "." or ":" or be localhost, or runtimes read it as a Docker Hub path` });
+        targetsOk = false;
+      } else {
+        const target = formatPattern(to.pattern);
+        const same = targets.findIndex((x) => x.target === target);
+        if (same !== -1) problems.push({ path: toPath, message: `duplicates ${at}.to[${same}] "${targets[same]?.to.source ?? ''}"` });
+        targets.push({ to: to.pattern, target });
+      }
+    });
     if (input.copyOnMiss === true && input.verify !== true) {
       problems.push({ path: `${at}.copyOnMiss`, message: 'needs verify: true (a copy is queued when verification finds the image missing)' });
     }
-    if (from.ok && to.ok && toHostOk) {
+    const first = targets[0];
+    if (from.ok && targetsOk && first !== undefined) {
       rules.push({
         index,
         from: from.pattern,
-        to: to.pattern,
-        target: formatPattern(to.pattern),
+        to: first.to,
+        target: first.target,
+        targets,
         verify: input.verify === true,
         copyOnMiss: input.copyOnMiss === true,
       });
@@ -85,12 +123,13 @@ export function compileRules(inputs: readonly RuleInput[], basePath = 'rules', f
       if (i < j && formatPattern(a.from) === formatPattern(b.from)) {
         problems.push({ path: `${basePath}[${b.index}].from`, message: `duplicates rules[${a.index}].from "${a.from.source}"` });
       }
-      if (patternsOverlap(a.to, b.from)) {
+      a.targets.forEach((t, k) => {
+        if (!patternsOverlap(t.to, b.from)) return;
         problems.push({
-          path: `${basePath}[${a.index}].to`,
-          message: `"${a.to.source}" overlaps rules[${b.index}].from "${b.from.source}": rewritten images would be rewritten again`,
+          path: a.targets.length === 1 ? `${basePath}[${a.index}].to` : `${basePath}[${a.index}].to[${k}]`,
+          message: `"${t.to.source}" overlaps rules[${b.index}].from "${b.from.source}": rewritten images would be rewritten again`,
         });
-      }
+      });
     }
   }
   if (problems.length > 0) return { ok: false, problems };
@@ -116,7 +155,17 @@ export type RewriteDecision =
       /** The new reference: target + remaining path + original tag/digest, byte for byte. */
       readonly rewritten: string;
       readonly rewrittenRef: ImageReference;
+      /** The reference on each of the rule's targets, in order (the first is `rewritten`). */
+      readonly candidates: readonly Candidate[];
     };
+
+/** The image as it would be on one of a rule's targets. */
+export interface Candidate {
+  /** Position in the rule's `to` list. */
+  readonly index: number;
+  readonly rewritten: string;
+  readonly ref: ImageReference;
+}
 
 /** Find the most specific rule for a parsed reference, if any. */
 export function findRule(ruleSet: RuleSet, ref: ImageReference): { rule: Rule; matched: number } | undefined {
@@ -133,7 +182,7 @@ export function findRule(ruleSet: RuleSet, ref: ImageReference): { rule: Rule; m
 /** Is the reference already on some rule's target (so rewriting it again is wrong)? */
 export function onAnyTarget(ruleSet: RuleSet, ref: ImageReference): boolean {
   for (const rule of ruleSet.rules) {
-    if (matchLength(rule.to, ref.registry, ref.repository) >= 0) return true;
+    for (const t of rule.targets) if (matchLength(t.to, ref.registry, ref.repository) >= 0) return true;
   }
   return false;
 }
@@ -147,12 +196,16 @@ export function decideRewrite(ruleSet: RuleSet, image: string): RewriteDecision 
   const found = findRule(ruleSet, ref);
   if (found === undefined) return { kind: 'unchanged', image, ref, reason: 'no-rule' };
   const remaining = remainingPath(ref.repository, found.matched);
-  const rewritten = (remaining === '' ? found.rule.target : `${found.rule.target}/${remaining}`) + ref.suffix;
-  const check = parseReference(rewritten);
-  if (!check.ok) {
-    return { kind: 'unchanged', image, ref, reason: 'target-invalid', detail: check.reason };
+  const candidates: Candidate[] = [];
+  for (let index = 0; index < found.rule.targets.length; index++) {
+    const target = (found.rule.targets[index] as RuleTarget).target;
+    const rewritten = (remaining === '' ? target : `${target}/${remaining}`) + ref.suffix;
+    const check = parseReference(rewritten);
+    if (!check.ok) return { kind: 'unchanged', image, ref, reason: 'target-invalid', detail: check.reason };
+    candidates.push({ index, rewritten, ref: check.ref });
   }
-  return { kind: 'rewrite', image, ref, rule: found.rule, rewritten, rewrittenRef: check.ref };
+  const first = candidates[0] as Candidate;
+  return { kind: 'rewrite', image, ref, rule: found.rule, rewritten: first.rewritten, rewrittenRef: first.ref, candidates };
 }
 
 function remainingPath(repository: string, matchedComponents: number): string {

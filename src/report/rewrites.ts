@@ -22,6 +22,8 @@ export interface RegistryEntry {
   /** Rewrite target prefix of the rule for this registry, when there is one. */
   target: string | undefined;
   rewritten: number;
+  /** Rewrites (made or, in audit, that would be) per target prefix that served them; with several targets, which one. */
+  served: Record<string, number>;
   wouldRewrite: number;
   denied: number;
   /** Kept as they are although a rule matches: opted out, missing from the mirror, mirror unreachable. */
@@ -67,6 +69,7 @@ function emptyEntry(at: string): RegistryEntry {
   return {
     target: undefined,
     rewritten: 0,
+    served: {},
     wouldRewrite: 0,
     denied: 0,
     skipped: 0,
@@ -84,6 +87,14 @@ function emptyEntry(at: string): RegistryEntry {
     firstSeen: at,
     lastSeen: at,
   };
+}
+
+/** Target prefixes counted per entry at most (a rule has at most 8; a few rules may share a source). */
+const MAX_SERVED = 32;
+
+function addServed(e: RegistryEntry, target: string, n: number): void {
+  if (e.served[target] === undefined && Object.keys(e.served).length >= MAX_SERVED) return;
+  e.served[target] = (e.served[target] ?? 0) + n;
 }
 
 function addPending(e: RegistryEntry, image: string, target: string, max: number): number {
@@ -155,6 +166,9 @@ export class ReportCache {
       const e = this.#entry(d.sourceRegistry, at);
       const key = this.#entries.get(d.sourceRegistry) === e ? d.sourceRegistry : OTHER;
       if (d.rule !== undefined) e.target = d.rule.target;
+      if (d.rule !== undefined && (d.action === 'rewritten' || d.action === 'would-rewrite')) {
+        addServed(e, d.rule.targets[d.targetIndex ?? 0]?.target ?? d.rule.target, 1);
+      }
       switch (d.action) {
         case 'rewritten': {
           e.rewritten++;
@@ -226,6 +240,7 @@ export class ReportCache {
 function mergeEntry(into: RegistryEntry, from: RegistryEntry, limits: ReportLimits, imageSet?: Set<string>): void {
   into.target ??= from.target;
   into.rewritten += from.rewritten ?? 0;
+  for (const [target, n] of Object.entries(from.served ?? {})) addServed(into, target, n);
   into.wouldRewrite += from.wouldRewrite ?? 0;
   into.denied += from.denied ?? 0;
   into.skipped += from.skipped ?? 0;
@@ -289,6 +304,11 @@ function sanitise(v: Partial<RegistryEntry>): RegistryEntry {
   return {
     target: typeof v.target === 'string' ? v.target : undefined,
     rewritten: num(v.rewritten),
+    served: Object.fromEntries(
+      Object.entries(typeof v.served === 'object' && v.served !== null ? v.served : {})
+        .filter((kv): kv is [string, number] => typeof kv[1] === 'number')
+        .map(([k, n]) => [k, num(n)]),
+    ),
     wouldRewrite: num(v.wouldRewrite),
     denied: num(v.denied),
     skipped: num(v.skipped),

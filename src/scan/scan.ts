@@ -188,7 +188,7 @@ function assess(settings: ScanSettings, site: Site): Omit<Finding, 'file' | 'lin
     registry: d.ref.registry,
     status: 'rewrite',
     rewritten: d.rewritten,
-    rule: `rules[${d.rule.index}] ${d.rule.from.source} -> ${d.rule.to.source}`,
+    rule: `rules[${d.rule.index}] ${d.rule.from.source} -> ${d.rule.targets.map((x) => x.to.source).join(', ')}`,
     policy,
     thirdParty,
     rewritable: site.edit !== undefined,

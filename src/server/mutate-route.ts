@@ -182,7 +182,8 @@ function record(deps: MutateDeps, evaluation: Evaluation, mode: Mode): void {
   if (plan === undefined) return;
   for (const d of plan.decisions) {
     if (isRewrite(d) && d.sourceRegistry !== undefined && d.rule !== undefined) {
-      deps.metrics.countRewrite(d.sourceRegistry, d.rule.to.host, mode);
+      // The target that served (with several targets, not necessarily the first).
+      deps.metrics.countRewrite(d.sourceRegistry, d.targetRef?.registry ?? d.rule.to.host, mode);
     }
     if (d.violation !== undefined) deps.metrics.countViolation(d.violationRegistry ?? 'invalid', mode);
   }

@@ -30,7 +30,7 @@ export function needsVerification(config: Config): boolean {
 
 /** Hosts of `verify: true` targets: their check counters are pre-set to zero. */
 function verifiedRegistries(config: Config): string[] {
-  return config.ruleSet.rules.filter((r) => r.verify).map((r) => r.to.host);
+  return config.ruleSet.rules.filter((r) => r.verify).flatMap((r) => r.targets.map((t) => t.to.host));
 }
 
 export class Verification {

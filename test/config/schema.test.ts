@@ -39,6 +39,8 @@ const bad: { name: string; raw: unknown; expect: string[] }[] = [
   { name: 'rules not a list', raw: { rules: { from: 'a' } }, expect: ['rules: must be a list'] },
   { name: 'rule missing to', raw: { rules: [{ from: 'docker.io' }] }, expect: ['rules[0].to: is required'] },
   { name: 'rule unknown key', raw: { rules: [{ from: 'docker.io', to: 'm.io', tp: 'x' }] }, expect: ['rules[0].tp: unknown key'] },
+  { name: 'rule to list with a non-string', raw: { rules: [{ from: 'docker.io', to: ['m.io', 5], verify: true }] }, expect: ['rules[0].to[1]: must be a string (got 5)'] },
+  { name: 'rule to list without verify', raw: { rules: [{ from: 'docker.io', to: ['a.io', 'b.io'] }] }, expect: ['rules[0].to: several targets need verify: true'] },
   { name: 'rule bad verify', raw: { rules: [{ from: 'docker.io', to: 'm.io', verify: 'yes' }] }, expect: ['rules[0].verify: must be true or false'] },
   {
     name: 'every problem listed, indexes match the file',
@@ -53,6 +55,13 @@ const bad: { name: string; raw: unknown; expect: string[] }[] = [
   { name: 'pull secret missing name', raw: { pullSecrets: [{ registries: ['m.io'] }] }, expect: ['pullSecrets[0].name: is required'] },
   { name: 'pull secret missing registries', raw: { pullSecrets: [{ name: 's' }] }, expect: ['pullSecrets[0].registries: must list at least one registry'] },
 ];
+
+t.test('to: one string (as before) or a list in order of preference', async (t) => {
+  const one = validateConfig({ rules: [{ from: 'docker.io', to: 'm.example.com/hub' }] });
+  t.same(one.ruleSet.rules[0]?.targets.map((x) => x.target), ['m.example.com/hub']);
+  const two = validateConfig({ rules: [{ from: 'docker.io', to: ['a.example.com/hub', 'b.example.com/hub'], verify: true }] });
+  t.same(two.ruleSet.rules[0]?.targets.map((x) => x.target), ['a.example.com/hub', 'b.example.com/hub']);
+});
 
 t.test('validation lists every problem by path', async (t) => {
   for (const c of bad) {

@@ -255,6 +255,56 @@ t.test('verified rules wait for answers, then keep originals that are missing', 
   t.match(strict.denial, /"redis:7" is not from an allowed registry.*not in the mirror yet/, 'fallback to a disallowed registry is denied, saying why');
 });
 
+t.test('ordered targets: the first that holds the image serves; the original stays when none does', async (t) => {
+  const rules = compileRules([{ from: 'docker.io', to: ['a.example.com/hub', 'b.example.com/hub'], verify: true }]);
+  if (!rules.ok) throw new Error('rules');
+  const s: Settings = { ruleSet: rules.ruleSet, policy: undefined, pullSecrets: [] };
+  const p = pod({ containers: [{ name: 'web', image: 'nginx:1' }] });
+  const view = readPod(p);
+  if (!view.ok) throw new Error(view.error);
+  const A = 'a.example.com/hub/library/nginx:1';
+  const B = 'b.example.com/hub/library/nginx:1';
+  const input: PlanInput = { operation: 'CREATE', subResource: '', pod: view.pod, oldPod: undefined, mode: 'enforce' };
+  t.same(planPod(input, s).toVerify, [A, B], 'every target is asked at once');
+  type O = 'present' | 'absent' | 'unreachable';
+  const answer = (a: O, b: O, onUnreachable: 'original' | 'rewrite' | 'deny' = 'original') =>
+    planPod(input, s, { outcomes: new Map([[A, a], [B, b]]), onUnreachable });
+  const cases: { a: O; b: O; on?: 'original' | 'rewrite' | 'deny'; image: string; served?: string; warn?: RegExp; denied?: boolean; index?: number }[] = [
+    { a: 'present', b: 'present', image: A },
+    { a: 'present', b: 'unreachable', image: A },
+    { a: 'absent', b: 'present', image: B, served: 'b.example.com/hub', warn: /served by target 2 of 2, b.example.com\/hub/ },
+    { a: 'unreachable', b: 'present', image: B, served: 'b.example.com/hub', warn: /served by target 2 of 2/ },
+    { a: 'absent', b: 'absent', image: 'nginx:1', warn: /nginx:1 is not in any of the 2 mirrors yet; kept/ },
+    { a: 'absent', b: 'unreachable', image: 'nginx:1', warn: /mirror unreachable; kept nginx:1/, index: 1 },
+    { a: 'absent', b: 'unreachable', on: 'rewrite', image: B, served: 'b.example.com/hub', warn: /served by target 2 of 2/ },
+    { a: 'absent', b: 'unreachable', on: 'deny', image: 'nginx:1', denied: true },
+  ];
+  for (const c of cases) {
+    t.test(`${c.a} + ${c.b}${c.on ? ` (onUnreachable: ${c.on})` : ''}`, async (t) => {
+      const r = answer(c.a, c.b, c.on);
+      t.same(r.toVerify, []);
+      if (c.denied) {
+        t.match(r.denial, `cannot verify that ${B} is in the mirror`, 'names the target that could not be asked');
+        return;
+      }
+      const out = applied(p, r.operations);
+      t.equal(out.spec.containers[0].image, c.image);
+      const served = out.metadata.annotations?.['mirrorgate.io/served-by'];
+      if (c.image === 'nginx:1') t.equal(served, undefined, 'nothing served');
+      else t.same(JSON.parse(served), { web: c.served ?? 'a.example.com/hub' }, 'served-by names the target');
+      if (c.image !== 'nginx:1') t.same(JSON.parse(out.metadata.annotations['mirrorgate.io/original-images']), { web: 'nginx:1' }, 'the original is kept');
+      if (c.warn) t.match(r.warnings.join('\n'), c.warn);
+      else t.same(r.warnings, []);
+      t.equal(r.decisions[0]?.targetIndex, c.index ?? (c.image === B ? 1 : 0), 'the target used (or that a fallback would use)');
+    });
+  }
+  t.test('audit names the target it would use', async (t) => {
+    const r = planPod({ ...input, mode: 'audit' }, s, { outcomes: new Map([[A, 'absent'], [B, 'present']]), onUnreachable: 'original' });
+    t.match(r.warnings.join('\n'), `would be rewritten to ${B}`);
+    t.same(JSON.parse(r.auditAnnotations['would-rewrite'] ?? '{}'), { web: B });
+  });
+});
+
 const malformed: { name: string; object: unknown; error: RegExp }[] = [
   { name: 'not an object', object: 'pod', error: /request.object: must be an object/ },
   { name: 'containers not an array', object: { spec: { containers: 'nginx' } }, error: /spec.containers: must be an array/ },

@@ -100,6 +100,17 @@ const bad: { name: string; rules: RuleInput[]; path: string; message: RegExp }[]
   { name: 'loop: wildcard from covers target', rules: [{ from: '*.example.com', to: 'mirror.example.com' }], path: 'rules[0].to', message: /rewritten again/ },
   { name: 'loop: from below a target prefix', rules: [{ from: 'docker.io', to: 'm.example.com' }, { from: 'm.example.com/x', to: 'n.example.com' }], path: 'rules[0].to', message: /rewritten again/ },
   { name: 'to host that reads as a Docker Hub path', rules: [{ from: 'docker.io', to: 'mirror/dockerhub' }], path: 'rules[0].to', message: /Docker Hub path/ },
+  { name: 'several targets without verify', rules: [{ from: 'docker.io', to: ['a.example.com', 'b.example.com'] }], path: 'rules[0].to', message: /need verify: true/ },
+  { name: 'empty target list', rules: [{ from: 'docker.io', to: [], verify: true }], path: 'rules[0].to', message: /no target/ },
+  { name: 'too many targets', rules: [{ from: 'docker.io', to: Array.from({ length: 9 }, (_, i) => `m${i}.example.com`), verify: true }], path: 'rules[0].to', message: /at most 8/ },
+  { name: 'a bad second target is named by position', rules: [{ from: 'docker.io', to: ['a.example.com', 'b.example.com/Up'], verify: true }], path: 'rules[0].to[1]', message: /repository path/ },
+  { name: 'the same target twice', rules: [{ from: 'docker.io', to: ['a.example.com/x', 'A.example.com/x'], verify: true }], path: 'rules[0].to[1]', message: /duplicates rules\[0\].to\[0\]/ },
+  {
+    name: 'loop: a second target is another rule\'s from',
+    rules: [{ from: 'docker.io', to: ['a.example.com', 'quay.io/hub'], verify: true }, { from: 'quay.io', to: 'a.example.com/quay' }],
+    path: 'rules[0].to[1]',
+    message: /overlaps rules\[1\].from "quay.io"/,
+  },
   { name: 'copyOnMiss without verify', rules: [{ from: 'docker.io', to: 'm.example.com', copyOnMiss: true }], path: 'rules[0].copyOnMiss', message: /verify/ },
 ];
 
@@ -123,4 +134,24 @@ t.test('non-overlapping targets under one host compile', async (t) => {
     { from: 'quay.io', to: 'mirror.example.com/quay' },
   ]);
   t.equal(r.ok, true);
+});
+
+t.test('ordered targets: every target is a candidate, in order, and none is rewritten again', async (t) => {
+  const rs = ruleSet([{ from: 'docker.io', to: ['a.example.com/hub', 'b.example.com:5000/hub'], verify: true }]);
+  t.equal(rs.rules[0]?.targets.length, 2);
+  t.equal(rs.rules[0]?.target, 'a.example.com/hub', 'the first is the primary');
+  const d = decideRewrite(rs, 'nginx:1.14.2');
+  t.equal(d.kind, 'rewrite');
+  if (d.kind !== 'rewrite') return;
+  t.equal(d.rewritten, 'a.example.com/hub/library/nginx:1.14.2');
+  t.same(
+    d.candidates.map((c) => [c.index, c.rewritten, c.ref.registry]),
+    [
+      [0, 'a.example.com/hub/library/nginx:1.14.2', 'a.example.com'],
+      [1, 'b.example.com:5000/hub/library/nginx:1.14.2', 'b.example.com:5000'],
+    ],
+  );
+  for (const c of d.candidates) t.equal(decideRewrite(rs, c.rewritten).kind, 'unchanged', `${c.rewritten} is left alone`);
+  const single = ruleSet([{ from: 'docker.io', to: 'a.example.com' }]);
+  t.same(single.rules[0]?.targets.map((x) => x.target), ['a.example.com'], 'a string to is a list of one');
 });

@@ -143,3 +143,27 @@ t.test('a rewrite takes an image off the missing list (it is in the mirror now)'
   cache.record(decisions(['quay.io/acme/app:1'], 'enforce'), 'a');
   t.same(cache.snapshot().registries['quay.io']?.missing, [], 'present at the next admission: no longer missing');
 });
+
+t.test('counts rewrites per target that served them (ordered targets)', async (t) => {
+  const rules = compileRules([{ from: 'docker.io', to: ['a.example.com/hub', 'b.example.com/hub'], verify: true }]);
+  if (!rules.ok) throw new Error('rules');
+  const s: Settings = { ruleSet: rules.ruleSet, policy: undefined, pullSecrets: [] };
+  const view = readPod({ spec: { containers: [{ name: 'a', image: 'nginx:1' }, { name: 'b', image: 'redis:7' }] } });
+  if (!view.ok) throw new Error(view.error);
+  const input = { operation: 'CREATE' as const, subResource: '', pod: view.pod, oldPod: undefined, mode: 'enforce' as const };
+  const outcomes = new Map([
+    ['a.example.com/hub/library/nginx:1', 'present' as const],
+    ['b.example.com/hub/library/nginx:1', 'present' as const],
+    ['a.example.com/hub/library/redis:7', 'absent' as const],
+    ['b.example.com/hub/library/redis:7', 'present' as const],
+  ]);
+  const cache = new ReportCache(now, 'enforce');
+  cache.record(planPod(input, s, { outcomes, onUnreachable: 'original' }).decisions, 'team-a');
+  const e = cache.snapshot().registries['docker.io'];
+  t.equal(e?.rewritten, 2);
+  t.equal(e?.target, 'a.example.com/hub', 'the primary target');
+  t.same(e?.served, { 'a.example.com/hub': 1, 'b.example.com/hub': 1 });
+  const round = parseReport(JSON.stringify(cache.snapshot()), 'test');
+  t.same(round.registries['docker.io']?.served, e?.served, 'kept through persistence');
+  t.same(mergeReports([round, round], now()).registries['docker.io']?.served, { 'a.example.com/hub': 2, 'b.example.com/hub': 2 }, 'summed over replicas');
+});
