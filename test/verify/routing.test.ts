@@ -34,7 +34,7 @@ async function admit(raw: Record<string, unknown>, image: string, podExtra: Reco
   const res = await app.inject({ method: 'POST', url: '/mutate?timeout=10s', headers: json, payload: body });
   verification.close();
   const response = res.json().response as Record<string, any>;
-  return { response, patch: patchOf(response) ?? [], metrics: await metrics.registry.metrics() };
+  return { response, patch: (patchOf(response) ?? []) as Record<string, any>[], metrics: await metrics.registry.metrics() };
 }
 
 function imageOf(a: Admitted): string | undefined {
