@@ -133,7 +133,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
     stops.push(() => copies.close());
 
     const observers: AdmissionObserver[] = [
-      { observe: ({ request, evaluation }) => report.record(evaluation.plan?.decisions ?? [], request.namespace) },
+      { observe: ({ request, evaluation }) => report.record(evaluation.plan?.decisions ?? [], request.namespace, !evaluation.response.allowed) },
       copyOnMissObserver({ queue: copies, log }),
     ];
     if (kube) {

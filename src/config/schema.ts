@@ -4,6 +4,7 @@
  * typo never silently changes behaviour.
  */
 import { parse as parseYaml } from 'yaml';
+import { clip } from '../core/text.js';
 import { compilePolicy, type Policy } from '../core/policy.js';
 import { compilePullSecrets, type PullSecret } from '../core/pull-secrets.js';
 import { compileRules, type Problem, type RuleInput, type RuleSet } from '../core/rules.js';
@@ -97,13 +98,23 @@ export interface Config {
   readonly verification: VerificationSettings;
 }
 
+/** Problems listed in a config error; the rest are counted. */
+const MAX_PROBLEMS_LISTED = 50;
+
+/** One line per problem, each cut to a readable length: a value can be megabytes. */
+function listed(problems: readonly Problem[]): string {
+  const lines = problems.slice(0, MAX_PROBLEMS_LISTED).map((p) => `  ${clip(p.path)}: ${clip(p.message, 1024)}`);
+  if (problems.length > MAX_PROBLEMS_LISTED) lines.push(`  (and ${problems.length - MAX_PROBLEMS_LISTED} more problems)`);
+  return lines.join('\n');
+}
+
 export class ConfigError extends Error {
   readonly code = 'MG_CONFIG_INVALID';
   constructor(
     readonly source: string,
     readonly problems: readonly Problem[],
   ) {
-    super(`invalid config ${source}:\n${problems.map((p) => `  ${p.path}: ${p.message}`).join('\n')}`);
+    super(`invalid config ${source}:\n${listed(problems)}`);
     this.name = 'ConfigError';
   }
 }
@@ -377,6 +388,11 @@ export function parseConfig(text: string, source = 'config'): Config {
   } catch (err) {
     const message = err instanceof Error ? err.message.split('\n')[0] ?? err.message : String(err);
     throw new ConfigError(source, [{ path: '(syntax)', message }]);
+  }
+  // An emptied file or ConfigMap key (a bad patch, failed templating) must never run as
+  // "no rules, no policy": that would silently open the cluster.
+  if (raw === null || raw === undefined) {
+    throw new ConfigError(source, [{ path: '(document)', message: 'the config is empty (no settings, only whitespace or comments); refusing it rather than running without rules and policy' }]);
   }
   return validateConfig(raw, source);
 }

@@ -5,6 +5,7 @@
  */
 import type { Operation } from 'fast-json-patch';
 import { isObject } from './json.js';
+import { clip } from './text.js';
 import { ANNOTATION_MIRROR_POD, planPod, readPod, type IdentityInput, type Mode, type Plan, type Settings, type VerifyAnswers } from './pod.js';
 
 export const API_VERSION = 'admission.k8s.io/v1';
@@ -46,6 +47,15 @@ export interface AdmissionReviewOut {
 
 export type Decoded = { ok: true; request: AdmissionRequest } | { ok: false; error: string; uid: string | undefined };
 
+/** A value from the body as quoted in an error: JSON, cut to a readable length. */
+function shown(v: unknown): string {
+  const text = JSON.stringify(v);
+  return text === undefined ? 'nothing' : clip(text);
+}
+
+/** The longest uid answered back: the API server's are 36-character UUIDs. */
+const MAX_UID_LENGTH = 256;
+
 function str(v: unknown): v is string {
   return typeof v === 'string';
 }
@@ -56,13 +66,14 @@ function str(v: unknown): v is string {
  */
 export function decodeReview(body: unknown): Decoded {
   if (!isObject(body)) return { ok: false, error: 'body must be a JSON object (an AdmissionReview)', uid: undefined };
-  if (body.kind !== 'AdmissionReview') return { ok: false, error: `kind must be "AdmissionReview", got ${JSON.stringify(body.kind) ?? 'nothing'}`, uid: undefined };
+  if (body.kind !== 'AdmissionReview') return { ok: false, error: `kind must be "AdmissionReview", got ${shown(body.kind)}`, uid: undefined };
   if (body.apiVersion !== API_VERSION) {
-    return { ok: false, error: `apiVersion must be "${API_VERSION}", got ${JSON.stringify(body.apiVersion) ?? 'nothing'} (set admissionReviewVersions: [v1])`, uid: undefined };
+    return { ok: false, error: `apiVersion must be "${API_VERSION}", got ${shown(body.apiVersion)} (set admissionReviewVersions: [v1])`, uid: undefined };
   }
   const r = body.request;
   if (!isObject(r)) return { ok: false, error: 'request must be an object', uid: undefined };
   if (!str(r.uid) || r.uid === '') return { ok: false, error: 'request.uid must be a non-empty string', uid: undefined };
+  if (r.uid.length > MAX_UID_LENGTH) return { ok: false, error: `request.uid is longer than ${MAX_UID_LENGTH} characters`, uid: undefined };
   const uid = r.uid;
   const fail = (error: string): Decoded => ({ ok: false, error, uid });
   const kind = r.kind;
@@ -122,6 +133,14 @@ export function patched(uid: string, operations: readonly Operation[], extras?: 
   if (operations.length === 0) return allowed(uid, extras);
   const patch = Buffer.from(JSON.stringify(operations)).toString('base64');
   return withExtras({ uid, allowed: true, patch, patchType: 'JSONPatch' }, extras);
+}
+
+/**
+ * The answer to a review that carries a uid but cannot be handled (a malformed pod):
+ * not allowed, with the HTTP-like code and the reason, as controller-runtime's `Errored`.
+ */
+export function errored(uid: string, code: number, message: string): AdmissionResponse {
+  return { uid, allowed: false, status: { code, reason: code === 400 ? 'BadRequest' : 'InternalError', message } };
 }
 
 export function denied(uid: string, message: string, extras?: Extras & { code?: number }): AdmissionResponse {

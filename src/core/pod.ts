@@ -7,7 +7,8 @@ import type { Operation } from 'fast-json-patch';
 import { escapePointer, isObject, type JsonObject } from './json.js';
 import { judgeImage, judgeRef, type Policy } from './policy.js';
 import { secretsNeeded, type PullSecret } from './pull-secrets.js';
-import { parseReference, type ImageReference } from './reference.js';
+import { MAX_REFERENCE_LENGTH, parseReference, type ImageReference } from './reference.js';
+import { clip, quoteClipped } from './text.js';
 import { planIdentity, type IdentitySettings, type ServiceAccountInfo } from './identity/wiring.js';
 import { decideRewrite, type Candidate, type Rule, type RuleSet } from './rules.js';
 
@@ -246,7 +247,7 @@ export function planPod(input: PlanInput, settings: Settings, verify?: VerifyAns
           const fallback = verify?.onUnreachable ?? 'original';
           if (fallback === 'original') action = 'unverified';
           else if (fallback === 'deny') {
-            unreachableDenials.push(`container "${container.name}": cannot verify that ${chosen.rewritten} is in the mirror (registry unreachable)`);
+            unreachableDenials.push(`${containerLabel(container.name)}: cannot verify that ${chosen.rewritten} is in the mirror (registry unreachable)`);
           }
         }
       }
@@ -281,21 +282,21 @@ export function planPod(input: PlanInput, settings: Settings, verify?: VerifyAns
   for (const d of judged) {
     const n = d.rule?.targets.length ?? 1;
     if (d.action === 'missing') {
-      warnings.push(`mirrorgate: container "${d.container.name}": ${d.original ?? ''} is not in ${n > 1 ? `any of the ${n} mirrors` : 'the mirror'} yet; kept`);
+      warnings.push(`mirrorgate: ${containerLabel(d.container.name)}: ${d.original ?? ''} is not in ${n > 1 ? `any of the ${n} mirrors` : 'the mirror'} yet; kept`);
     }
     if ((d.action === 'rewritten' || d.action === 'would-rewrite') && (d.targetIndex ?? 0) > 0 && d.rule !== undefined) {
       // A fallback served: say which, and that the ones before it did not hold the image.
       const i = d.targetIndex ?? 0;
-      warnings.push(`mirrorgate: container "${d.container.name}": served by target ${i + 1} of ${n}, ${d.rule.targets[i]?.target ?? ''}; earlier targets absent or unreachable`);
+      warnings.push(`mirrorgate: ${containerLabel(d.container.name)}: served by target ${i + 1} of ${n}, ${d.rule.targets[i]?.target ?? ''}; earlier targets absent or unreachable`);
     }
-    if (d.action === 'unverified') warnings.push(`mirrorgate: container "${d.container.name}": mirror unreachable; kept ${d.original ?? ''}`);
+    if (d.action === 'unverified') warnings.push(`mirrorgate: ${containerLabel(d.container.name)}: mirror unreachable; kept ${d.original ?? ''}`);
   }
 
   if (mode === 'audit') {
-    for (const d of rewrites) warnings.push(`mirrorgate: container "${d.container.name}": ${d.original ?? ''} would be rewritten to ${d.target ?? ''}`);
-    for (const d of violations) warnings.push(`mirrorgate: container "${d.container.name}": ${d.violation ?? ''}`);
+    for (const d of rewrites) warnings.push(`mirrorgate: ${containerLabel(d.container.name)}: ${d.original ?? ''} would be rewritten to ${d.target ?? ''}`);
+    for (const d of violations) warnings.push(`mirrorgate: ${containerLabel(d.container.name)}: ${d.violation ?? ''}`);
     for (const m of unreachableDenials) warnings.push(`mirrorgate: would deny: ${m}`);
-    if (rewrites.length > 0) auditAnnotations['would-rewrite'] = JSON.stringify(Object.fromEntries(rewrites.map((d) => [d.container.name, d.target])));
+    if (rewrites.length > 0) auditAnnotations['would-rewrite'] = JSON.stringify(Object.fromEntries(rewrites.map((d) => [clip(d.container.name, MAX_NAME_QUOTED), d.target])));
     const wiring = identityPlan(input);
     if (wiring.applied.length > 0) {
       auditAnnotations['would-wire'] = wiring.applied.join(',');
@@ -304,7 +305,7 @@ export function planPod(input: PlanInput, settings: Settings, verify?: VerifyAns
     if (wiring.unknown !== undefined) warnings.push(wiring.unknown);
     if (violations.length > 0 || unreachableDenials.length > 0) {
       auditAnnotations.violations = JSON.stringify([
-        ...violations.map((d) => ({ container: d.container.name, image: d.final, reason: d.violation })),
+        ...violations.map((d) => ({ container: clip(d.container.name, MAX_NAME_QUOTED), image: d.final === undefined ? undefined : clip(d.final, MAX_REFERENCE_LENGTH), reason: d.violation })),
         ...unreachableDenials.map((m) => ({ reason: m })),
       ]);
     }
@@ -322,14 +323,19 @@ export function planPod(input: PlanInput, settings: Settings, verify?: VerifyAns
   // Enforce.
   const wiring = identityPlan(input);
   const problems = [
-    ...violations.map((d) => `container "${d.container.name}": ${d.violation ?? ''}`),
+    ...violations.map((d) => `${containerLabel(d.container.name)}: ${d.violation ?? ''}`),
     ...unreachableDenials,
   ];
+  if (problems.length > MAX_DENIAL_PROBLEMS) {
+    // A pod with thousands of bad containers gets a message a person can read.
+    const more = problems.length - (MAX_DENIAL_PROBLEMS - 1);
+    problems.splice(MAX_DENIAL_PROBLEMS - 1, problems.length, `and ${more} more (see the audit annotations)`);
+  }
   if (wiring.unknown !== undefined && input.identity?.onUnknown === 'deny') {
     problems.push(`${wiring.unknown.replace(/^mirrorgate: /, '')} (identity.onUnknownServiceAccount: deny; retry once it exists)`);
   }
   if (problems.length > 0) {
-    if (violations.length > 0) auditAnnotations.violations = JSON.stringify(violations.map((d) => ({ container: d.container.name, image: d.final, reason: d.violation })));
+    if (violations.length > 0) auditAnnotations.violations = JSON.stringify(violations.map((d) => ({ container: clip(d.container.name, MAX_NAME_QUOTED), image: d.final === undefined ? undefined : clip(d.final, MAX_REFERENCE_LENGTH), reason: d.violation })));
     return {
       skipped: undefined,
       decisions: judged,
@@ -383,6 +389,16 @@ function decision(
 function emptyPlan(skipped: string): Plan {
   return { skipped, decisions: [], operations: [], warnings: [], auditAnnotations: {}, denial: undefined, toVerify: [] };
 }
+
+/** Problems listed in a denial message; the rest are counted. */
+const MAX_DENIAL_PROBLEMS = 8;
+
+/** `container "name"`, the name JSON-quoted and cut: pods reach us before validation. */
+function containerLabel(name: string): string {
+  return `container ${quoteClipped(name, MAX_NAME_QUOTED)}`;
+}
+/** Kubernetes names are at most 253 characters; longer ones are cut where repeated. */
+const MAX_NAME_QUOTED = 253;
 
 function summarise(warnings: string[]): string[] {
   if (warnings.length <= MAX_WARNINGS) return warnings;

@@ -22,6 +22,7 @@
  * admission hot path over untrusted input, so every step is a single linear pass and
  * nothing can backtrack.
  */
+import { quoteClipped } from './text.js';
 
 export interface ImageReference {
   /** Registry host, lowercased, with `:port` if given; IPv6 kept in brackets.
@@ -49,10 +50,14 @@ const OFFICIAL_PREFIX = 'library/';
 /** distribution's RepositoryNameTotalLengthMax, applied to the normalised path. */
 const MAX_REPOSITORY_LENGTH = 255;
 const MAX_TAG_LENGTH = 128;
-/** Far above any valid reference (255 path + host + 128 tag + 135 digest); cheap guard. */
-const MAX_INPUT_LENGTH = 4096;
-/** Inputs longer than this are cut when quoted in a reason, so messages stay readable. */
-const MAX_QUOTED_LENGTH = 600;
+/**
+ * Longer than any valid reference can be: a DNS host (253) with a port (6), a path of
+ * 255, a tag of 128 (with ':') and the longest digest (`@sha512:` + 128 hex) add up to
+ * 780 characters. Anything longer is refused before any cache or memo sees it.
+ */
+export const MAX_REFERENCE_LENGTH = 1024;
+/** Only references up to this length are memoised, so the memo's bytes stay bounded. */
+const MAX_MEMO_KEY_LENGTH = 512;
 
 /** Hex length of each digest algorithm the runtimes accept (go-digest's registered ones). */
 const DIGEST_HEX_LENGTH: ReadonlyMap<string, number> = new Map([
@@ -225,9 +230,9 @@ function isIdentifier(s: string): boolean {
   return true;
 }
 
+/** Quoted whole when it could be a valid reference, cut with a marker beyond that. */
 function quote(input: string): string {
-  if (input.length <= MAX_QUOTED_LENGTH) return JSON.stringify(input);
-  return `${JSON.stringify(input.slice(0, MAX_QUOTED_LENGTH))}... (${input.length} characters)`;
+  return quoteClipped(input, MAX_REFERENCE_LENGTH);
 }
 
 function fail(input: string, detail: string): ParseResult {
@@ -255,6 +260,9 @@ function fail(input: string, detail: string): ParseResult {
  */
 export function parseReference(input: string): ParseResult {
   if (typeof input !== 'string') return parseUncached(input);
+  // Hostile sizes never reach the memo: a distinct 1 MiB image per pod would otherwise
+  // keep 4,096 MiB alive.
+  if (input.length > MAX_MEMO_KEY_LENGTH) return parseUncached(input);
   let result = memo.get(input);
   if (result === undefined) {
     result = Object.freeze(parseUncached(input));
@@ -267,16 +275,27 @@ export function parseReference(input: string): ParseResult {
   return result;
 }
 
-/** Distinct references remembered by {@link parseReference}: about 1 MB at most. */
+/**
+ * Distinct references remembered by {@link parseReference}. Keys are at most 512
+ * characters and reasons quote at most 256 of them, so the memo holds about 5 MB at
+ * the very worst, typically a few hundred kilobytes.
+ */
 const MEMO_MAX = 4096;
 const memo = new Map<string, ParseResult>();
+
+/** How many references the parse memo holds now (for tests and the benchmark). */
+export function referenceMemoSize(): number {
+  return memo.size;
+}
 
 function parseUncached(input: string): ParseResult {
   if (typeof input !== 'string') {
     return { ok: false, reason: `invalid image reference: expected a string, got ${input === null ? 'null' : typeof input}` };
   }
   if (input.length === 0) return fail(input, 'the reference is empty');
-  if (input.length > MAX_INPUT_LENGTH) return fail(input, `longer than ${MAX_INPUT_LENGTH} characters`);
+  if (input.length > MAX_REFERENCE_LENGTH) {
+    return fail(input, `longer than ${MAX_REFERENCE_LENGTH} characters, more than any valid reference can be`);
+  }
   if (WHITESPACE.test(input)) return fail(input, 'contains whitespace');
   if (input.includes('://')) return fail(input, 'must be a registry host and path, not a URL');
   if (isIdentifier(input)) return fail(input, 'cannot specify 64-byte hexadecimal strings (an image ID is not a name)');
@@ -373,12 +392,12 @@ export function repositoryName(ref: ImageReference): string {
  * reference would read as a Docker Hub namespace, not a host, unless it has a port.
  */
 export function isValidRegistryHost(host: string): boolean {
-  return typeof host === 'string' && host.length <= MAX_INPUT_LENGTH && isHost(host);
+  return typeof host === 'string' && host.length <= MAX_REFERENCE_LENGTH && isHost(host);
 }
 
 /** True when `path` is a valid repository path: '/'-joined lowercase path components. */
 export function isValidRepositoryPath(path: string): boolean {
-  return typeof path === 'string' && path.length > 0 && path.length <= MAX_INPUT_LENGTH && badPathComponent(path) === undefined;
+  return typeof path === 'string' && path.length > 0 && path.length <= MAX_REFERENCE_LENGTH && badPathComponent(path) === undefined;
 }
 
 /**

@@ -65,6 +65,9 @@ const MAX_REMEMBERED_UNKNOWN = 10_000;
 const EMPTY: Readonly<Record<string, string>> = Object.freeze({});
 
 /** Informer cache of ServiceAccounts. `start()` it; it never throws and never blocks. */
+/** Kubernetes object names are at most 253 characters. */
+const MAX_OBJECT_NAME = 253;
+
 export class ServiceAccountCache extends ReflectedCache<Readonly<Record<string, string>>> implements ServiceAccountLookup {
   readonly #o: ServiceAccountCacheOptions;
   readonly #keep: (key: string) => boolean;
@@ -101,6 +104,12 @@ export class ServiceAccountCache extends ReflectedCache<Readonly<Record<string, 
   }
 
   async get(namespace: string, name: string): Promise<ServiceAccountInfo | undefined> {
+    // No such object can exist (names are at most 253 characters): never ask the API,
+    // never remember the key.
+    if (namespace.length > MAX_OBJECT_NAME || name.length > MAX_OBJECT_NAME) {
+      this.#count('miss');
+      return undefined;
+    }
     const key = keyOf(namespace, name);
     const cached = this.reflector.get(key);
     if (cached !== undefined) {

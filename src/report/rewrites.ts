@@ -5,12 +5,21 @@
  *
  * Memory is bounded whatever the traffic: at most `maxRegistries` entries (the rest are
  * counted under `other`), each with at most `maxImages` images, `maxImages` missing
- * images and `maxNamespaces` namespaces (overflow counted). With the defaults (200
- * registries, 100 images, 100 namespaces, references of at most 255 bytes) that is a few
- * megabytes at worst, typically kilobytes.
+ * images and `maxNamespaces` namespaces (overflow counted). Every kept string is bounded
+ * too: valid references are at most 1,024 characters, invalid ones are kept cut to 256
+ * (with `…(N chars)`), namespaces to 63, and all the lists together keep at most
+ * `maxChars` characters (2 Mi by default; past it new values are only counted as
+ * overflow). So the report stays within a few megabytes whatever the traffic, typically
+ * kilobytes.
  */
 import type { ContainerDecision, Mode } from '../core/pod.js';
 import { formatReference, parseReference } from '../core/reference.js';
+import { clip } from '../core/text.js';
+
+/** Characters kept of an invalid reference (then `…(N chars)`). */
+export const MAX_INVALID_KEPT = 256;
+/** Characters kept of a namespace name (valid ones have at most 63). */
+export const MAX_NAMESPACE_KEPT = 63;
 
 /** Images are reported fully qualified (`docker.io/library/nginx:1.14.2`), as copy tools want them. */
 function qualified(image: string): string {
@@ -60,9 +69,11 @@ export interface ReportLimits {
   readonly maxRegistries: number;
   readonly maxImages: number;
   readonly maxNamespaces: number;
+  /** Characters of images, targets and namespaces kept in all, whatever the entry counts. */
+  readonly maxChars: number;
 }
 
-export const DEFAULT_LIMITS: ReportLimits = { maxRegistries: 200, maxImages: 100, maxNamespaces: 100 };
+export const DEFAULT_LIMITS: ReportLimits = { maxRegistries: 200, maxImages: 100, maxNamespaces: 100, maxChars: 2 * 1024 * 1024 };
 export const OTHER = 'other';
 
 function emptyEntry(at: string): RegistryEntry {
@@ -97,17 +108,32 @@ function addServed(e: RegistryEntry, target: string, n: number): void {
   e.served[target] = (e.served[target] ?? 0) + n;
 }
 
-function addPending(e: RegistryEntry, image: string, target: string, max: number): number {
+/** Characters kept across all of a report's lists; past it new values are only counted. */
+export interface ByteBudget {
+  used: number;
+  readonly max: number;
+}
+
+function fits(budget: ByteBudget | undefined, chars: number): boolean {
+  if (budget === undefined) return true;
+  if (budget.used + chars > budget.max) return false;
+  budget.used += chars;
+  return true;
+}
+
+function addPending(e: RegistryEntry, image: string, target: string, max: number, budget?: ByteBudget): number {
   if (e.pending[image] !== undefined) return 0;
   if (Object.keys(e.pending).length >= max) return 1;
+  if (!fits(budget, image.length + target.length)) return 1;
   e.pending[image] = target;
   return 0;
 }
 
 /** Add to a bounded list of distinct values; returns the overflow increment (0 or 1). */
-function addBounded(list: string[], index: Set<string> | undefined, value: string, max: number): number {
+function addBounded(list: string[], index: Set<string> | undefined, value: string, max: number, budget?: ByteBudget): number {
   if (index ? index.has(value) : list.includes(value)) return 0;
   if (list.length >= max) return 1;
+  if (!fits(budget, value.length)) return 1;
   list.push(value);
   index?.add(value);
   return 0;
@@ -118,6 +144,7 @@ export class ReportCache {
   /** Per-entry lookup sets so that adding an image stays O(1). */
   readonly #imageSets = new Map<string, Set<string>>();
   readonly #limits: ReportLimits;
+  readonly #budget: ByteBudget;
   #mode: Mode;
   #version = 0;
 
@@ -127,6 +154,7 @@ export class ReportCache {
     limits: Partial<ReportLimits> = {},
   ) {
     this.#limits = { ...DEFAULT_LIMITS, ...limits };
+    this.#budget = { used: 0, max: this.#limits.maxChars };
     this.#mode = mode;
   }
 
@@ -155,14 +183,36 @@ export class ReportCache {
     return e;
   }
 
-  /** Record the decisions of one admission (never called for dryRun requests). */
-  record(decisions: readonly ContainerDecision[], namespace: string): void {
+  /** Remove a value from a kept list, giving its characters back to the budget. */
+  #unlist(list: string[], value: string): void {
+    const i = list.indexOf(value);
+    if (i === -1) return;
+    list.splice(i, 1);
+    this.#budget.used -= value.length;
+  }
+
+  #unpend(e: RegistryEntry, image: string): void {
+    const target = e.pending[image];
+    if (target === undefined) return;
+    delete e.pending[image];
+    this.#budget.used -= image.length + target.length;
+  }
+
+  /**
+   * Record the decisions of one admission (never called for dryRun requests). A denied
+   * pod (`denied`) ran nothing and rewrote nothing: only its violations are counted.
+   */
+  record(decisions: readonly ContainerDecision[], namespace: string, denied = false): void {
+    if (denied) decisions = decisions.filter((d) => d.violation !== undefined);
     if (decisions.length === 0) return;
     const at = this.now().toISOString();
     const { maxImages, maxNamespaces } = this.#limits;
+    // Namespaces are at most 63 characters once validated; a review sent directly can carry any.
+    namespace = clip(namespace, MAX_NAMESPACE_KEPT);
     for (const d of decisions) {
       if (d.original === undefined || d.sourceRegistry === undefined) continue;
-      const image = d.sourceRef ? formatReference(d.sourceRef) : d.original;
+      // An invalid reference can be of any size: it is kept cut, with its length.
+      const image = d.sourceRef ? formatReference(d.sourceRef) : clip(d.original, MAX_INVALID_KEPT);
       const e = this.#entry(d.sourceRegistry, at);
       const key = this.#entries.get(d.sourceRegistry) === e ? d.sourceRegistry : OTHER;
       if (d.rule !== undefined) e.target = d.rule.target;
@@ -174,8 +224,7 @@ export class ReportCache {
           e.rewritten++;
           // Now served by the mirror: pods admitted between the copy and the expiry of the
           // cached "absent" answer put it back on the copy list; it is done.
-          const i = e.missing.indexOf(image);
-          if (i !== -1) e.missing.splice(i, 1);
+          this.#unlist(e.missing, image);
           break;
         }
         case 'would-rewrite':
@@ -183,7 +232,7 @@ export class ReportCache {
           break;
         case 'missing':
           e.skipped++;
-          e.missingOverflow += addBounded(e.missing, undefined, image, maxImages);
+          e.missingOverflow += addBounded(e.missing, undefined, image, maxImages, this.#budget);
           break;
         case 'opted-out':
         case 'unverified':
@@ -196,11 +245,11 @@ export class ReportCache {
       }
       if (d.violation !== undefined) e.denied++;
       if (d.target !== undefined) {
-        if (d.action === 'rewritten') delete e.pending[image];
-        else if (d.action !== 'unchanged' && d.action !== 'invalid') e.pendingOverflow += addPending(e, image, d.target, maxImages);
+        if (d.action === 'rewritten') this.#unpend(e, image);
+        else if (d.action !== 'unchanged' && d.action !== 'invalid') e.pendingOverflow += addPending(e, image, d.target, maxImages, this.#budget);
       }
-      e.imagesOverflow += addBounded(e.images, this.#imageSets.get(key), image, maxImages);
-      if (namespace !== '') e.namespacesOverflow += addBounded(e.namespaces, undefined, namespace, maxNamespaces);
+      e.imagesOverflow += addBounded(e.images, this.#imageSets.get(key), image, maxImages, this.#budget);
+      if (namespace !== '') e.namespacesOverflow += addBounded(e.namespaces, undefined, namespace, maxNamespaces, this.#budget);
     }
     this.#version++;
   }
@@ -211,9 +260,8 @@ export class ReportCache {
     const e = this.#entry(sourceRegistry, this.now().toISOString());
     if (ok) {
       e.copied++;
-      const i = e.missing.indexOf(image);
-      if (i !== -1) e.missing.splice(i, 1);
-      delete e.pending[image];
+      this.#unlist(e.missing, image);
+      this.#unpend(e, image);
     } else e.copyFailed++;
     this.#version++;
   }
@@ -225,7 +273,7 @@ export class ReportCache {
       // #entry stamps lastSeen with the time given: older stored counts must not move it back.
       const e = this.#entry(registry, known === undefined || incoming.lastSeen > known.lastSeen ? incoming.lastSeen : known.lastSeen);
       const key = this.#entries.get(registry) === e ? registry : OTHER;
-      mergeEntry(e, incoming, this.#limits, this.#imageSets.get(key));
+      mergeEntry(e, incoming, this.#limits, this.#imageSets.get(key), this.#budget);
     }
     this.#version++;
   }
@@ -237,7 +285,7 @@ export class ReportCache {
   }
 }
 
-function mergeEntry(into: RegistryEntry, from: RegistryEntry, limits: ReportLimits, imageSet?: Set<string>): void {
+function mergeEntry(into: RegistryEntry, from: RegistryEntry, limits: ReportLimits, imageSet?: Set<string>, budget?: ByteBudget): void {
   into.target ??= from.target;
   into.rewritten += from.rewritten ?? 0;
   for (const [target, n] of Object.entries(from.served ?? {})) addServed(into, target, n);
@@ -251,10 +299,10 @@ function mergeEntry(into: RegistryEntry, from: RegistryEntry, limits: ReportLimi
   into.missingOverflow += from.missingOverflow ?? 0;
   into.namespacesOverflow += from.namespacesOverflow ?? 0;
   into.pendingOverflow += from.pendingOverflow ?? 0;
-  for (const [image, target] of Object.entries(from.pending ?? {})) into.pendingOverflow += addPending(into, image, target, limits.maxImages);
-  for (const i of from.images ?? []) into.imagesOverflow += addBounded(into.images, imageSet, i, limits.maxImages);
-  for (const i of from.missing ?? []) into.missingOverflow += addBounded(into.missing, undefined, i, limits.maxImages);
-  for (const n of from.namespaces ?? []) into.namespacesOverflow += addBounded(into.namespaces, undefined, n, limits.maxNamespaces);
+  for (const [image, target] of Object.entries(from.pending ?? {})) into.pendingOverflow += addPending(into, image, target, limits.maxImages, budget);
+  for (const i of from.images ?? []) into.imagesOverflow += addBounded(into.images, imageSet, i, limits.maxImages, budget);
+  for (const i of from.missing ?? []) into.missingOverflow += addBounded(into.missing, undefined, i, limits.maxImages, budget);
+  for (const n of from.namespaces ?? []) into.namespacesOverflow += addBounded(into.namespaces, undefined, n, limits.maxNamespaces, budget);
   if (from.firstSeen && from.firstSeen < into.firstSeen) into.firstSeen = from.firstSeen;
   if (from.lastSeen && from.lastSeen > into.lastSeen) into.lastSeen = from.lastSeen;
 }
@@ -264,10 +312,11 @@ export function mergeReports(reports: readonly Report[], now: Date, limits: Repo
   const registries: Record<string, RegistryEntry> = {};
   // The first report is the live one where there is one: its mode is the current mode.
   const mode: Mode = reports[0]?.mode ?? 'enforce';
+  const budget: ByteBudget = { used: 0, max: limits.maxChars };
   for (const r of reports) {
     for (const [k, e] of Object.entries(r.registries)) {
       const into = (registries[k] ??= emptyEntry(e.firstSeen));
-      mergeEntry(into, e, limits);
+      mergeEntry(into, e, limits, undefined, budget);
     }
   }
   const sorted: Record<string, RegistryEntry> = {};

@@ -8,6 +8,7 @@ import {
   allowed,
   decodeReview,
   denied,
+  errored,
   evaluate,
   reviewOf,
   serviceAccountFor,
@@ -22,6 +23,7 @@ import type { Config } from '../config/schema.js';
 import { infoLineWriter, type LineFields, type Logger } from '../logger.js';
 import type { AdmissionResult, Metrics } from '../metrics.js';
 import { parseTimeoutParam } from './json-body.js';
+import { clip } from '../core/text.js';
 
 /** Answers registry checks for verified rules (see the verification module). */
 export interface Verifier {
@@ -65,12 +67,14 @@ async function handle(deps: MutateDeps, admissionLine: (fields: LineFields) => v
   if (!decoded.ok) {
     deps.metrics.admissionRequests.inc({ operation: 'other', result: 'invalid' });
     deps.log.warn({ uid: decoded.uid, error: decoded.error }, 'malformed admission review');
-    await reply.code(400).send({ error: 'Bad Request', message: decoded.error });
+    // With a readable uid the API server gets an answer it can match: allowed false, 400.
+    if (decoded.uid !== undefined) await reply.code(200).send(reviewOf(errored(decoded.uid, 400, `mirrorgate: ${decoded.error}`)));
+    else await reply.code(400).send({ error: 'Bad Request', message: decoded.error });
     return;
   }
   const request = decoded.request;
   // Not a child logger: creating one per request costs more than the line itself.
-  const ids = { uid: request.uid, namespace: request.namespace, operation: request.operation, subResource: request.subResource || undefined };
+  const ids = { uid: request.uid, namespace: clip(request.namespace, MAX_NAME_LOGGED), operation: clip(request.operation, MAX_NAME_LOGGED), subResource: request.subResource ? clip(request.subResource, MAX_NAME_LOGGED) : undefined };
   const log = {
     warn: (o: object, msg: string) => deps.log.warn({ ...ids, ...o }, msg),
     error: (o: object, msg: string) => deps.log.error({ ...ids, ...o }, msg),
@@ -89,7 +93,7 @@ async function handle(deps: MutateDeps, admissionLine: (fields: LineFields) => v
     if (evaluation.error !== undefined) {
       deps.metrics.admissionRequests.inc({ operation: label, result: 'invalid' });
       log.warn({ error: evaluation.error }, 'malformed admission review');
-      await reply.code(400).send({ error: 'Bad Request', message: evaluation.error });
+      await reply.code(200).send(reviewOf(errored(request.uid, 400, `mirrorgate: ${evaluation.error}`)));
       return;
     }
     const toVerify = evaluation.plan?.toVerify ?? [];
@@ -129,16 +133,25 @@ async function handle(deps: MutateDeps, admissionLine: (fields: LineFields) => v
     namespace: ids.namespace,
     operation: ids.operation,
     subResource: ids.subResource,
-    kind: request.kind.kind,
-    name: request.name || undefined,
+    kind: clip(request.kind.kind, MAX_NAME_LOGGED),
+    name: request.name ? clip(request.name, MAX_NAME_LOGGED) : undefined,
     mode,
     dryRun: request.dryRun || undefined,
     decision: result,
     rewrites: evaluation?.plan === undefined ? undefined : rewriteCount(evaluation.plan.decisions),
-    reason: evaluation?.reason ?? evaluation?.plan?.denial,
+    reason: clipOptional(evaluation?.reason ?? evaluation?.plan?.denial, MAX_REASON_LOGGED),
     durationMs: Math.round(seconds * 1e6) / 1e3,
   });
   await reply.code(200).send(reviewOf(response));
+}
+
+/** Kubernetes names are at most 253 characters; a review sent directly can carry any. */
+const MAX_NAME_LOGGED = 253;
+/** A denial lists at most 8 problems; its log copy is cut beyond this. */
+const MAX_REASON_LOGGED = 4096;
+
+function clipOptional(text: string | undefined, max: number): string | undefined {
+  return text === undefined ? undefined : clip(text, max);
 }
 
 /** Look up the pod's ServiceAccount when identity wiring can apply; never throws. */
@@ -180,8 +193,10 @@ function safeFailurePolicy(deps: MutateDeps): 'Ignore' | 'Fail' {
 function record(deps: MutateDeps, evaluation: Evaluation, mode: Mode): void {
   const plan = evaluation.plan;
   if (plan === undefined) return;
+  // A denied pod rewrote nothing: only its violations count.
+  const denied = !evaluation.response.allowed;
   for (const d of plan.decisions) {
-    if (isRewrite(d) && d.sourceRegistry !== undefined && d.rule !== undefined) {
+    if (!denied && isRewrite(d) && d.sourceRegistry !== undefined && d.rule !== undefined) {
       // The target that served (with several targets, not necessarily the first).
       deps.metrics.countRewrite(d.sourceRegistry, d.targetRef?.registry ?? d.rule.to.host, mode);
     }

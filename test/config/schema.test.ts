@@ -83,3 +83,36 @@ t.test('the error message names the file and each field', async (t) => {
   const err = t.throws(() => parseConfig('mode: bad\nrules: [{from: docker.io}]\n', 'cfg.yaml')) as Error;
   t.match(err.message, /invalid config cfg.yaml:\n {2}mode: .*\n {2}rules\[0\]\.to: is required/);
 });
+
+t.test('an empty, whitespace-only or comments-only document is an error, never "no policy"', async (t) => {
+  for (const text of ['', '   \n\t\n', '# emptied by a bad patch\n# nothing left\n', '---\n', '~\n', 'null\n']) {
+    t.throws(() => parseConfig(text, 'cfg.yaml'), ConfigError, JSON.stringify(text));
+    try {
+      parseConfig(text, 'cfg.yaml');
+    } catch (err) {
+      t.match((err as Error).message, /cfg.yaml[\s\S]*\(document\): the config is empty/, JSON.stringify(text));
+    }
+  }
+  t.doesNotThrow(() => parseConfig('{}\n'), 'an explicit empty mapping is a deliberate choice');
+});
+
+t.test('a huge value is quoted only cut, with its length, and problems are capped', async (t) => {
+  const huge = 'x'.repeat(20 * 1024 * 1024);
+  let message = '';
+  try {
+    parseConfig(`logLevel: ${huge}\n`);
+  } catch (err) {
+    message = (err as Error).message;
+  }
+  t.ok(message.length > 0 && message.length < 4096, `message is ${message.length} characters`);
+  t.match(message, /…\(\d+ chars\)/);
+  const rules = Array.from({ length: 500 }, (_, i) => ({ from: `bad host ${i}`, to: 'mirror.example.com' }));
+  try {
+    validateConfig({ rules });
+  } catch (err) {
+    const m = (err as ConfigError).message;
+    t.equal((err as ConfigError).problems.length >= 500, true, 'every problem is kept on the error');
+    t.ok(m.split('\n').length <= 52, 'the message lists 50 and counts the rest');
+    t.match(m, /\(and \d+ more problems\)/);
+  }
+});

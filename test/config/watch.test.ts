@@ -56,3 +56,21 @@ t.test('reloads a valid change, rejects an invalid one and keeps the last good c
   await until(() => reloaded.length === 2);
   t.equal(w.current().mode, 'enforce');
 });
+
+t.test('an emptied file on reload is rejected: the last good policy stays', async (t) => {
+  const file = await tempConfig(t, 'mode: enforce\npolicy:\n  allowedRegistries: [mirror.example.com]\n');
+  const rejected: string[] = [];
+  const w = new ConfigWatcher(file, await loadConfigFile(file), { onReload: () => t.fail('must not reload'), onReject: (e) => rejected.push(e.message) }, { intervalMs: 50, debounceMs: 10 });
+  for (const text of ['', '  \n', '# only a comment\n']) {
+    await writeFile(file, text);
+    await w.check();
+  }
+  t.equal(rejected.length, 3);
+  for (const m of rejected) t.match(m, /the config is empty/);
+  t.ok(w.current().policy !== undefined, 'the policy is still in force');
+});
+
+t.test('loadConfigFile: an empty file is refused at start', async (t) => {
+  const file = await tempConfig(t, '\n');
+  await t.rejects(loadConfigFile(file), /the config is empty/);
+});

@@ -2,6 +2,8 @@ import t from 'tap';
 import {
   formatReference,
   isValidRegistryHost,
+  MAX_REFERENCE_LENGTH,
+  referenceMemoSize,
   isValidRepositoryPath,
   normaliseRegistryHost,
   parseReference,
@@ -265,16 +267,32 @@ t.test('reason escapes control characters and quotes', async (t) => {
   }
 });
 
-t.test('over 4096 characters is rejected up front, quoted in part', async (t) => {
+t.test('over 1024 characters (more than any valid reference) is rejected up front, quoted in part', async (t) => {
   const long = `example.com/${'a'.repeat(5000)}`;
   const r = parseReference(long);
   t.equal(r.ok, false);
   if (!r.ok) {
-    t.match(r.reason, /longer than 4096 characters/);
+    t.match(r.reason, /longer than 1024 characters/);
     t.ok(r.reason.includes(long.slice(0, 100)), 'starts quoting the input');
-    t.ok(r.reason.length < 1000, 'the reason stays short');
-    t.match(r.reason, /5012 characters/);
+    t.ok(r.reason.length < 1200, 'the reason stays short');
+    t.match(r.reason, /…\(5012 chars\)/, 'marker with the original length');
   }
+});
+
+t.test('the longest valid reference fits under the cap', async (t) => {
+  const host = `${'h'.repeat(63)}.${'h'.repeat(63)}.${'h'.repeat(63)}.${'h'.repeat(61)}:65535`;
+  const ref = `${host}/${'p'.repeat(255)}:${'t'.repeat(128)}@sha512:${'a'.repeat(128)}`;
+  t.ok(ref.length <= MAX_REFERENCE_LENGTH, `${ref.length} characters`);
+  t.equal(parseReference(ref).ok, true);
+});
+
+t.test('hostile sizes never enter the memo', async (t) => {
+  const before = referenceMemoSize();
+  for (let i = 0; i < 50; i++) parseReference(`M${String(i).padStart(3, '0')}${'Y'.repeat(1024 * 1024)}`);
+  for (let i = 0; i < 50; i++) parseReference(`example.com/${'a'.repeat(600)}${i}`);
+  t.equal(referenceMemoSize(), before, 'neither 1 MiB nor 600-character inputs are remembered');
+  parseReference('example.com/memo-check:1');
+  t.equal(referenceMemoSize(), before + 1, 'an ordinary reference is');
 });
 
 t.test('long adversarial inputs under the cap are answered', async (t) => {

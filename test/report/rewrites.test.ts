@@ -167,3 +167,42 @@ t.test('counts rewrites per target that served them (ordered targets)', async (t
   t.same(round.registries['docker.io']?.served, e?.served, 'kept through persistence');
   t.same(mergeReports([round, round], now()).registries['docker.io']?.served, { 'a.example.com/hub': 2, 'b.example.com/hub': 2 }, 'summed over replicas');
 });
+
+t.test('hostile sizes: invalid references kept cut, the lists bounded in characters', async (t) => {
+  const cache = new ReportCache(now, 'enforce', { maxChars: 64 * 1024 });
+  for (let i = 0; i < 40; i++) {
+    const image = `M${String(i).padStart(3, '0')}${'Y'.repeat(1024 * 1024)}`;
+    cache.record(decisions([image], 'enforce'), `ns-${'s'.repeat(100)}-${i}`);
+  }
+  const text = JSON.stringify(cache.snapshot());
+  t.ok(text.length < 200 * 1024, `the report is ${text.length} characters after 40 distinct 1 MiB images`);
+  t.match(text, /…\(1048580 chars\)/, 'kept cut, with the original length');
+  const invalid = cache.snapshot().registries.invalid;
+  t.equal(invalid?.unchanged, 40, 'every one counted');
+  for (let i = 0; i < 2000; i++) cache.record(decisions([`r${i % 150}.example.org/${'p'.repeat(200)}/app-${i}:1`], 'enforce'), 'a');
+  const after = JSON.stringify(cache.snapshot());
+  t.ok(after.length < 64 * 1024 + 150 * 2048, `bounded by maxChars plus the counters: ${after.length}`);
+  const overflow = Object.values(cache.snapshot().registries).reduce((n, e) => n + e.imagesOverflow, 0);
+  t.ok(overflow > 0, 'what did not fit is counted as overflow');
+});
+
+t.test('a denied pod rewrote nothing: only its violations are recorded', async (t) => {
+  const cache = new ReportCache(now, 'enforce');
+  const ds = decisions(['quay.io/prom/x:1', 'evil.example.net/x:1'], 'enforce');
+  cache.record(ds, 'a', true);
+  const r = cache.snapshot().registries;
+  t.equal(r['quay.io'], undefined, 'quay.io not counted as rewritten');
+  t.equal(r['evil.example.net']?.denied, 1);
+});
+
+t.test('budget is given back when an image leaves a list, so churn never starves it', async (t) => {
+  const cache = new ReportCache(now, 'enforce', { maxChars: 4096 });
+  for (let round = 0; round < 50; round++) {
+    const img = `quay.io/acme/app-${round}:${'1'.repeat(40)}`;
+    cache.record(decisions([img], 'enforce', [`mirror.example.com/quay/acme/app-${round}:${'1'.repeat(40)}`]), 'a');
+    cache.record(decisions([img], 'enforce'), 'a');
+  }
+  const e = cache.snapshot().registries['quay.io'];
+  t.equal(e?.missing.length, 0);
+  t.equal(e?.missingOverflow, 0, 'every missing image was listed, none dropped for lack of budget');
+});

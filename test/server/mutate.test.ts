@@ -111,12 +111,6 @@ const malformed: { name: string; payload: string | Buffer; headers?: Record<stri
   { name: 'array body', payload: '[]', status: 400, message: /JSON object/ },
   { name: 'missing uid', payload: JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { kind: {} } }), status: 400, message: /request.uid/ },
   { name: 'uid of the wrong type', payload: JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 5 } }), status: 400, message: /request.uid/ },
-  {
-    name: 'containers of the wrong type',
-    payload: JSON.stringify(review({ object: { spec: { containers: { name: 'x' } } } }).body),
-    status: 400,
-    message: /request.object.spec.containers: must be an array/,
-  },
   { name: 'deeply nested JSON', payload: '['.repeat(100_000) + ']'.repeat(100_000), status: 400, message: /nested deeper than 100/ },
   { name: 'deeply nested inside a valid review', payload: JSON.stringify(review({ object: { metadata: {}, spec: { x: nest(150) } } }).body), status: 400, message: /nested deeper/ },
   { name: 'wrong content type', payload: 'x', headers: { 'content-type': 'text/plain' }, status: 415, message: /application\/json/ },
@@ -141,6 +135,56 @@ t.test('bad input: 4xx with a message, never 500, and the next request is served
       t.equal(ok.json().response.uid, next.uid, 'next good request served');
     });
   }
+});
+
+t.test('a review with a readable uid is always answered with it: allowed false, code 400', async (t) => {
+  const { app, metrics } = testApp();
+  const cases = [
+    { name: 'containers of the wrong type', ...review({ object: { spec: { containers: { name: 'x' } } } }), message: /request.object.spec.containers: must be an array/ },
+    { name: 'a malformed kind', ...review({ kind: 'Pod' as never }), message: /request.kind must be/ },
+    { name: 'an oldObject that is not an object', ...review({ operation: 'UPDATE', oldObject: 'x' }), message: /request.oldObject must be an object/ },
+  ];
+  for (const c of cases) {
+    const uid = c.uid;
+    const res = await app.inject({ method: 'POST', url: '/mutate?timeout=10s', headers: json, payload: JSON.stringify(c.body) });
+    t.equal(res.statusCode, 200, c.name);
+    const out = res.json();
+    t.equal(out.kind, 'AdmissionReview', c.name);
+    t.equal(out.response.uid, uid, `${c.name}: the request's uid`);
+    t.equal(out.response.allowed, false, c.name);
+    t.equal(out.response.status.code, 400, c.name);
+    t.equal(out.response.status.reason, 'BadRequest', c.name);
+    t.match(out.response.status.message, c.message, c.name);
+  }
+  t.match(await metrics.registry.metrics(), /mirrorgate_admission_requests_total\{operation="(create|other)",result="invalid"\} \d/);
+});
+
+t.test('hostile sizes are repeated only cut, with their length', async (t) => {
+  const { app, logs } = testApp();
+  const name = 'n'.repeat(2 * 1024 * 1024);
+  const namespace = 's'.repeat(1024 * 1024);
+  const image = `M001${'Y'.repeat(1024 * 1024)}`;
+  const { uid, body } = review({ namespace, object: { metadata: {}, spec: { containers: [{ name, image }] } } });
+  const res = await app.inject({ method: 'POST', url: '/mutate?timeout=10s', headers: json, payload: JSON.stringify(body) });
+  t.ok(res.body.length < 8 * 1024, `the answer is ${res.body.length} bytes`);
+  const out = res.json();
+  t.equal(out.response.uid, uid);
+  t.equal(out.response.allowed, false);
+  t.match(out.response.status.message, /container "n{253}"…\(2097152 chars\)/, 'container name cut with its length');
+  t.match(out.response.status.message, /…\(1048580 chars\)/, 'image cut with its length');
+  const line = JSON.stringify(logs.find('admission')[0]);
+  t.ok(line.length < 8 * 1024, `the admission line is ${line.length} bytes`);
+  t.match(line, /…\(1048576 chars\)/, 'namespace cut in the log line');
+});
+
+t.test('a denied pod rewrote nothing: no rewrite counted for its other containers', async (t) => {
+  const { app, metrics } = testApp();
+  const { body } = review({ object: { metadata: {}, spec: { containers: [{ name: 'ok', image: 'nginx:1' }, { name: 'bad', image: 'evil.example.net/x:1' }] } } });
+  const out = (await app.inject({ method: 'POST', url: '/mutate', headers: json, payload: JSON.stringify(body) })).json();
+  t.equal(out.response.allowed, false);
+  const text = await metrics.registry.metrics();
+  t.notMatch(text, /mirrorgate_image_rewrites_total\{source_registry="docker.io"[^}]*\} [1-9]/, 'nothing counted as rewritten');
+  t.match(text, /mirrorgate_policy_violations_total\{registry="evil.example.net",mode="enforce"\} 1/);
 });
 
 t.test('a 3 MiB UPDATE review is accepted', async (t) => {

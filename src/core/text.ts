@@ -1,0 +1,24 @@
+/**
+ * Bounding untrusted text before it is kept or repeated. Whatever a pod, a review or a
+ * config file carries, a message, a log line or a report entry quotes at most
+ * {@link MAX_QUOTED} characters of it, followed by a visible marker with the original
+ * length: `aaaa…(1048580 chars)`. Pure.
+ */
+
+/** How much of one untrusted string a message, log line or report entry repeats. */
+export const MAX_QUOTED = 256;
+
+/**
+ * `text` when it has at most `max` characters, else its first `max` characters and the
+ * marker `…(N chars)` with the original length N.
+ */
+export function clip(text: string, max: number = MAX_QUOTED): string {
+  if (text.length <= max) return text;
+  return `${text.slice(0, max)}…(${text.length} chars)`;
+}
+
+/** {@link clip}, then JSON-quoted, so a hostile string cannot forge lines or quotes. */
+export function quoteClipped(text: string, max: number = MAX_QUOTED): string {
+  if (text.length <= max) return JSON.stringify(text);
+  return `${JSON.stringify(text.slice(0, max))}…(${text.length} chars)`;
+}
