@@ -170,6 +170,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
       now,
       https: tlsServerOptions(certs.initial),
       namespaceMode: kube?.namespaceMode,
+      namespaceLabels: kube ? (ns: string) => kube.namespaces.labels(ns) : undefined,
       serviceAccounts: kube?.serviceAccounts,
       observers,
       verifier: verification.verifier,

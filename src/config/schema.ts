@@ -7,7 +7,7 @@ import { parse as parseYaml } from 'yaml';
 import { clip } from '../core/text.js';
 import { compilePolicy, type Policy } from '../core/policy.js';
 import { compilePullSecrets, type PullSecret } from '../core/pull-secrets.js';
-import { compileRules, type Problem, type RuleInput, type RuleSet } from '../core/rules.js';
+import { compileExclude, compileRules, type Problem, type RuleInput, type RuleSet } from '../core/rules.js';
 import { isValidRegistryHost, normaliseRegistryHost } from '../core/reference.js';
 import type { IdentitySettings } from '../core/identity/wiring.js';
 import { validateIdentityConfig, type IdentityLookup } from './identity.js';
@@ -196,7 +196,7 @@ class Checker {
   }
 }
 
-const TOP_KEYS = ['mode', 'failurePolicy', 'rules', 'policy', 'pullSecrets', 'logLevel', 'registries', 'verification', 'identity', 'report'] as const;
+const TOP_KEYS = ['mode', 'failurePolicy', 'rules', 'exclude', 'policy', 'pullSecrets', 'logLevel', 'registries', 'verification', 'identity', 'report'] as const;
 
 /** Validate a parsed config object. Throws ConfigError listing every problem. */
 export function validateConfig(raw: unknown, source = 'config'): Config {
@@ -217,7 +217,7 @@ export function validateConfig(raw: unknown, source = 'config'): Config {
       c.add(at, 'must be a mapping with from and to');
       return;
     }
-    c.keys(r, at, ['from', 'to', 'verify', 'copyOnMiss']);
+    c.keys(r, at, ['from', 'to', 'verify', 'copyOnMiss', 'namespaces', 'namespaceSelector', 'podSelector', 'exclude']);
     const from = c.string(r, 'from', `${at}.from`);
     // One target, or a list in order of preference.
     let to: string | string[] | undefined;
@@ -227,14 +227,30 @@ export function validateConfig(raw: unknown, source = 'config'): Config {
     } else to = c.string(r, 'to', `${at}.to`);
     const verify = c.bool(r, 'verify', `${at}.verify`);
     const copyOnMiss = c.bool(r, 'copyOnMiss', `${at}.copyOnMiss`);
+    const present = (k: string): boolean => r[k] !== undefined && r[k] !== null;
+    const namespaces = present('namespaces') ? c.stringList(r.namespaces, `${at}.namespaces`).values : undefined;
+    const exclude = present('exclude') ? c.stringList(r.exclude, `${at}.exclude`).values : undefined;
     if (from !== undefined && to !== undefined) {
-      rules.push({ from, to, verify, copyOnMiss });
+      rules.push({
+        from,
+        to,
+        verify,
+        copyOnMiss,
+        ...(namespaces !== undefined ? { namespaces } : {}),
+        ...(present('namespaceSelector') ? { namespaceSelector: r.namespaceSelector } : {}),
+        ...(present('podSelector') ? { podSelector: r.podSelector } : {}),
+        ...(exclude !== undefined ? { exclude } : {}),
+      });
       ruleIndex.push(i);
     }
   });
   const compiled = compileRules(rules, 'rules', ruleIndex);
+  // Top-level `exclude`: images no rule rewrites (policy still judges them).
+  const excludeList = c.stringList(raw.exclude, 'exclude');
+  const exclude = compileExclude(excludeList.values, 'exclude');
+  for (const p of exclude.problems) c.add(p.path.replace(/\[(\d+)\]$/, (_, i: string) => `[${excludeList.indexes[Number(i)] ?? i}]`), p.message);
   let ruleSet: RuleSet = { rules: [] };
-  if (compiled.ok) ruleSet = compiled.ruleSet;
+  if (compiled.ok) ruleSet = { ...compiled.ruleSet, exclude: exclude.patterns };
   else c.problems.push(...compiled.problems);
 
   let policy: Policy | undefined;
@@ -255,14 +271,14 @@ export function validateConfig(raw: unknown, source = 'config'): Config {
     }
   }
 
-  const pullSecretInputs: { name: string; registries: string[]; copyFrom?: string | undefined }[] = [];
+  const pullSecretInputs: { name: string; registries: string[]; copyFrom?: string | undefined; namespaces?: string[]; namespaceSelector?: unknown }[] = [];
   c.list(raw.pullSecrets, 'pullSecrets').forEach((s, i) => {
     const at = `pullSecrets[${i}]`;
     if (!isRecord(s)) {
       c.add(at, 'must be a mapping with name and registries');
       return;
     }
-    c.keys(s, at, ['name', 'registries', 'copyFrom']);
+    c.keys(s, at, ['name', 'registries', 'copyFrom', 'namespaces', 'namespaceSelector']);
     const name = c.string(s, 'name', `${at}.name`) ?? '';
     // A missing list is reported by compilePullSecrets ("must list at least one registry").
     let copyFrom: string | undefined;
@@ -271,7 +287,11 @@ export function validateConfig(raw: unknown, source = 'config'): Config {
       if (typeof s.copyFrom === 'string' && /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(s.copyFrom)) copyFrom = s.copyFrom;
       else c.add(`${at}.copyFrom`, `must be a namespace name (got ${JSON.stringify(s.copyFrom)})`);
     }
-    pullSecretInputs.push({ name, registries: c.stringList(s.registries, `${at}.registries`).values, ...(copyFrom !== undefined ? { copyFrom } : {}) });
+    const scoped = {
+      ...(s.namespaces !== undefined && s.namespaces !== null ? { namespaces: c.stringList(s.namespaces, `${at}.namespaces`).values } : {}),
+      ...(s.namespaceSelector !== undefined && s.namespaceSelector !== null ? { namespaceSelector: s.namespaceSelector } : {}),
+    };
+    pullSecretInputs.push({ name, registries: c.stringList(s.registries, `${at}.registries`).values, ...(copyFrom !== undefined ? { copyFrom } : {}), ...scoped });
   });
   let pullSecrets: PullSecret[] = [];
   const ps = compilePullSecrets(pullSecretInputs);

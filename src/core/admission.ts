@@ -197,7 +197,13 @@ export interface Evaluation {
  * needs registry answers (`toVerify`), the caller asks the registries and calls again
  * with `verify`.
  */
-export function evaluate(req: AdmissionRequest, settings: Settings, mode: Mode, verify?: VerifyAnswers, identity?: IdentityInput): Evaluation {
+/** What the adapters know about the request's surroundings (namespace cache). */
+export interface AdmissionContext {
+  /** The namespace's labels; undefined when not known. */
+  readonly namespaceLabels?: Readonly<Record<string, string>> | undefined;
+}
+
+export function evaluate(req: AdmissionRequest, settings: Settings, mode: Mode, verify?: VerifyAnswers, identity?: IdentityInput, context?: AdmissionContext): Evaluation {
   const handling = classify(req);
   if (handling.kind === 'ignore') {
     return { response: allowed(req.uid), plan: undefined, reason: handling.reason, label: handling.label, error: undefined };
@@ -211,7 +217,11 @@ export function evaluate(req: AdmissionRequest, settings: Settings, mode: Mode, 
     oldPod = old.pod;
   }
   const raw = isObject(req.object) ? req.object : undefined;
-  const plan = planPod({ operation: handling.operation, subResource: req.subResource, pod: pod.pod, oldPod, mode, raw, identity }, settings, verify);
+  const plan = planPod(
+    { operation: handling.operation, subResource: req.subResource, pod: pod.pod, oldPod, mode, raw, identity, namespace: req.namespace, namespaceLabels: context?.namespaceLabels },
+    settings,
+    verify,
+  );
   const extras = { warnings: plan.warnings, auditAnnotations: plan.auditAnnotations };
   let response: AdmissionResponse;
   if (plan.denial !== undefined) response = denied(req.uid, plan.denial, extras);

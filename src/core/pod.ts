@@ -10,7 +10,7 @@ import { secretsNeeded, type PullSecret } from './pull-secrets.js';
 import { MAX_REFERENCE_LENGTH, parseReference, type ImageReference } from './reference.js';
 import { clip, quoteClipped } from './text.js';
 import { planIdentity, type IdentitySettings, type ServiceAccountInfo } from './identity/wiring.js';
-import { decideRewrite, type Candidate, type Rule, type RuleSet } from './rules.js';
+import { decideRewrite, type Candidate, type Rule, type RuleSet, type ScopeContext } from './rules.js';
 
 export const ANNOTATION_REWRITE = 'mirrorgate.io/rewrite';
 export const ANNOTATION_ORIGINAL_IMAGES = 'mirrorgate.io/original-images';
@@ -35,6 +35,10 @@ export interface PodView {
   /** False only for an object with no metadata at all (never from the API server). */
   readonly hasMetadata: boolean;
   readonly annotations: Readonly<Record<string, string>> | undefined;
+  /** metadata.labels (rule scoping by podSelector). */
+  readonly labels?: Readonly<Record<string, string>> | undefined;
+  /** spec.nodeSelector (which platforms the pod can run on). */
+  readonly nodeSelector?: Readonly<Record<string, string>> | undefined;
   readonly containers: readonly ContainerView[];
   /** Names in spec.imagePullSecrets; undefined when the field is absent. */
   readonly imagePullSecrets: readonly string[] | undefined;
@@ -57,8 +61,12 @@ export function readPod(object: unknown, at = 'request.object'): { ok: true; pod
     }
     annotations = rawAnnotations as Record<string, string>;
   }
+  const labels = stringMap(metadata?.labels, `${at}.metadata.labels`);
+  if (typeof labels === 'string') return { ok: false, error: labels };
   const spec = object.spec;
   if (spec !== undefined && !isObject(spec)) return { ok: false, error: `${at}.spec: must be an object` };
+  const nodeSelector = stringMap(spec?.nodeSelector, `${at}.spec.nodeSelector`);
+  if (typeof nodeSelector === 'string') return { ok: false, error: nodeSelector };
   const containers: ContainerView[] = [];
   for (const list of LISTS) {
     const raw = spec?.[list];
@@ -87,7 +95,15 @@ export function readPod(object: unknown, at = 'request.object'): { ok: true; pod
       if (typeof s.name === 'string') imagePullSecrets.push(s.name);
     }
   }
-  return { ok: true, pod: { hasMetadata: metadata !== undefined, annotations, containers, imagePullSecrets } };
+  return { ok: true, pod: { hasMetadata: metadata !== undefined, annotations, labels, nodeSelector, containers, imagePullSecrets } };
+}
+
+/** A map of strings (labels, nodeSelector), undefined when absent, or the error naming the field. */
+function stringMap(raw: unknown, at: string): Record<string, string> | undefined | string {
+  if (raw === undefined || raw === null) return undefined;
+  if (!isObject(raw)) return `${at}: must be an object`;
+  for (const [k, v] of Object.entries(raw)) if (typeof v !== 'string') return `${at}["${k}"]: must be a string`;
+  return raw as Record<string, string>;
 }
 
 export interface Settings {
@@ -117,6 +133,10 @@ export interface PlanInput {
   readonly raw?: JsonObject | undefined;
   /** Only for CREATE, when identity wiring is on and the webhook can read ServiceAccounts. */
   readonly identity?: IdentityInput | undefined;
+  /** The request's namespace (rule scoping). */
+  readonly namespace?: string | undefined;
+  /** That namespace's labels from the namespace cache; undefined when not known. */
+  readonly namespaceLabels?: Readonly<Record<string, string>> | undefined;
 }
 
 /** What a registry check said about a rewrite target (see verification). */
@@ -213,9 +233,10 @@ export function planPod(input: PlanInput, settings: Settings, verify?: VerifyAns
   const toVerify: string[] = [];
   const unreachableDenials: string[] = [];
 
+  const ctx: ScopeContext = { namespace: input.namespace ?? '', namespaceLabels: input.namespaceLabels, podLabels: pod.labels ?? {} };
   for (const container of scope) {
     const image = container.image as string;
-    const d = decideRewrite(settings.ruleSet, image);
+    const d = decideRewrite(settings.ruleSet, image, ctx);
     if (d.kind === 'invalid') {
       decisions.push(decision(container, 'invalid', image, image, 'invalid', undefined, undefined, undefined));
       continue;
@@ -363,7 +384,7 @@ export function planPod(input: PlanInput, settings: Settings, verify?: VerifyAns
     const multi = rewrites.filter((d) => (d.rule?.targets.length ?? 1) > 1);
     if (multi.length > 0) annotations[ANNOTATION_SERVED_BY] = servedByValue(pod, multi);
     operations.push(...annotationOps(pod, annotations));
-    operations.push(...pullSecretOps(pod, judged, settings.pullSecrets));
+    operations.push(...pullSecretOps(pod, judged, settings.pullSecrets, ctx));
     operations.push(...wiring.operations);
     warnings.push(...wiring.warnings);
     if (wiring.unknown !== undefined) warnings.push(wiring.unknown);
@@ -467,7 +488,7 @@ function servedByValue(pod: PodView, rewrites: readonly ContainerDecision[]): st
   return JSON.stringify(record);
 }
 
-function pullSecretOps(pod: PodView, decisions: readonly ContainerDecision[], pullSecrets: readonly PullSecret[]): Operation[] {
+function pullSecretOps(pod: PodView, decisions: readonly ContainerDecision[], pullSecrets: readonly PullSecret[], ctx: ScopeContext): Operation[] {
   if (pullSecrets.length === 0) return [];
   // Every image the pod will run, not only the ones in scope: a secret is needed as
   // long as any container pulls from its registry.
@@ -484,7 +505,7 @@ function pullSecretOps(pod: PodView, decisions: readonly ContainerDecision[], pu
       if (p.ok) refs.push(p.ref);
     }
   }
-  const needed = secretsNeeded(pullSecrets, refs);
+  const needed = secretsNeeded(pullSecrets, refs, ctx);
   const have = new Set(pod.imagePullSecrets ?? []);
   const missing = needed.filter((n) => !have.has(n));
   if (missing.length === 0) return [];

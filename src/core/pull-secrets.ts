@@ -4,16 +4,22 @@
  */
 import { matchLength, parsePattern, type RegistryPattern } from './patterns.js';
 import type { ImageReference } from './reference.js';
-import type { Problem } from './rules.js';
+import { compileScope, scopeAdmits, type Problem, type RuleScope, type ScopeContext } from './rules.js';
 
 export interface PullSecretInput {
   readonly name: string;
   readonly registries: readonly string[];
+  /** Only pods in these namespaces. */
+  readonly namespaces?: readonly string[] | undefined;
+  /** Only pods in namespaces whose labels match (a label selector, as written). */
+  readonly namespaceSelector?: unknown;
 }
 
 export interface PullSecret {
   readonly name: string;
   readonly registries: readonly RegistryPattern[];
+  /** Undefined: every namespace. */
+  readonly scope?: RuleScope | undefined;
 }
 
 /** Kubernetes object names (RFC 1123 subdomain), as Secret names must be. */
@@ -41,15 +47,17 @@ export function compilePullSecrets(
       if (p.ok) registries.push(p.pattern);
       else problems.push({ path: `${at}.registries[${j}]`, message: p.reason });
     });
-    out.push({ name: input.name, registries });
+    const scope = compileScope({ namespaces: input.namespaces, namespaceSelector: input.namespaceSelector }, at, problems);
+    out.push({ name: input.name, registries, ...(scope !== undefined ? { scope } : {}) });
   });
   return problems.length > 0 ? { ok: false, problems } : { ok: true, pullSecrets: out };
 }
 
-/** Names of the secrets needed for these final images, in config order. */
-export function secretsNeeded(pullSecrets: readonly PullSecret[], images: readonly ImageReference[]): string[] {
+/** Names of the secrets needed for these final images, in config order (scoped ones only where they apply). */
+export function secretsNeeded(pullSecrets: readonly PullSecret[], images: readonly ImageReference[], ctx?: ScopeContext): string[] {
   const names: string[] = [];
   for (const secret of pullSecrets) {
+    if (!scopeAdmits(secret.scope, ctx)) continue;
     const needed = images.some((ref) => secret.registries.some((p) => matchLength(p, ref.registry, ref.repository) >= 0));
     if (needed) names.push(secret.name);
   }

@@ -12,6 +12,7 @@ import {
   type RegistryPattern,
 } from './patterns.js';
 import { parseReference, type ImageReference } from './reference.js';
+import { parseSelector, selectorMatches, type LabelSelector } from './selector.js';
 
 export interface RuleInput {
   readonly from: string;
@@ -19,6 +20,31 @@ export interface RuleInput {
   readonly to: string | readonly string[];
   readonly verify?: boolean | undefined;
   readonly copyOnMiss?: boolean | undefined;
+  /** Only pods in these namespaces (names). */
+  readonly namespaces?: readonly string[] | undefined;
+  /** Only pods in namespaces whose labels match (a label selector, as written). */
+  readonly namespaceSelector?: unknown;
+  /** Only pods whose labels match (a label selector, as written). */
+  readonly podSelector?: unknown;
+  /** Image patterns (as `from`) this rule never rewrites. */
+  readonly exclude?: readonly string[] | undefined;
+}
+
+/** Where a rule applies; every part that is set must hold. */
+export interface RuleScope {
+  readonly namespaces: readonly string[] | undefined;
+  readonly namespaceSelector: LabelSelector | undefined;
+  readonly podSelector: LabelSelector | undefined;
+  /** A stable text form: two rules for one `from` must differ in it. */
+  readonly canonical: string;
+}
+
+/** What scoping reads of an admission. */
+export interface ScopeContext {
+  readonly namespace: string;
+  /** The namespace's labels from the namespace cache; undefined when not known. */
+  readonly namespaceLabels: Readonly<Record<string, string>> | undefined;
+  readonly podLabels: Readonly<Record<string, string>>;
 }
 
 /** One rewrite target of a rule. */
@@ -43,10 +69,89 @@ export interface Rule {
   readonly targets: readonly RuleTarget[];
   readonly verify: boolean;
   readonly copyOnMiss: boolean;
+  /** Undefined: every pod. */
+  readonly scope: RuleScope | undefined;
+  /** Images this rule leaves alone. */
+  readonly exclude: readonly RegistryPattern[];
 }
 
 export interface RuleSet {
   readonly rules: readonly Rule[];
+  /** Images no rule rewrites (top-level `exclude`). */
+  readonly exclude?: readonly RegistryPattern[] | undefined;
+}
+
+/** A namespace name: an RFC 1123 label. */
+const NAMESPACE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/** Compile `exclude` patterns (wildcards allowed, as in `from`). */
+export function compileExclude(patterns: readonly string[], path: string): { patterns: RegistryPattern[]; problems: Problem[] } {
+  const out: RegistryPattern[] = [];
+  const problems: Problem[] = [];
+  patterns.forEach((source, i) => {
+    const p = parsePattern(source, true);
+    if (p.ok) out.push(p.pattern);
+    else problems.push({ path: `${path}[${i}]`, message: p.reason });
+  });
+  return { patterns: out, problems };
+}
+
+/** What a scope is written with (rules; pull secrets take the namespace parts). */
+export interface ScopeInput {
+  readonly namespaces?: readonly string[] | undefined;
+  readonly namespaceSelector?: unknown;
+  readonly podSelector?: unknown;
+}
+
+/** Compile a scope; undefined when nothing limits it. Problems are added to `problems`. */
+export function compileScope(input: ScopeInput, at: string, problems: Problem[]): RuleScope | undefined {
+  const { namespaces, namespaceSelector, podSelector } = input;
+  if (namespaces === undefined && namespaceSelector === undefined && podSelector === undefined) return undefined;
+  let names: string[] | undefined;
+  if (namespaces !== undefined) {
+    names = [];
+    if (namespaces.length === 0) problems.push({ path: `${at}.namespaces`, message: 'lists no namespace (remove it to apply the rule everywhere)' });
+    namespaces.forEach((n, i) => {
+      if (NAMESPACE.test(n)) names?.push(n);
+      else problems.push({ path: `${at}.namespaces[${i}]`, message: `"${n}" is not a namespace name` });
+    });
+    names.sort();
+  }
+  const selector = (raw: unknown, key: string): LabelSelector | undefined => {
+    if (raw === undefined) return undefined;
+    const r = parseSelector(raw, `${at}.${key}`);
+    if (r.ok) return r.selector;
+    problems.push(...r.problems);
+    return undefined;
+  };
+  const ns = selector(namespaceSelector, 'namespaceSelector');
+  const pod = selector(podSelector, 'podSelector');
+  const canonical = `names=${names?.join(',') ?? '*'} ns={${ns?.canonical ?? ''}} pod={${pod?.canonical ?? ''}}`;
+  return { namespaces: names, namespaceSelector: ns, podSelector: pod, canonical };
+}
+
+/** Does the rule apply to this admission? Scoped rules never apply without a context. */
+export function inScope(rule: Rule, ctx: ScopeContext | undefined): boolean {
+  return scopeAdmits(rule.scope, ctx);
+}
+
+/** Does a scope admit this admission? No scope admits all; a scope admits nothing without a context. */
+export function scopeAdmits(scope: RuleScope | undefined, ctx: ScopeContext | undefined): boolean {
+  if (scope === undefined) return true;
+  if (ctx === undefined) return false;
+  if (scope.namespaces !== undefined && !scope.namespaces.includes(ctx.namespace)) return false;
+  if (scope.namespaceSelector !== undefined) {
+    // Labels not known (no namespace cache, or not synced yet): the rule does not apply.
+    if (ctx.namespaceLabels === undefined || !selectorMatches(scope.namespaceSelector, ctx.namespaceLabels)) return false;
+  }
+  if (scope.podSelector !== undefined && !selectorMatches(scope.podSelector, ctx.podLabels)) return false;
+  return true;
+}
+
+function excluded(patterns: readonly RegistryPattern[] | undefined, ref: ImageReference): boolean {
+  if (patterns === undefined) return false;
+  for (const p of patterns) if (matchLength(p, ref.registry, ref.repository) >= 0) return true;
+  return false;
 }
 
 export interface Problem {
@@ -103,6 +208,15 @@ export function compileRules(inputs: readonly RuleInput[], basePath = 'rules', f
     if (input.copyOnMiss === true && input.verify !== true) {
       problems.push({ path: `${at}.copyOnMiss`, message: 'needs verify: true (a copy is queued when verification finds the image missing)' });
     }
+    const scope = compileScope(input, at, problems);
+    const exclude = compileExclude(input.exclude ?? [], `${at}.exclude`);
+    problems.push(...exclude.problems);
+    if (from.ok) {
+      exclude.patterns.forEach((p, k) => {
+        // An exclusion outside the rule's own images is a typo: it would never apply.
+        if (!patternsOverlap(from.pattern, p)) problems.push({ path: `${at}.exclude[${k}]`, message: `"${p.source}" is not below from "${from.pattern.source}": it would never apply` });
+      });
+    }
     const first = targets[0];
     if (from.ok && targetsOk && first !== undefined) {
       rules.push({
@@ -113,16 +227,24 @@ export function compileRules(inputs: readonly RuleInput[], basePath = 'rules', f
         targets,
         verify: input.verify === true,
         copyOnMiss: input.copyOnMiss === true,
+        scope,
+        exclude: exclude.patterns,
       });
     }
   });
-  for (let i = 0; i < rules.length; i++) {
-    const a = rules[i] as Rule;
-    for (let j = 0; j < rules.length; j++) {
-      const b = rules[j] as Rule;
-      if (i < j && formatPattern(a.from) === formatPattern(b.from)) {
-        problems.push({ path: `${basePath}[${b.index}].from`, message: `duplicates rules[${a.index}].from "${a.from.source}"` });
-      }
+  // One rule per `from` and scope: two with the same would leave the choice to file order.
+  const seen = new Map<string, Rule>();
+  for (const r of rules) {
+    const key = `${formatPattern(r.from)}\0${r.scope?.canonical ?? ''}`;
+    const earlier = seen.get(key);
+    if (earlier === undefined) seen.set(key, r);
+    else {
+      const what = r.scope === undefined ? '' : ' with the same scope';
+      problems.push({ path: `${basePath}[${r.index}].from`, message: `duplicates rules[${earlier.index}].from "${earlier.from.source}"${what}` });
+    }
+  }
+  for (const a of rules) {
+    for (const b of rules) {
       a.targets.forEach((t, k) => {
         if (!patternsOverlap(t.to, b.from)) return;
         problems.push({
@@ -144,7 +266,7 @@ export type RewriteDecision =
       readonly kind: 'unchanged';
       readonly image: string;
       readonly ref: ImageReference;
-      readonly reason: 'no-rule' | 'on-target' | 'target-invalid';
+      readonly reason: 'no-rule' | 'on-target' | 'target-invalid' | 'excluded';
       readonly detail?: string;
     }
   | {
@@ -167,13 +289,16 @@ export interface Candidate {
   readonly ref: ImageReference;
 }
 
-/** Find the most specific rule for a parsed reference, if any. */
-export function findRule(ruleSet: RuleSet, ref: ImageReference): { rule: Rule; matched: number } | undefined {
+/**
+ * Find the rule for a parsed reference among those in scope: the most specific `from`
+ * wins; for the same `from`, a scoped rule beats an unscoped one; then file order.
+ */
+export function findRule(ruleSet: RuleSet, ref: ImageReference, ctx?: ScopeContext): { rule: Rule; matched: number } | undefined {
   let best: { rule: Rule; matched: number; score: number } | undefined;
   for (const rule of ruleSet.rules) {
     const matched = matchLength(rule.from, ref.registry, ref.repository);
-    if (matched < 0) continue;
-    const score = specificity(rule.from, matched);
+    if (matched < 0 || !inScope(rule, ctx)) continue;
+    const score = specificity(rule.from, matched) * 2 + (rule.scope === undefined ? 0 : 1);
     if (best === undefined || score > best.score) best = { rule, matched, score };
   }
   return best && { rule: best.rule, matched: best.matched };
@@ -187,14 +312,20 @@ export function onAnyTarget(ruleSet: RuleSet, ref: ImageReference): boolean {
   return false;
 }
 
-/** Decide what happens to one image reference under the rules. */
-export function decideRewrite(ruleSet: RuleSet, image: string): RewriteDecision {
+/**
+ * Decide what happens to one image reference under the rules, for a pod in `ctx` (scoped
+ * rules apply only with a context that they admit).
+ */
+export function decideRewrite(ruleSet: RuleSet, image: string, ctx?: ScopeContext): RewriteDecision {
   const parsed = parseReference(image);
   if (!parsed.ok) return { kind: 'invalid', image, reason: parsed.reason };
   const ref = parsed.ref;
   if (onAnyTarget(ruleSet, ref)) return { kind: 'unchanged', image, ref, reason: 'on-target' };
-  const found = findRule(ruleSet, ref);
+  if (excluded(ruleSet.exclude, ref)) return { kind: 'unchanged', image, ref, reason: 'excluded' };
+  const found = findRule(ruleSet, ref, ctx);
   if (found === undefined) return { kind: 'unchanged', image, ref, reason: 'no-rule' };
+  // The winning rule's exclusions leave the image alone; a less specific rule does not take over.
+  if (excluded(found.rule.exclude, ref)) return { kind: 'unchanged', image, ref, reason: 'excluded', detail: `rules[${found.rule.index}].exclude` };
   const remaining = remainingPath(ref.repository, found.matched);
   const candidates: Candidate[] = [];
   for (let index = 0; index < found.rule.targets.length; index++) {

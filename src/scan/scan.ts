@@ -26,7 +26,7 @@ export interface ScanOptions {
  * mirror), `no-rule`, `target-invalid` (the rule would produce an invalid reference),
  * `invalid` (does not parse), `templated` (a placeholder, skipped).
  */
-export type FindingStatus = 'rewrite' | 'on-target' | 'no-rule' | 'target-invalid' | 'invalid' | 'templated';
+export type FindingStatus = 'rewrite' | 'on-target' | 'no-rule' | 'target-invalid' | 'excluded' | 'invalid' | 'templated';
 
 /** One image reference in one file. Field names are part of the `--output json` contract. */
 export interface Finding {

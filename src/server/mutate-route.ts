@@ -44,6 +44,8 @@ export interface MutateDeps {
   readonly now: () => number;
   /** Per-namespace mode override (namespace label), when known. */
   readonly namespaceMode?: ((namespace: string) => Mode | undefined) | undefined;
+  /** A namespace's labels (rule scoping by namespaceSelector); undefined when not known. */
+  readonly namespaceLabels?: ((namespace: string) => Readonly<Record<string, string>> | undefined) | undefined;
   readonly verifier?: Verifier | undefined;
   readonly observers?: readonly AdmissionObserver[] | undefined;
   /** ServiceAccount annotations for identity wiring (cache, then a bounded direct GET). */
@@ -88,7 +90,8 @@ async function handle(deps: MutateDeps, admissionLine: (fields: LineFields) => v
     const config = deps.config.current();
     mode = config.mode === 'audit' ? 'audit' : (deps.namespaceMode?.(request.namespace) ?? config.mode);
     const identity = await identityInput(deps, request, config);
-    evaluation = evaluate(request, config.settings, mode, undefined, identity);
+    const context = { namespaceLabels: deps.namespaceLabels?.(request.namespace) };
+    evaluation = evaluate(request, config.settings, mode, undefined, identity, context);
     label = evaluation.label;
     if (evaluation.error !== undefined) {
       deps.metrics.admissionRequests.inc({ operation: label, result: 'invalid' });
@@ -103,7 +106,7 @@ async function handle(deps: MutateDeps, admissionLine: (fields: LineFields) => v
       const answers: VerifyAnswers = deps.verifier
         ? await deps.verifier.verify(toVerify, requestBudgetMs(req.query.timeout))
         : { outcomes: new Map(toVerify.map((t) => [t, 'unreachable'] as const)), onUnreachable: 'original' };
-      evaluation = evaluate(request, config.settings, mode, answers, identity);
+      evaluation = evaluate(request, config.settings, mode, answers, identity, context);
     }
     response = evaluation.response;
     result = !response.allowed ? 'denied' : response.patch !== undefined ? 'patched' : 'allowed';

@@ -305,6 +305,24 @@ t.test('ordered targets: the first that holds the image serves; the original sta
   });
 });
 
+t.test('an excluded image is still judged by the policy; scoped pull secrets only where they apply', async (t) => {
+  const rules = compileRules([{ from: 'docker.io', to: 'mirror.example.com/hub', exclude: ['docker.io/library/registry'] }]);
+  const policy = compilePolicy(['mirror.example.com']);
+  const secrets = compilePullSecrets([{ name: 'team-a-pull', registries: ['mirror.example.com'], namespaces: ['team-a'] }]);
+  if (!rules.ok || !policy.ok || !secrets.ok) throw new Error('config');
+  const s: Settings = { ruleSet: rules.ruleSet, policy: policy.policy, pullSecrets: secrets.pullSecrets };
+  const denied = plan(pod({ containers: [{ name: 'reg', image: 'registry:2' }] }), s);
+  t.match(denied.denial, /container "reg": "registry:2" is not from an allowed registry/);
+  t.equal(denied.decisions[0]?.action, 'unchanged');
+  const view = readPod(pod({ containers: [{ name: 'web', image: 'nginx:1' }] }));
+  if (!view.ok) throw new Error(view.error);
+  const base: PlanInput = { operation: 'CREATE', subResource: '', pod: view.pod, oldPod: undefined, mode: 'enforce' };
+  const inA = planPod({ ...base, namespace: 'team-a' }, s);
+  t.ok(inA.operations.some((o) => o.path === '/spec/imagePullSecrets'), 'team-a gets its secret');
+  const inB = planPod({ ...base, namespace: 'team-b' }, s);
+  t.notOk(inB.operations.some((o) => o.path === '/spec/imagePullSecrets'), 'team-b does not');
+});
+
 const malformed: { name: string; object: unknown; error: RegExp }[] = [
   { name: 'not an object', object: 'pod', error: /request.object: must be an object/ },
   { name: 'containers not an array', object: { spec: { containers: 'nginx' } }, error: /spec.containers: must be an array/ },

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { compileRules, decideRewrite, type RuleInput, type RuleSet } from '../../src/core/rules.js';
+import { compileExclude, compileRules, decideRewrite, type RuleInput, type RuleSet, type ScopeContext } from '../../src/core/rules.js';
 
 function ruleSet(rules: RuleInput[]): RuleSet {
   const r = compileRules(rules);
@@ -111,6 +111,13 @@ const bad: { name: string; rules: RuleInput[]; path: string; message: RegExp }[]
     path: 'rules[0].to[1]',
     message: /overlaps rules\[1\].from "quay.io"/,
   },
+  { name: 'same from, same scope', rules: [{ from: 'docker.io', to: 'a.example.com', namespaces: ['x'] }, { from: 'docker.io', to: 'b.example.com', namespaces: ['x'] }], path: 'rules[1].from', message: /duplicates rules\[0\].from "docker.io" with the same scope/ },
+  { name: 'bad namespace name', rules: [{ from: 'docker.io', to: 'a.example.com', namespaces: ['Team_A'] }], path: 'rules[0].namespaces[0]', message: /not a namespace name/ },
+  { name: 'empty namespaces', rules: [{ from: 'docker.io', to: 'a.example.com', namespaces: [] }], path: 'rules[0].namespaces', message: /lists no namespace/ },
+  { name: 'bad namespaceSelector', rules: [{ from: 'docker.io', to: 'a.example.com', namespaceSelector: { matchLabels: { t: 1 } } }], path: 'rules[0].namespaceSelector.matchLabels["t"]', message: /label value/ },
+  { name: 'bad podSelector', rules: [{ from: 'docker.io', to: 'a.example.com', podSelector: { matchExpressions: [{ key: 'a', operator: 'In' }] } }], path: 'rules[0].podSelector.matchExpressions[0].values', message: /at least one/ },
+  { name: 'exclude not a pattern', rules: [{ from: 'docker.io', to: 'a.example.com', exclude: ['docker.io/Up'] }], path: 'rules[0].exclude[0]', message: /repository path/ },
+  { name: 'exclude outside from', rules: [{ from: 'docker.io', to: 'a.example.com', exclude: ['quay.io/x'] }], path: 'rules[0].exclude[0]', message: /not below from "docker.io": it would never apply/ },
   { name: 'copyOnMiss without verify', rules: [{ from: 'docker.io', to: 'm.example.com', copyOnMiss: true }], path: 'rules[0].copyOnMiss', message: /verify/ },
 ];
 
@@ -154,4 +161,57 @@ t.test('ordered targets: every target is a candidate, in order, and none is rewr
   for (const c of d.candidates) t.equal(decideRewrite(rs, c.rewritten).kind, 'unchanged', `${c.rewritten} is left alone`);
   const single = ruleSet([{ from: 'docker.io', to: 'a.example.com' }]);
   t.same(single.rules[0]?.targets.map((x) => x.target), ['a.example.com'], 'a string to is a list of one');
+});
+
+t.test('scoping: names, namespace and pod selectors; specificity first, then scope, then file order', async (t) => {
+  const rs = ruleSet([
+    { from: 'docker.io', to: 'global.example.com/hub' },
+    { from: 'docker.io', to: 'team-a.example.com/hub', namespaces: ['team-a'] },
+    { from: 'docker.io', to: 'tenant.example.com/hub', namespaceSelector: { matchLabels: { tenant: 'blue' } } },
+    { from: 'docker.io/library', to: 'lib.example.com/hub' },
+    { from: 'quay.io', to: 'quay-mirror.example.com', podSelector: { matchExpressions: [{ key: 'app', operator: 'NotIn', values: ['registry'] }] } },
+  ]);
+  const ctx = (namespace: string, nsLabels?: Record<string, string>, pod: Record<string, string> = {}): ScopeContext => ({ namespace, namespaceLabels: nsLabels, podLabels: pod });
+  const target = (image: string, c?: ScopeContext): string | undefined => {
+    const d = decideRewrite(rs, image, c);
+    return d.kind === 'rewrite' ? d.rewritten : undefined;
+  };
+  t.equal(target('bitnami/redis:7', ctx('other', {})), 'global.example.com/hub/bitnami/redis:7', 'unscoped rule elsewhere');
+  t.equal(target('bitnami/redis:7', ctx('team-a', {})), 'team-a.example.com/hub/bitnami/redis:7', 'a scoped rule beats an unscoped one for the same from');
+  t.equal(target('bitnami/redis:7', ctx('x', { tenant: 'blue' })), 'tenant.example.com/hub/bitnami/redis:7', 'namespace selector');
+  t.equal(target('bitnami/redis:7', ctx('x', undefined)), 'global.example.com/hub/bitnami/redis:7', 'labels unknown: the selector rule does not apply');
+  t.equal(target('bitnami/redis:7', ctx('team-a', { tenant: 'blue' })), 'team-a.example.com/hub/bitnami/redis:7', 'two scoped rules both apply: file order');
+  t.equal(target('nginx:1', ctx('team-a', {})), 'lib.example.com/hub/nginx:1', 'a more specific from beats a scoped rule');
+  t.equal(target('quay.io/x/y:1', ctx('n', {}, { app: 'web' })), 'quay-mirror.example.com/x/y:1', 'pod selector holds');
+  t.equal(target('quay.io/x/y:1', ctx('n', {}, { app: 'registry' })), undefined, 'pod selector excludes the mirror itself');
+  t.equal(target('bitnami/redis:7'), 'global.example.com/hub/bitnami/redis:7', 'no context: only unscoped rules');
+  t.equal(target('quay.io/x/y:1'), undefined, 'no context: a scoped rule never applies');
+});
+
+t.test('exclude: per rule and everywhere, the same matching as from', async (t) => {
+  const rs0 = ruleSet([
+    { from: 'docker.io', to: 'mirror.example.com/hub', exclude: ['docker.io/cloudnative-pg', 'docker.io/library/registry'] },
+    { from: '*.example.org', to: 'mirror.example.com/org' },
+  ]);
+  const top = compileExclude(['*.internal.example.org', 'docker.io/zalando/postgres-operator'], 'exclude');
+  t.same(top.problems, []);
+  const rs: RuleSet = { ...rs0, exclude: top.patterns };
+  const cases: [string, string][] = [
+    ['docker.io/cloudnative-pg/postgresql:16', 'excluded'],
+    // One component on Docker Hub is library/…: not below docker.io/cloudnative-pg.
+    ['docker.io/cloudnative-pg:1', 'rewrite'],
+    ['docker.io/cloudnative-pgx/app:1', 'rewrite'],
+    ['registry:2', 'excluded'],
+    ['registry-ui:2', 'rewrite'],
+    ['a.internal.example.org/x:1', 'excluded'],
+    ['internal.example.org/x:1', 'rewrite'],
+    ['zalando/postgres-operator:v1.10', 'excluded'],
+    ['zalando/spilo-15:3', 'rewrite'],
+  ];
+  for (const [image, want] of cases) {
+    const d = decideRewrite(rs, image);
+    t.equal(d.kind === 'unchanged' ? d.reason : d.kind, want, image);
+  }
+  const d = decideRewrite(rs, 'registry:2');
+  if (d.kind === 'unchanged') t.equal(d.detail, 'rules[0].exclude', 'says which exclusion');
 });

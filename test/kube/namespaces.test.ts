@@ -1,6 +1,6 @@
 /**
- * The Namespace mode-label cache against the loopback Kubernetes API: only labelled
- * namespaces are listed and watched; label changes after start are seen.
+ * The Namespace label cache against the loopback Kubernetes API: every namespace is listed
+ * and watched, only labels kept; label changes after start are seen.
  */
 import t from 'tap';
 import { loadKubeClient } from '../../src/kube/client.js';
@@ -36,7 +36,10 @@ t.test('mode labels: listed, changed, removed; unknown values ignored', async (t
   for (const c of cases) t.equal(cache.modeLabel(c.ns), c.want, c.ns);
   t.equal(logs.find('namespace mode label has an unknown value; ignored (audit, enforce or off)').length, 1, 'the typo is logged');
   const list = api.requests.find((r) => r.path === '/api/v1/namespaces' && !r.watch);
-  t.equal(list?.query.get('labelSelector'), MODE_LABEL, 'only labelled namespaces are asked for');
+  t.equal(list?.query.get('labelSelector'), null, 'every namespace is listed: rules may select by any label');
+  t.same(cache.labels('team-audit'), { [MODE_LABEL]: 'audit', 'kubernetes.io/metadata.name': 'team-audit' }, 'labels are kept');
+  t.same(cache.labels('plain'), { 'kubernetes.io/metadata.name': 'plain' }, 'a namespace with no labels of its own is known');
+  t.equal(cache.labels('unknown'), undefined, 'an unknown namespace has no labels');
 
   api.put(ns('plain', 'audit'));
   await waitFor('label added', () => cache.modeLabel('plain') === 'audit');

@@ -51,6 +51,7 @@ export function testApp(raw: unknown = EXAMPLE, extra: Partial<MutateDeps> & { r
     now: () => performance.now(),
     readiness: { notReadyReasons: extra.ready ?? (() => []), degraded: () => [] },
     namespaceMode: extra.namespaceMode,
+    namespaceLabels: extra.namespaceLabels,
     verifier: extra.verifier,
     observers: extra.observers,
   });
