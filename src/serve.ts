@@ -171,6 +171,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
       https: tlsServerOptions(certs.initial),
       namespaceMode: kube?.namespaceMode,
       namespaceLabels: kube ? (ns: string) => kube.namespaces.labels(ns) : undefined,
+      nodePlatforms: kube ? () => kube.nodes.platforms() : undefined,
       serviceAccounts: kube?.serviceAccounts,
       observers,
       verifier: verification.verifier,

@@ -113,7 +113,8 @@ t.test('cert-manager overlay: certificate for the service, served from files, an
  */
 const USES = [
   'cluster  serviceaccounts get,list,watch', // kube/service-accounts: informer + direct GET on a miss
-  'cluster  namespaces get,list,watch', // kube/namespaces: the mirrorgate.io/mode label
+  'cluster  namespaces get,list,watch', // kube/namespaces: labels (mirrorgate.io/mode, rules' namespaceSelector)
+  'cluster  nodes list,watch', // kube/nodes: kubernetes.io/os and kubernetes.io/arch for platform-aware verification
   'cluster  admissionregistration.k8s.io/mutatingwebhookconfigurations[mirrorgate] get,patch', // caBundle
   'mirrorgate  configmaps create', // kube/report-store: first flush
   'mirrorgate  configmaps[mirrorgate-report] get,update', // kube/report-store: flush and reload

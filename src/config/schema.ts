@@ -10,6 +10,7 @@ import { compilePullSecrets, type PullSecret } from '../core/pull-secrets.js';
 import { compileExclude, compileRules, type Problem, type RuleInput, type RuleSet } from '../core/rules.js';
 import { isValidRegistryHost, normaliseRegistryHost } from '../core/reference.js';
 import type { IdentitySettings } from '../core/identity/wiring.js';
+import { parsePlatform } from '../core/platforms.js';
 import { validateIdentityConfig, type IdentityLookup } from './identity.js';
 import type { Mode, OnUnreachable, Settings } from '../core/pod.js';
 
@@ -34,12 +35,18 @@ export interface VerificationSettings {
   readonly timeoutMs: number;
   readonly cacheSeconds: { readonly present: number; readonly absent: number };
   readonly onUnreachable: OnUnreachable;
+  /**
+   * Platforms a mirror's image must hold: `nodes` (those of the cluster's nodes, from the
+   * node cache; none without Kubernetes access), `off`, or a list of `os/arch[/variant]`.
+   */
+  readonly platforms: 'nodes' | 'off' | readonly string[];
 }
 
 export const VERIFICATION_DEFAULTS: VerificationSettings = Object.freeze({
   timeoutMs: 500,
   cacheSeconds: Object.freeze({ present: 3600, absent: 30 }),
   onUnreachable: 'original',
+  platforms: 'nodes',
 });
 
 /** The API server waits at most 30 s for a webhook; a longer budget could never be used. */
@@ -380,7 +387,19 @@ function checkVerification(c: Checker, v: unknown): VerificationSettings {
   const d = VERIFICATION_DEFAULTS;
   const raw = c.mapping(v, 'verification', 'with timeoutMs, cacheSeconds, onUnreachable');
   if (raw === undefined) return d;
-  c.keys(raw, 'verification', ['timeoutMs', 'cacheSeconds', 'onUnreachable']);
+  c.keys(raw, 'verification', ['timeoutMs', 'cacheSeconds', 'onUnreachable', 'platforms']);
+  let platforms: VerificationSettings['platforms'] = d.platforms;
+  if (raw.platforms === 'nodes' || raw.platforms === 'off') platforms = raw.platforms;
+  else if (Array.isArray(raw.platforms)) {
+    const list = c.stringList(raw.platforms, 'verification.platforms');
+    if (raw.platforms.length === 0) c.add('verification.platforms', 'is empty: use off to check no platform');
+    list.values.forEach((p, i) => {
+      if (parsePlatform(p) === undefined) c.add(`verification.platforms[${list.indexes[i] ?? i}]`, `"${p}" is not os/architecture[/variant] (e.g. linux/amd64, linux/arm/v7)`);
+    });
+    platforms = list.values;
+  } else if (raw.platforms !== undefined && raw.platforms !== null) {
+    c.add('verification.platforms', `must be nodes, off or a list of os/architecture[/variant] (got ${JSON.stringify(raw.platforms)})`);
+  }
   const timeoutMs = c.int(raw, 'timeoutMs', 'verification.timeoutMs', 1, MAX_TIMEOUT_MS, d.timeoutMs);
   const onUnreachable = c.oneOf<OnUnreachable>(raw, 'onUnreachable', 'verification.onUnreachable', ['original', 'rewrite', 'deny'], d.onUnreachable);
   let cacheSeconds = d.cacheSeconds;
@@ -392,7 +411,7 @@ function checkVerification(c: Checker, v: unknown): VerificationSettings {
       absent: c.int(cache, 'absent', 'verification.cacheSeconds.absent', 0, MAX_CACHE_SECONDS, d.cacheSeconds.absent),
     };
   }
-  return { timeoutMs, cacheSeconds, onUnreachable };
+  return { timeoutMs, cacheSeconds, onUnreachable, platforms };
 }
 
 function indexOf(path: string): number {

@@ -5,6 +5,7 @@
  */
 import type { Operation } from 'fast-json-patch';
 import { isObject } from './json.js';
+import type { Platform } from './platforms.js';
 import { clip } from './text.js';
 import { ANNOTATION_MIRROR_POD, planPod, readPod, type IdentityInput, type Mode, type Plan, type Settings, type VerifyAnswers } from './pod.js';
 
@@ -201,6 +202,8 @@ export interface Evaluation {
 export interface AdmissionContext {
   /** The namespace's labels; undefined when not known. */
   readonly namespaceLabels?: Readonly<Record<string, string>> | undefined;
+  /** Platforms pods may run on (configured, or the cluster's nodes). */
+  readonly platforms?: readonly Platform[] | undefined;
 }
 
 export function evaluate(req: AdmissionRequest, settings: Settings, mode: Mode, verify?: VerifyAnswers, identity?: IdentityInput, context?: AdmissionContext): Evaluation {
@@ -218,7 +221,7 @@ export function evaluate(req: AdmissionRequest, settings: Settings, mode: Mode, 
   }
   const raw = isObject(req.object) ? req.object : undefined;
   const plan = planPod(
-    { operation: handling.operation, subResource: req.subResource, pod: pod.pod, oldPod, mode, raw, identity, namespace: req.namespace, namespaceLabels: context?.namespaceLabels },
+    { operation: handling.operation, subResource: req.subResource, pod: pod.pod, oldPod, mode, raw, identity, namespace: req.namespace, namespaceLabels: context?.namespaceLabels, platforms: context?.platforms },
     settings,
     verify,
   );

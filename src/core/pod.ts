@@ -11,6 +11,7 @@ import { MAX_REFERENCE_LENGTH, parseReference, type ImageReference } from './ref
 import { clip, quoteClipped } from './text.js';
 import { planIdentity, type IdentitySettings, type ServiceAccountInfo } from './identity/wiring.js';
 import { decideRewrite, type Candidate, type Rule, type RuleSet, type ScopeContext } from './rules.js';
+import { formatPlatform, podPlatforms, type Platform } from './platforms.js';
 
 export const ANNOTATION_REWRITE = 'mirrorgate.io/rewrite';
 export const ANNOTATION_ORIGINAL_IMAGES = 'mirrorgate.io/original-images';
@@ -137,6 +138,8 @@ export interface PlanInput {
   readonly namespace?: string | undefined;
   /** That namespace's labels from the namespace cache; undefined when not known. */
   readonly namespaceLabels?: Readonly<Record<string, string>> | undefined;
+  /** Platforms pods may run on (configured, or the nodes'); narrowed per pod by its nodeSelector. */
+  readonly platforms?: readonly Platform[] | undefined;
 }
 
 /** What a registry check said about a rewrite target (see verification). */
@@ -149,6 +152,10 @@ export interface VerifyAnswers {
   /** Outcome per rewritten reference (the target string). Missing means not checked. */
   readonly outcomes: ReadonlyMap<string, VerifyOutcome>;
   readonly onUnreachable: OnUnreachable;
+  /** For 'absent' answers about an image that is there without some platforms: which ones. */
+  readonly missing?: ReadonlyMap<string, string> | undefined;
+  /** The manifest digest of each 'present' answer (what a pin names). */
+  readonly digests?: ReadonlyMap<string, string> | undefined;
 }
 
 export type ContainerAction =
@@ -193,6 +200,8 @@ export interface Plan {
   readonly denial: string | undefined;
   /** Target references of verified rules to check before finishing the plan. */
   readonly toVerify: readonly string[];
+  /** The platforms those targets must hold (`os/arch[/variant]`); empty: any manifest. */
+  readonly platforms?: readonly string[] | undefined;
 }
 
 /** Warnings beyond this many are summarised in one line (the API server drops some when there are many). */
@@ -222,6 +231,12 @@ export function containersInScope(input: PlanInput): ContainerView[] {
  * ask the registries and call again with the answers. Both calls are pure.
  */
 export function planPod(input: PlanInput, settings: Settings, verify?: VerifyAnswers): Plan {
+  const plan = planPodOnce(input, settings, verify);
+  if (plan.toVerify.length === 0 || input.platforms === undefined || input.platforms.length === 0) return plan;
+  return { ...plan, platforms: podPlatforms(input.platforms, input.pod.nodeSelector).map(formatPlatform) };
+}
+
+function planPodOnce(input: PlanInput, settings: Settings, verify?: VerifyAnswers): Plan {
   const { pod, mode, operation } = input;
   const annotations = pod.annotations ?? {};
   if (annotations[ANNOTATION_MIRROR_POD] !== undefined) {
@@ -289,7 +304,10 @@ export function planPod(input: PlanInput, settings: Settings, verify?: VerifyAns
     const verdict = finalRef ? judgeRef(settings.policy, finalRef, finalImage) : judgeImage(settings.policy, finalImage);
     if (verdict.allowed) return dec;
     let why = verdict.message;
-    if (dec.action === 'missing') why = `${why}; its mirror copy ${dec.target ?? ''} is not in the mirror yet`;
+    if (dec.action === 'missing') {
+      const lacks = dec.target === undefined ? undefined : verify?.missing?.get(dec.target);
+      why = `${why}; its mirror copy ${dec.target ?? ''} is not in the mirror yet${lacks === undefined ? '' : ` for ${lacks}`}`;
+    }
     if (dec.action === 'unverified') why = `${why}; the mirror could not be checked for ${dec.target ?? ''}`;
     return { ...dec, violation: why, violationRegistry: verdict.registry };
   });
@@ -303,7 +321,10 @@ export function planPod(input: PlanInput, settings: Settings, verify?: VerifyAns
   for (const d of judged) {
     const n = d.rule?.targets.length ?? 1;
     if (d.action === 'missing') {
-      warnings.push(`mirrorgate: ${containerLabel(d.container.name)}: ${d.original ?? ''} is not in ${n > 1 ? `any of the ${n} mirrors` : 'the mirror'} yet; kept`);
+      // The platforms the (first) mirror copy lacks, when it is there for others only.
+      const lacks = d.target === undefined ? undefined : verify?.missing?.get(d.target);
+      const what = lacks === undefined ? '' : ` for ${lacks}`;
+      warnings.push(`mirrorgate: ${containerLabel(d.container.name)}: ${d.original ?? ''} is not in ${n > 1 ? `any of the ${n} mirrors` : 'the mirror'} yet${what}; kept`);
     }
     if ((d.action === 'rewritten' || d.action === 'would-rewrite') && (d.targetIndex ?? 0) > 0 && d.rule !== undefined) {
       // A fallback served: say which, and that the ones before it did not hold the image.

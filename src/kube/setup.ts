@@ -8,6 +8,7 @@ import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { loadKubeClient, type KubeClient } from './client.js';
 import { NamespaceCache } from './namespaces.js';
+import { NodeCache } from './nodes.js';
 import { PullSecretReplicator, type PullSecretSource } from './pull-secret-replicator.js';
 import type { ReflectorStatus } from './reflector.js';
 import { ServiceAccountCache } from './service-accounts.js';
@@ -39,6 +40,8 @@ export class KubeRuntime {
   readonly client: KubeClient;
   readonly serviceAccounts: ServiceAccountCache;
   readonly namespaces: NamespaceCache;
+  /** Node platforms for platform-aware verification (`verification.platforms: nodes`). */
+  readonly nodes: NodeCache;
   #replicator: PullSecretReplicator | undefined;
   /** Secret name → source namespace, for secrets with `copyFrom`. */
   #copyFrom = new Map<string, string>();
@@ -56,6 +59,7 @@ export class KubeRuntime {
     const common = { core: this.client.core, watch: this.client.watch, log, resyncMs: options.resyncMs, backoff: options.backoff };
     this.serviceAccounts = new ServiceAccountCache({ ...common, metrics: options.metrics, waitMs: options.serviceAccountWaitMs }).start();
     this.namespaces = new NamespaceCache(common).start();
+    this.nodes = new NodeCache(common).start();
     this.configure(options.pullSecrets);
   }
 
@@ -110,7 +114,7 @@ export class KubeRuntime {
   /** What is degraded, for readiness: caches not synced or the API failing now. */
   degraded(): string[] {
     const out: string[] = [];
-    const statuses: ReflectorStatus[] = [this.serviceAccounts.status(), this.namespaces.status(), ...(this.#replicator?.status() ?? [])];
+    const statuses: ReflectorStatus[] = [this.serviceAccounts.status(), this.namespaces.status(), this.nodes.status(), ...(this.#replicator?.status() ?? [])];
     for (const s of statuses) {
       if (!s.synced) out.push(`Kubernetes API: ${s.name} cache not synced${s.lastError ? ` (${s.lastError})` : ''}`);
       else if (!s.healthy) out.push(`Kubernetes API unreachable, ${s.name} served from cache (${s.lastError ?? 'unknown error'})`);
@@ -119,7 +123,7 @@ export class KubeRuntime {
   }
 
   async stop(): Promise<void> {
-    await Promise.all([this.serviceAccounts.stop(), this.namespaces.stop(), this.#replicator?.stop()]);
+    await Promise.all([this.serviceAccounts.stop(), this.namespaces.stop(), this.nodes.stop(), this.#replicator?.stop()]);
   }
 }
 

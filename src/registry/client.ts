@@ -14,6 +14,7 @@ import { pipeline, type Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import tls from 'node:tls';
 import { canonicalRegistryHost, parseChallenges, type RegistryAuth } from './auth.js';
+import { configPlatform, formatPlatform, manifestPlatforms } from '../core/platforms.js';
 
 export type { RegistryAuth } from './auth.js';
 
@@ -31,7 +32,8 @@ export interface RegistryEndpoint {
 
 /** The answer to "does the registry have this manifest?". */
 export type ManifestCheck =
-  | { result: 'present'; digest?: string; mediaType?: string }
+  /** `platforms` (as `os/arch[/variant]`) only from {@link RegistryClient.inspectManifest}. */
+  | { result: 'present'; digest?: string; mediaType?: string; platforms?: string[] }
   | { result: 'absent'; status: number }
   | { result: 'error'; reason: string; status?: number };
 
@@ -190,6 +192,64 @@ export class RegistryClient {
     } else {
       this.#log?.debug({ ...fields, ...check, durationMs }, 'registry manifest check');
     }
+    return check;
+  }
+
+  /**
+   * As {@link checkManifest}, but `GET` the manifest to learn its platforms as well: an
+   * index's children's platforms, or for an image manifest the `os`/`architecture` of its
+   * config blob (a second `GET`). The digest is the bytes' own (what a pin names), checked
+   * against `Docker-Content-Digest`. Manifests over 4 MiB and configs over 1 MiB are
+   * errors. Never throws.
+   */
+  async inspectManifest(
+    endpoint: RegistryEndpoint,
+    repository: string,
+    reference: string,
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<ManifestCheck> {
+    const started = this.#now();
+    const fields = { registry: endpoint.host, repository, reference };
+    let check: ManifestCheck;
+    try {
+      if (!TAG.test(reference) && !DIGEST.test(reference)) throw new RegistryError('invalid', 'invalid: not a tag or digest');
+      const get = (path: string, accept: string) =>
+        this.request(endpoint, { method: 'GET', path, headers: { accept }, repository, actions: 'pull', ...(opts.signal ? { signal: opts.signal } : {}) });
+      const res = await get(`/v2/${repository}/manifests/${reference}`, MANIFEST_MEDIA_TYPES.join(', '));
+      if (res.status !== 200) {
+        await drain(res.body);
+        check = manifestCheckFrom(res.status, res.headers, reference);
+      } else {
+        const bytes = await readBody(res.body, MAX_MANIFEST_BYTES, 'manifest');
+        const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+        const header = res.headers['docker-content-digest'];
+        if (typeof header === 'string' && header.startsWith('sha256:') && header !== digest) {
+          throw new RegistryError('invalid', `invalid: registry says ${header}, the manifest bytes are ${digest}`);
+        }
+        const mediaType = res.headers['content-type']?.split(';')[0]?.trim();
+        const found = manifestPlatforms(parseJson(bytes, 'manifest'), mediaType);
+        let platforms: string[];
+        if (found.kind === 'index') platforms = found.platforms.map(formatPlatform);
+        else if (found.kind === 'image') {
+          const blob = await get(`/v2/${repository}/blobs/${found.configDigest}`, '*/*');
+          if (blob.status !== 200) {
+            await drain(blob.body);
+            // The manifest is there but its config is not: the image cannot run.
+            throw new RegistryError('invalid', `invalid: config blob ${found.configDigest}: HTTP ${blob.status}`, { status: blob.status });
+          }
+          const p = configPlatform(parseJson(await readBody(blob.body, MAX_CONFIG_BYTES, 'config'), 'config'));
+          platforms = p === undefined ? [] : [formatPlatform(p)];
+        } else throw new RegistryError('invalid', `invalid: ${found.reason}`);
+        check = { result: 'present', digest, ...(mediaType ? { mediaType } : {}), platforms };
+      }
+    } catch (err) {
+      const e = toRegistryError(err, opts.signal);
+      check = { result: 'error', reason: e.message, ...(e.status === undefined ? {} : { status: e.status }) };
+    }
+    const durationMs = this.#now() - started;
+    if (check.result === 'error' && !check.reason.startsWith('timeout')) {
+      this.#log?.warn({ ...fields, reason: check.reason, status: check.status, durationMs }, 'registry manifest inspection failed');
+    } else this.#log?.debug({ ...fields, ...check, durationMs }, 'registry manifest inspection');
     return check;
   }
 
@@ -568,6 +628,33 @@ function raceSignal<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<
 }
 
 /** Discard a response body and wait until it ended, so its keep-alive socket is free again. */
+const MAX_MANIFEST_BYTES = 4 << 20;
+const MAX_CONFIG_BYTES = 1 << 20;
+
+/** A body of at most `limit` bytes, or a RegistryError. */
+async function readBody(body: Readable, limit: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    const b = chunk as Buffer;
+    size += b.length;
+    if (size > limit) {
+      body.destroy();
+      throw new RegistryError('invalid', `invalid: ${what} larger than ${limit} bytes`);
+    }
+    chunks.push(b);
+  }
+  return Buffer.concat(chunks);
+}
+
+function parseJson(bytes: Buffer, what: string): unknown {
+  try {
+    return JSON.parse(bytes.toString('utf8'));
+  } catch {
+    throw new RegistryError('invalid', `invalid: ${what} is not JSON`);
+  }
+}
+
 async function drain(body: Readable): Promise<void> {
   body.resume();
   try {

@@ -18,6 +18,7 @@ import {
 } from '../core/admission.js';
 import type { IdentityInput, Mode, VerifyAnswers } from '../core/pod.js';
 import type { ServiceAccountInfo } from '../core/identity/wiring.js';
+import { parsePlatform, type Platform } from '../core/platforms.js';
 import type { ConfigSource } from '../config/watch.js';
 import type { Config } from '../config/schema.js';
 import { infoLineWriter, type LineFields, type Logger } from '../logger.js';
@@ -28,7 +29,7 @@ import { clip } from '../core/text.js';
 /** Answers registry checks for verified rules (see the verification module). */
 export interface Verifier {
   /** Resolve within `budgetMs`; never rejects. */
-  verify(targets: readonly string[], budgetMs: number): Promise<VerifyAnswers>;
+  verify(targets: readonly string[], budgetMs: number, opts?: { platforms?: readonly string[] | undefined }): Promise<VerifyAnswers>;
 }
 
 /** Receives every decided admission (the report, later stages). Must not throw. */
@@ -46,6 +47,8 @@ export interface MutateDeps {
   readonly namespaceMode?: ((namespace: string) => Mode | undefined) | undefined;
   /** A namespace's labels (rule scoping by namespaceSelector); undefined when not known. */
   readonly namespaceLabels?: ((namespace: string) => Readonly<Record<string, string>> | undefined) | undefined;
+  /** The platforms of the cluster's nodes (node cache), for `verification.platforms: nodes`. */
+  readonly nodePlatforms?: (() => readonly Platform[]) | undefined;
   readonly verifier?: Verifier | undefined;
   readonly observers?: readonly AdmissionObserver[] | undefined;
   /** ServiceAccount annotations for identity wiring (cache, then a bounded direct GET). */
@@ -90,7 +93,7 @@ async function handle(deps: MutateDeps, admissionLine: (fields: LineFields) => v
     const config = deps.config.current();
     mode = config.mode === 'audit' ? 'audit' : (deps.namespaceMode?.(request.namespace) ?? config.mode);
     const identity = await identityInput(deps, request, config);
-    const context = { namespaceLabels: deps.namespaceLabels?.(request.namespace) };
+    const context = { namespaceLabels: deps.namespaceLabels?.(request.namespace), platforms: availablePlatforms(deps, config) };
     evaluation = evaluate(request, config.settings, mode, undefined, identity, context);
     label = evaluation.label;
     if (evaluation.error !== undefined) {
@@ -104,7 +107,7 @@ async function handle(deps: MutateDeps, admissionLine: (fields: LineFields) => v
       // Without a verifier (no registry access configured) nothing can be confirmed:
       // keep the originals, which is what an unreachable mirror means too.
       const answers: VerifyAnswers = deps.verifier
-        ? await deps.verifier.verify(toVerify, requestBudgetMs(req.query.timeout))
+        ? await deps.verifier.verify(toVerify, requestBudgetMs(req.query.timeout), { platforms: evaluation.plan?.platforms })
         : { outcomes: new Map(toVerify.map((t) => [t, 'unreachable'] as const)), onUnreachable: 'original' };
       evaluation = evaluate(request, config.settings, mode, answers, identity, context);
     }
@@ -176,6 +179,14 @@ async function identityInput(deps: MutateDeps, request: AdmissionRequest, config
     serviceAccount: sa ?? { ...target, annotations: {} },
     onUnknown: lookup.onUnknown,
   };
+}
+
+/** Platforms the mirror's images must hold: configured, the nodes', or none. */
+function availablePlatforms(deps: MutateDeps, config: Config): readonly Platform[] | undefined {
+  const p = config.verification.platforms;
+  if (p === 'off') return undefined;
+  if (p === 'nodes') return deps.nodePlatforms?.();
+  return p.flatMap((text) => parsePlatform(text) ?? []);
 }
 
 /** The budget for registry checks: never beyond the API server's own deadline. */

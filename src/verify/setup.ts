@@ -66,8 +66,8 @@ export class Verification {
 
   /** What the mutate route calls. */
   readonly verifier: Verifier = {
-    verify: (targets: readonly string[], budgetMs: number): Promise<VerifyAnswers> => {
-      if (this.#verifier) return this.#verifier.verify(targets, budgetMs);
+    verify: (targets: readonly string[], budgetMs: number, opts?: { platforms?: readonly string[] | undefined }): Promise<VerifyAnswers> => {
+      if (this.#verifier) return this.#verifier.verify(targets, budgetMs, opts);
       return Promise.resolve({
         outcomes: new Map(targets.map((t) => [t, 'unreachable'] as const)),
         onUnreachable: this.#config.verification.onUnreachable,

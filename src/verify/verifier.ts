@@ -11,6 +11,7 @@
  *   pauses), so admissions do not each wait the whole budget for it.
  */
 import type { OnUnreachable, VerifyAnswers, VerifyOutcome } from '../core/pod.js';
+import { missingPlatforms, parsePlatform, type Platform } from '../core/platforms.js';
 import { parseReference, type ImageReference } from '../core/reference.js';
 import type { VerificationSettings } from '../config/schema.js';
 import type { Metrics, RegistryCheckResult } from '../metrics.js';
@@ -22,6 +23,14 @@ import { endpointFor, type EndpointTable } from './endpoints.js';
 /** What the verifier needs of the registry client. */
 export interface ManifestChecker {
   checkManifest(endpoint: RegistryEndpoint, repository: string, reference: string, opts?: { signal?: AbortSignal }): Promise<ManifestCheck>;
+  /** A GET that also learns the manifest's platforms (platform-aware checks). */
+  inspectManifest?(endpoint: RegistryEndpoint, repository: string, reference: string, opts?: { signal?: AbortSignal }): Promise<ManifestCheck>;
+}
+
+/** What one admission asks besides the targets. */
+export interface VerifyOptions {
+  /** Platforms (`os/arch[/variant]`) the pod can run on; empty or absent: any manifest counts. */
+  readonly platforms?: readonly string[] | undefined;
 }
 
 /** The subset of a pino logger used here. */
@@ -62,6 +71,17 @@ interface CacheEntry {
   readonly outcome: 'present' | 'absent';
   readonly expiresAt: number;
   readonly registry: string;
+  /** The manifest digest the registry answered (present answers). */
+  readonly digest: string | undefined;
+  /** The platforms the manifest holds; undefined when only a HEAD was made. */
+  readonly platforms: readonly Platform[] | undefined;
+}
+
+/** A registry's answer about one target, before any platform set is applied. */
+interface Fact {
+  readonly outcome: VerifyOutcome;
+  readonly digest?: string | undefined;
+  readonly platforms?: readonly Platform[] | undefined;
 }
 
 interface Circuit {
@@ -92,7 +112,7 @@ export class RegistryVerifier implements Verifier {
   #endpoints: EndpointTable;
   /** Map order is recency order: a hit moves the entry to the end, eviction takes the first. */
   readonly #cache = new Map<string, CacheEntry>();
-  readonly #flights = new Map<string, Promise<VerifyOutcome>>();
+  readonly #flights = new Map<string, Promise<Fact>>();
   readonly #circuits = new Map<string, Circuit>();
 
   constructor(opts: RegistryVerifierOptions) {
@@ -146,17 +166,20 @@ export class RegistryVerifier implements Verifier {
    * answers come back at once; the rest are asked in parallel; what has no answer by the
    * deadline is 'unreachable'. Never rejects.
    */
-  async verify(targets: readonly string[], budgetMs: number): Promise<VerifyAnswers> {
+  async verify(targets: readonly string[], budgetMs: number, opts: VerifyOptions = {}): Promise<VerifyAnswers> {
     const settings = this.#settings;
-    const outcomes = new Map<string, VerifyOutcome>();
+    const want = (opts.platforms ?? []).flatMap((p) => parsePlatform(p) ?? []);
+    // Platforms can only be learnt with a GET; a client without one answers as before.
+    const inspect = want.length > 0 && this.#client.inspectManifest !== undefined;
+    const facts = new Map<string, Fact>();
     const pending: Promise<void>[] = [];
     for (const target of new Set(targets)) {
-      const cached = this.#cached(target);
+      const cached = this.#cached(target, inspect);
       if (cached !== undefined) {
-        outcomes.set(target, cached);
+        facts.set(target, cached);
         continue;
       }
-      pending.push(this.#check(target, settings).then((o) => void outcomes.set(target, o)));
+      pending.push(this.#check(target, settings, inspect).then((f) => void facts.set(target, f)));
     }
     if (pending.length > 0) {
       const deadlineMs = Math.max(0, Math.min(settings.timeoutMs, budgetMs));
@@ -169,15 +192,27 @@ export class RegistryVerifier implements Verifier {
     }
     // In the order asked, whatever order the registries answered in (stable logs and tests).
     const ordered = new Map<string, VerifyOutcome>();
+    const missing = new Map<string, string>();
+    const digests = new Map<string, string>();
     for (const target of targets) {
-      let outcome = outcomes.get(target);
+      const fact = facts.get(target);
+      let outcome = fact?.outcome;
       if (outcome === undefined) {
         outcome = 'unreachable';
         this.#log.debug({ target }, 'registry check over budget');
       }
+      if (outcome === 'present' && inspect && fact?.platforms !== undefined) {
+        // An index counts only with every platform the pod can run on; an image only for its own.
+        const lacks = missingPlatforms(fact.platforms, want);
+        if (lacks.length > 0) {
+          outcome = 'absent';
+          missing.set(target, lacks.join(', '));
+        }
+      }
+      if (outcome === 'present' && fact?.digest !== undefined) digests.set(target, fact.digest);
       ordered.set(target, outcome);
     }
-    return { outcomes: ordered, onUnreachable: settings.onUnreachable };
+    return { outcomes: ordered, onUnreachable: settings.onUnreachable, missing, digests };
   }
 
   /** The fallback the current settings name (for answers given without asking). */
@@ -185,23 +220,28 @@ export class RegistryVerifier implements Verifier {
     return this.#settings.onUnreachable;
   }
 
-  #cached(target: string): 'present' | 'absent' | undefined {
+  /** The cached answer; a present one without platforms does not do when they are needed. */
+  #cached(target: string, inspect: boolean): Fact | undefined {
     const entry = this.#cache.get(target);
     if (entry === undefined) return undefined;
     if (entry.expiresAt <= this.#now()) {
       this.#cache.delete(target);
       return undefined;
     }
+    if (inspect && entry.outcome === 'present' && entry.platforms === undefined) return undefined;
     this.#cache.delete(target);
     this.#cache.set(target, entry);
-    return entry.outcome;
+    return entry;
   }
 
-  #remember(target: string, registry: string, outcome: 'present' | 'absent', settings: VerificationSettings): void {
-    const seconds = outcome === 'present' ? settings.cacheSeconds.present : settings.cacheSeconds.absent;
+  #remember(target: string, registry: string, fact: Fact & { outcome: 'present' | 'absent' }, settings: VerificationSettings): void {
+    const seconds = fact.outcome === 'present' ? settings.cacheSeconds.present : settings.cacheSeconds.absent;
     if (seconds <= 0) return;
+    const previous = this.#cache.get(target);
+    // A HEAD answer does not erase platforms a GET learnt about the same digest.
+    const platforms = fact.platforms ?? (previous?.digest !== undefined && previous.digest === fact.digest ? previous.platforms : undefined);
     this.#cache.delete(target);
-    this.#cache.set(target, { outcome, registry, expiresAt: this.#now() + seconds * 1000 });
+    this.#cache.set(target, { outcome: fact.outcome, registry, expiresAt: this.#now() + seconds * 1000, digest: fact.digest, platforms });
     while (this.#cache.size > this.#maxEntries) {
       const oldest = this.#cache.keys().next();
       if (oldest.done === true) break;
@@ -209,24 +249,25 @@ export class RegistryVerifier implements Verifier {
     }
   }
 
-  /** One shared registry request per target; resolves (never rejects) when the registry answered or gave up. */
-  #check(target: string, settings: VerificationSettings): Promise<VerifyOutcome> {
-    const flying = this.#flights.get(target);
+  /** One shared registry request per target (and kind); resolves (never rejects) when the registry answered or gave up. */
+  #check(target: string, settings: VerificationSettings, inspect: boolean): Promise<Fact> {
+    const key = inspect ? `${target}\0platforms` : target;
+    const flying = this.#flights.get(key);
     if (flying) return flying;
     const parsed = parseReference(target);
     if (!parsed.ok) {
       // Targets come from rules and always parse; if one did not, no registry could answer.
       this.#log.warn({ target, reason: parsed.reason }, 'registry check skipped: target does not parse');
-      return Promise.resolve('unreachable');
+      return Promise.resolve({ outcome: 'unreachable' });
     }
     const ref = parsed.ref;
-    if (!this.#admit(ref.registry)) return Promise.resolve('unreachable');
-    const flight = this.#ask(target, ref, settings).finally(() => this.#flights.delete(target));
-    this.#flights.set(target, flight);
+    if (!this.#admit(ref.registry)) return Promise.resolve({ outcome: 'unreachable' });
+    const flight = this.#ask(target, ref, settings, inspect).finally(() => this.#flights.delete(key));
+    this.#flights.set(key, flight);
     return flight;
   }
 
-  async #ask(target: string, ref: ImageReference, settings: VerificationSettings): Promise<VerifyOutcome> {
+  async #ask(target: string, ref: ImageReference, settings: VerificationSettings, inspect: boolean): Promise<Fact> {
     const registry = ref.registry;
     // What the runtime pulls: by digest when there is one, else the tag (`latest` when none).
     const reference = ref.digest ?? ref.tag ?? 'latest';
@@ -237,7 +278,12 @@ export class RegistryVerifier implements Verifier {
     const started = this.#now();
     let check: ManifestCheck;
     try {
-      check = await this.#client.checkManifest(endpointFor(this.#endpoints, registry), ref.repository, reference, { signal: controller.signal });
+      const endpoint = endpointFor(this.#endpoints, registry);
+      const opts = { signal: controller.signal };
+      check =
+        inspect && this.#client.inspectManifest
+          ? await this.#client.inspectManifest(endpoint, ref.repository, reference, opts)
+          : await this.#client.checkManifest(endpoint, ref.repository, reference, opts);
     } catch (err) {
       // The client never throws; be safe anyway, an admission must not fail on it.
       check = { result: 'error', reason: err instanceof Error ? err.message : String(err) };
@@ -250,12 +296,20 @@ export class RegistryVerifier implements Verifier {
     this.#metrics.registryCheckDuration.observe(Math.max(0, this.#now() - started) / 1000);
     if (check.result === 'error') {
       this.#failed(registry, check.reason);
-      return 'unreachable';
+      return { outcome: 'unreachable' };
     }
     this.#succeeded(registry);
-    this.#remember(target, registry, check.result, settings);
+    const fact =
+      check.result === 'present'
+        ? {
+            outcome: 'present' as const,
+            digest: check.digest,
+            platforms: check.platforms === undefined ? undefined : check.platforms.flatMap((p) => parsePlatform(p) ?? []),
+          }
+        : { outcome: 'absent' as const };
+    this.#remember(target, registry, fact, settings);
     this.#log.debug({ target, result: check.result }, 'registry check');
-    return check.result;
+    return fact;
   }
 
   /** May this registry be asked now? False while its circuit is open. */

@@ -14,7 +14,7 @@ function problems(raw: unknown): string[] {
 t.test('defaults: no registries, timeoutMs 500, cache 3600/30, onUnreachable original', async (t) => {
   const c = validateConfig({});
   t.same(c.registries, {});
-  t.same(c.verification, { timeoutMs: 500, cacheSeconds: { present: 3600, absent: 30 }, onUnreachable: 'original' });
+  t.same(c.verification, { timeoutMs: 500, cacheSeconds: { present: 3600, absent: 30 }, onUnreachable: 'original', platforms: 'nodes' });
   t.same(validateConfig({ verification: {} }).verification, c.verification, 'an empty section is the defaults');
   t.same(validateConfig({ verification: { cacheSeconds: { absent: 5 } } }).verification.cacheSeconds, { present: 3600, absent: 5 }, 'keys default one by one');
 });

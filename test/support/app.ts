@@ -52,6 +52,7 @@ export function testApp(raw: unknown = EXAMPLE, extra: Partial<MutateDeps> & { r
     readiness: { notReadyReasons: extra.ready ?? (() => []), degraded: () => [] },
     namespaceMode: extra.namespaceMode,
     namespaceLabels: extra.namespaceLabels,
+    nodePlatforms: extra.nodePlatforms,
     verifier: extra.verifier,
     observers: extra.observers,
   });

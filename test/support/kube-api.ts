@@ -1,6 +1,6 @@
 /**
  * A small Kubernetes API server on loopback for tests: plain HTTP on 127.0.0.1, core/v1
- * `namespaces`, `serviceaccounts`, `secrets` and `configmaps`, and the cluster-scoped
+ * `namespaces`, `nodes`, `serviceaccounts`, `secrets` and `configmaps`, and the cluster-scoped
  * `mutatingwebhookconfigurations` of `admissionregistration.k8s.io/v1`
  * (`/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations[/{name}]`), in the
  * API's own JSON. It is driven through the real @kubernetes/client-node code via
@@ -50,10 +50,11 @@ import { randomUUID } from 'node:crypto';
 import fastJsonPatch from 'fast-json-patch';
 
 /** The resources this API serves (core/v1, and admissionregistration.k8s.io/v1 webhook configurations). */
-export type Resource = 'namespaces' | 'serviceaccounts' | 'secrets' | 'configmaps' | 'mutatingwebhookconfigurations';
+export type Resource = 'namespaces' | 'nodes' | 'serviceaccounts' | 'secrets' | 'configmaps' | 'mutatingwebhookconfigurations';
 
 const KINDS: Record<Resource, string> = {
   namespaces: 'Namespace',
+  nodes: 'Node',
   serviceaccounts: 'ServiceAccount',
   secrets: 'Secret',
   configmaps: 'ConfigMap',
@@ -64,7 +65,7 @@ const RESOURCE_OF_KIND = new Map(RESOURCES.map((r) => [KINDS[r], r]));
 /** Resources outside the core group, by their group/version (served under `/apis/{group}/{version}`). */
 const GROUP_VERSIONS: Partial<Record<Resource, string>> = { mutatingwebhookconfigurations: 'admissionregistration.k8s.io/v1' };
 /** Resources without a namespace. */
-const CLUSTER_SCOPED: ReadonlySet<Resource> = new Set<Resource>(['namespaces', 'mutatingwebhookconfigurations']);
+const CLUSTER_SCOPED: ReadonlySet<Resource> = new Set<Resource>(['namespaces', 'nodes', 'mutatingwebhookconfigurations']);
 
 function apiVersionOf(resource: Resource): string {
   return GROUP_VERSIONS[resource] ?? 'v1';

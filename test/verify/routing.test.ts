@@ -1,13 +1,19 @@
 /**
  * Routing end to end through POST /mutate against real registries (Debian's
- * docker-registry): ordered targets, where the first target that holds the image serves.
+ * docker-registry): ordered targets, where the first target that holds the image serves;
+ * platform-aware checks, with platforms configured or from the node cache.
  */
 import net from 'node:net';
 import t from 'tap';
 import { validateConfig } from '../../src/config/schema.js';
+import { loadKubeClient } from '../../src/kube/client.js';
+import { NodeCache } from '../../src/kube/nodes.js';
+import { createLogger } from '../../src/logger.js';
+import type { MutateDeps } from '../../src/server/mutate-route.js';
 import { Verification } from '../../src/verify/setup.js';
-import { patchOf, review, testApp } from '../support/app.js';
-import { pushImage, startRegistry } from '../support/registry.js';
+import { LogSink, patchOf, review, testApp } from '../support/app.js';
+import { kubeconfigFor, startKubeApi, waitFor } from '../support/kube-api.js';
+import { pushImage, pushIndex, startRegistry } from '../support/registry.js';
 
 const json = { 'content-type': 'application/json' };
 
@@ -26,15 +32,30 @@ interface Admitted {
   metrics: string;
 }
 
-/** One admission of a pod with `image` under `raw`, with a verifier on real registries. */
-async function admit(raw: Record<string, unknown>, image: string, podExtra: Record<string, unknown> = {}): Promise<Admitted> {
-  const { app, metrics, log } = testApp(raw, { verifier: { verify: (targets, budgetMs) => verification.verifier.verify(targets, budgetMs) } });
+/** A webhook with a verifier on real registries; admissions share its cache. */
+async function webhook(raw: Record<string, unknown>, extra: Partial<MutateDeps> = {}) {
+  const { app, metrics, log } = testApp(raw, { ...extra, verifier: { verify: (targets, budgetMs, opts) => verification.verifier.verify(targets, budgetMs, opts) } });
   const verification = await Verification.start(validateConfig(raw), { metrics, log, now: () => performance.now() });
-  const { body } = review({ object: { metadata: {}, spec: { containers: [{ name: 'web', image }] }, ...podExtra } });
-  const res = await app.inject({ method: 'POST', url: '/mutate?timeout=10s', headers: json, payload: body });
-  verification.close();
-  const response = res.json().response as Record<string, any>;
-  return { response, patch: (patchOf(response) ?? []) as Record<string, any>[], metrics: await metrics.registry.metrics() };
+  return {
+    verification,
+    metrics,
+    async admit(image: string, spec: Record<string, unknown> = {}): Promise<Admitted> {
+      const { body } = review({ object: { metadata: {}, spec: { containers: [{ name: 'web', image }], ...spec } } });
+      const res = await app.inject({ method: 'POST', url: '/mutate?timeout=10s', headers: json, payload: body });
+      const response = res.json().response as Record<string, any>;
+      return { response, patch: (patchOf(response) ?? []) as Record<string, any>[], metrics: await metrics.registry.metrics() };
+    },
+  };
+}
+
+/** One admission of a pod with `image` under `raw`, with a verifier on real registries. */
+async function admit(raw: Record<string, unknown>, image: string, spec: Record<string, unknown> = {}): Promise<Admitted> {
+  const w = await webhook(raw);
+  try {
+    return await w.admit(image, spec);
+  } finally {
+    w.verification.close();
+  }
 }
 
 function imageOf(a: Admitted): string | undefined {
@@ -93,5 +114,69 @@ t.test('ordered targets: the first target holding the image serves', async (t) =
     const a = await admit({ ...config([first.host, second.host]), mode: 'audit' }, 'redis:7');
     t.equal(a.response.patch, undefined);
     t.match(a.response.warnings.join('\n'), `would be rewritten to ${second.host}/hub/library/redis:7`);
+  });
+});
+
+t.test('platform-aware checks: an index counts only with every platform the pod can run on', async (t) => {
+  const reg = await startRegistry();
+  t.teardown(() => reg.stop());
+  await pushIndex(reg, 'hub/library/armonly', '1', { platforms: [{ os: 'linux', architecture: 'arm64', variant: 'v8' }] });
+  await pushIndex(reg, 'hub/library/both', '1');
+  await pushImage(reg, 'hub/library/single', '1', { platform: { os: 'linux', architecture: 'amd64' } });
+  const at = (rest: string): string => `${reg.host}/hub/library/${rest}`;
+  const config = (platforms?: unknown) => ({
+    rules: [{ from: 'docker.io', to: `${reg.host}/hub`, verify: true }],
+    registries: { [reg.host]: { insecure: true } },
+    ...(platforms === undefined ? {} : { verification: { platforms } }),
+  });
+  const amd = { nodeSelector: { 'kubernetes.io/arch': 'amd64' } };
+  const arm = { nodeSelector: { 'kubernetes.io/arch': 'arm64' } };
+
+  t.test('configured platforms, narrowed by the nodeSelector', async (t) => {
+    const w = await webhook(config(['linux/amd64', 'linux/arm64']));
+    t.teardown(() => w.verification.close());
+    const cases: { image: string; spec?: Record<string, unknown>; rewritten: boolean; warning?: string }[] = [
+      { image: 'both:1', rewritten: true },
+      { image: 'armonly:1', rewritten: false, warning: 'mirrorgate: container "web": armonly:1 is not in the mirror yet for linux/amd64; kept' },
+      { image: 'armonly:1', spec: arm, rewritten: true },
+      { image: 'armonly:1', spec: amd, rewritten: false },
+      { image: 'single:1', rewritten: false, warning: 'mirrorgate: container "web": single:1 is not in the mirror yet for linux/arm64; kept' },
+      { image: 'single:1', spec: amd, rewritten: true },
+      { image: 'single:1', spec: { nodeSelector: { 'kubernetes.io/os': 'windows', 'kubernetes.io/arch': 'amd64' } }, rewritten: false },
+    ];
+    for (const c of cases) {
+      const a = await w.admit(c.image, c.spec);
+      t.equal(imageOf(a), c.rewritten ? at(c.image) : undefined, `${c.image} ${JSON.stringify(c.spec ?? {})}`);
+      if (c.warning) t.same(a.response.warnings, [c.warning]);
+    }
+    // Each image was asked once: the cache keeps its platforms and answers every platform set.
+    t.match((await w.admit('both:1')).metrics, `mirrorgate_registry_checks_total{registry="${reg.host}",result="present"} 3`);
+  });
+
+  t.test('off: any manifest counts, as before', async (t) => {
+    t.equal(imageOf(await admit(config('off'), 'armonly:1')), at('armonly:1'));
+  });
+
+  t.test('nodes: the platforms of the cluster\'s nodes, from the node cache', async (t) => {
+    const api = await startKubeApi();
+    t.teardown(() => api.close());
+    const node = (name: string, arch: string) => ({ apiVersion: 'v1', kind: 'Node', metadata: { name, labels: { 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': arch } } });
+    api.put(node('a1', 'arm64'));
+    api.put(node('x1', 'amd64'));
+    const client = loadKubeClient({ file: await kubeconfigFor(api) });
+    const nodes = new NodeCache({ core: client.core, watch: client.watch, log: createLogger({ destination: new LogSink() }), backoff: { initialMs: 20, maxMs: 100 }, resyncMs: 0 }).start();
+    t.teardown(() => nodes.stop());
+    t.equal(await nodes.waitForSync(5000), true);
+    const list = api.requests.find((r) => r.path === '/api/v1/nodes' && !r.watch);
+    t.ok(list, 'nodes are listed (RBAC: list, watch on nodes)');
+    const w = await webhook(config(), { nodePlatforms: () => nodes.platforms() });
+    t.teardown(() => w.verification.close());
+    const kept = await w.admit('armonly:1');
+    t.equal(imageOf(kept), undefined, 'an amd64 node exists: the arm64-only index is not enough');
+    t.match(kept.response.warnings?.[0], 'for linux/amd64');
+    api.remove('nodes', undefined, 'x1');
+    await waitFor('amd64 node gone', () => nodes.platforms().length === 1);
+    t.equal(imageOf(await w.admit('armonly:1')), at('armonly:1'), 'only arm64 nodes left: rewritten');
+    t.equal(imageOf(await w.admit('single:1')), undefined, 'an amd64-only image is no use now');
   });
 });

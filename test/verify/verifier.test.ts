@@ -14,7 +14,7 @@ import { RegistryVerifier } from '../../src/verify/verifier.js';
 import { LogSink } from '../support/app.js';
 import { pushImage, pushIndex, startRegistry, type TestRegistry } from '../support/registry.js';
 
-const SETTINGS: VerificationSettings = { timeoutMs: 2000, cacheSeconds: { present: 3600, absent: 30 }, onUnreachable: 'original' };
+const SETTINGS: VerificationSettings = { timeoutMs: 2000, cacheSeconds: { present: 3600, absent: 30 }, onUnreachable: 'original', platforms: 'off' };
 
 /** An HTTP proxy in front of the registry that counts manifest requests and can delay answers. */
 async function countingProxy(upstreamPort: number, delayMs = 0): Promise<{ host: string; manifestRequests: () => number; stop: () => Promise<void> }> {
