@@ -40,6 +40,9 @@ t.test('the DESIGN example is valid and compiled as written', async (t) => {
 });
 
 const bad: { name: string; raw: unknown; expect: string[] }[] = [
+  { name: 'platforms not os/arch', raw: { verification: { platforms: ['linux/amd64', 'amd64'] } }, expect: ['verification.platforms[1]: "amd64" is not os/architecture[/variant]'] },
+  { name: 'platforms empty', raw: { verification: { platforms: [] } }, expect: ['verification.platforms: is empty: use off'] },
+  { name: 'platforms a word', raw: { verification: { platforms: 'all' } }, expect: ['verification.platforms: must be nodes, off or a list'] },
   { name: 'registries not a mapping', raw: { registries: ['m.io'] }, expect: ['registries: must be a mapping of registry hosts'] },
   { name: 'a URL as host', raw: { registries: { 'https://m.io': {} } }, expect: ['registries["https://m.io"]: "https://m.io" is not a registry host'] },
   { name: 'a path in the host', raw: { registries: { 'm.io/dockerhub': {} } }, expect: ['registries["m.io/dockerhub"]: "m.io/dockerhub" is not a registry host'] },
@@ -58,7 +61,7 @@ const bad: { name: string; raw: unknown; expect: string[] }[] = [
   { name: 'auth bad Secret name', raw: { registries: { 'm.io': { auth: { secret: 'Mirror_Pull' } } } }, expect: ['registries["m.io"].auth.secret: "Mirror_Pull" is not a valid Secret name'] },
   { name: 'auth file not a string', raw: { registries: { 'm.io': { auth: { file: 3 } } } }, expect: ['registries["m.io"].auth.file: must be a non-empty string'] },
   { name: 'verification not a mapping', raw: { verification: 500 }, expect: ['verification: must be a mapping with timeoutMs, cacheSeconds, onUnreachable'] },
-  { name: 'verification unknown key', raw: { verification: { timeout: 500 } }, expect: ['verification.timeout: unknown key (allowed: timeoutMs, cacheSeconds, onUnreachable)'] },
+  { name: 'verification unknown key', raw: { verification: { timeout: 500 } }, expect: ['verification.timeout: unknown key (allowed: timeoutMs, cacheSeconds, onUnreachable, platforms)'] },
   { name: 'timeoutMs zero', raw: { verification: { timeoutMs: 0 } }, expect: ['verification.timeoutMs: must be a whole number from 1 to 30000 (got 0)'] },
   { name: 'timeoutMs beyond the API server limit', raw: { verification: { timeoutMs: 31000 } }, expect: ['verification.timeoutMs: must be a whole number from 1 to 30000'] },
   { name: 'timeoutMs a string', raw: { verification: { timeoutMs: '500ms' } }, expect: ['verification.timeoutMs: must be a whole number'] },
