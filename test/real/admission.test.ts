@@ -5,6 +5,7 @@
  * the RBAC from manifests/ is all it may do.
  */
 import t from 'tap';
+import { kubectl } from '../support/k8s-tools.js';
 import { realKubeTestOptions } from '../support/kube-apiserver.js';
 import { pod, startRealCluster } from '../support/real-cluster.js';
 
@@ -17,6 +18,12 @@ t.test('the real API server calls mirrorgate', realKubeTestOptions(), async (t) 
   });
   t.teardown(() => cluster.stop());
   const { kube } = cluster;
+
+  t.test('kubectl apply --server-side of the rendered manifests is accepted', async (t) => {
+    for (const what of ['namespace/mirrorgate', 'serviceaccount/mirrorgate', 'clusterrole.rbac.authorization.k8s.io/mirrorgate', 'role.rbac.authorization.k8s.io/mirrorgate', 'deployment.apps/mirrorgate', 'mutatingwebhookconfiguration.admissionregistration.k8s.io/mirrorgate']) {
+      t.match(cluster.applied, `${what} serverside-applied`);
+    }
+  });
 
   await t.test('a created pod is stored rewritten, with the pull secret and the original images', async (t) => {
     await kube.must('POST', '/api/v1/namespaces/apps/pods', pod('web', 'nginx:1.27'));
@@ -34,6 +41,13 @@ t.test('the real API server calls mirrorgate', realKubeTestOptions(), async (t) 
     t.match(status.message, /evil\.example\.net/);
     const gone = await kube.request('GET', '/api/v1/namespaces/apps/pods/evil');
     t.equal(gone.status, 404, 'nothing was stored');
+  });
+
+  await t.test("kubectl create of a denied pod fails with mirrorgate's message", async (t) => {
+    const manifest = JSON.stringify(pod('evil2', 'evil.example.net/y:2', {}, { namespace: 'apps' }));
+    const r = await kubectl(['--kubeconfig', kube.adminKubeconfig, 'create', '-f', '-'], { input: manifest });
+    t.not(r.code, 0);
+    t.match(r.stderr, /admission webhook "images\.mirrorgate\.io" denied the request: .*evil\.example\.net\/y:2/);
   });
 
   await t.test('mirrorgate may not read a Secret in another namespace', async (t) => {

@@ -5,6 +5,7 @@
  */
 import t from 'tap';
 import { getText } from '../support/http.js';
+import { kubectl } from '../support/k8s-tools.js';
 import { realKubeTestOptions } from '../support/kube-apiserver.js';
 import { pod, startRealCluster, type Obj } from '../support/real-cluster.js';
 
@@ -30,6 +31,11 @@ t.test('audit mode through the real API server', realKubeTestOptions(), async (t
   t.ok((made.warnings ?? []).some((w) => w.includes('mirror.example.com/dockerhub/library/nginx:1.27')), `warns: ${JSON.stringify(made.warnings)}`);
   const stored = await kube.must<Obj>('GET', '/api/v1/namespaces/apps/pods/web');
   t.equal(stored.spec.containers[0].image, 'nginx:1.27', 'audit changes nothing');
+  const viaKubectl = await kubectl(['--kubeconfig', kube.adminKubeconfig, 'create', '-f', '-'], {
+    input: JSON.stringify(pod('web2', 'nginx:1.27', {}, { namespace: 'apps' })),
+  });
+  t.equal(viaKubectl.code, 0, viaKubectl.stderr);
+  t.match(viaKubectl.stderr, /^Warning: .*mirror\.example\.com\/dockerhub\/library\/nginx:1\.27/m, 'kubectl prints the Warning: lines');
   const after = await report();
-  t.equal(after.registries['docker.io']?.wouldRewrite, (before.registries['docker.io']?.wouldRewrite ?? 0) + 1, 'the real creation is counted once');
+  t.equal(after.registries['docker.io']?.wouldRewrite, (before.registries['docker.io']?.wouldRewrite ?? 0) + 2, 'each real creation is counted once');
 });

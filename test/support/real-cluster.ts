@@ -1,48 +1,44 @@
 /**
- * A real API server with mirrorgate registered as its webhook: the manifests' namespace,
- * ServiceAccount and RBAC applied server-side, a namespace `apps` for test pods, mirrorgate
- * as its own process with its ServiceAccount's TokenRequest token, and the manifests'
- * MutatingWebhookConfiguration with clientConfig turned into a `url` at that process.
+ * A real API server with mirrorgate registered as its webhook: manifests/ rendered by the
+ * real `kubectl kustomize` and applied with `kubectl apply --server-side` (the real
+ * validation accepts it), a namespace `apps` for test pods, mirrorgate as its own process
+ * with its ServiceAccount's TokenRequest token (so the manifests' RBAC is all it has), and
+ * the rendered MutatingWebhookConfiguration with clientConfig turned into a `url` at that
+ * process with its caBundle.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
+import { kubectlOk } from './k8s-tools.js';
 import { startRealKube, type RealKube } from './kube-apiserver.js';
 import { startMirrorgate, type MirrorgateProcess } from './mirrorgate-process.js';
 
 export type Obj = Record<string, any>;
 export const MANIFESTS = join(import.meta.dirname, '..', '..', 'manifests');
 
-export function manifestFile(name: string): Obj[] {
-  return parseAllDocuments(readFileSync(join(MANIFESTS, name), 'utf8'))
+export function pod(name: string, image: string, spec: Obj = {}, metadata: Obj = {}): Obj {
+  return { apiVersion: 'v1', kind: 'Pod', metadata: { name, ...metadata }, spec: { containers: [{ name: 'app', image }], ...spec } };
+}
+
+/** The objects `kubectl kustomize DIR` renders (manifests/ by default). */
+export async function renderManifests(dir = MANIFESTS): Promise<Obj[]> {
+  const out = await kubectlOk(['kustomize', dir]);
+  return parseAllDocuments(out)
     .map((d) => d.toJSON() as Obj)
     .filter((o) => o !== null);
 }
 
-/** The REST path of one object, for the kinds these tests apply. */
-export function pathOf(o: Obj): string {
-  const ns = o.metadata.namespace as string | undefined;
-  const name = o.metadata.name as string;
-  const apiVersion = o.apiVersion as string;
-  const [group, version] = apiVersion.includes('/') ? apiVersion.split('/') : ['', apiVersion];
-  const kind = (o.kind as string).toLowerCase();
-  const plural = kind.endsWith('s') ? `${kind}es` : kind.endsWith('y') ? `${kind.slice(0, -1)}ies` : `${kind}s`;
-  const base = group === '' ? `/api/${version}` : `/apis/${group}/${version}`;
-  return `${base}${ns !== undefined ? `/namespaces/${ns}` : ''}/${plural}/${name}`;
-}
-
-/** Server-side apply of one object, as `kubectl apply --server-side` sends it. */
-export function applyServerSide(kube: RealKube, o: Obj): Promise<Obj> {
-  return kube.must('PATCH', `${pathOf(o)}?fieldManager=mirrorgate-test&force=true`, JSON.stringify(o), 'application/apply-patch+yaml');
-}
-
-export function pod(name: string, image: string, spec: Obj = {}, metadata: Obj = {}): Obj {
-  return { apiVersion: 'v1', kind: 'Pod', metadata: { name, ...metadata }, spec: { containers: [{ name: 'app', image }], ...spec } };
+/** `kubectl apply --server-side` of these objects as admin; resolves kubectl's output. */
+export function kubectlApply(kube: RealKube, objects: Obj[]): Promise<string> {
+  const input = objects.map((o) => JSON.stringify(o)).join('\n---\n');
+  return kubectlOk(['--kubeconfig', kube.adminKubeconfig, 'apply', '--server-side', '--field-manager=mirrorgate-test', '-f', '-'], { input });
 }
 
 export interface RealCluster {
   readonly kube: RealKube;
   readonly mg: MirrorgateProcess;
+  /** What `kubectl apply --server-side` printed for the rendered manifests. */
+  readonly applied: string;
   stop(): Promise<void>;
 }
 
@@ -58,7 +54,10 @@ export async function startRealCluster(config: Obj, probeImage = 'nginx:1.27'): 
     await kube.stop();
   };
   try {
-    for (const file of ['namespace.yaml', 'serviceaccount.yaml', 'rbac.yaml']) for (const o of manifestFile(file)) await applyServerSide(kube, o);
+    const rendered = await renderManifests();
+    const isWebhook = (o: Obj): boolean => o.kind === 'MutatingWebhookConfiguration';
+    // Everything but the webhook first: its url and caBundle come from the running process.
+    let applied = await kubectlApply(kube, rendered.filter((o) => !isWebhook(o)));
     await kube.must('POST', '/api/v1/namespaces', { metadata: { name: 'apps' } });
     // No controller-manager here: the ServiceAccount admission plugin needs `default`.
     await kube.must('POST', '/api/v1/namespaces/apps/serviceaccounts', { metadata: { name: 'default' } });
@@ -70,9 +69,11 @@ export async function startRealCluster(config: Obj, probeImage = 'nginx:1.27'): 
     mg = await startMirrorgate(['--config', configFile, '--certs-dir', certsDir, '--kubeconfig', kubeconfig]);
     const caBundle = readFileSync(join(certsDir, 'ca.crt')).toString('base64');
 
-    const webhook = manifestFile('webhook.yaml')[0] as Obj;
+    const webhooks = rendered.filter(isWebhook);
+    if (webhooks.length !== 1) throw new Error(`manifests/ render ${webhooks.length} MutatingWebhookConfigurations, expected 1`);
+    const webhook = webhooks[0] as Obj;
     for (const w of webhook.webhooks as Obj[]) w.clientConfig = { url: `${mg.url}/mutate`, caBundle };
-    await applyServerSide(kube, webhook);
+    applied += await kubectlApply(kube, [webhook]);
 
     // The server picks the configuration up from its own watch: wait for a dry-run
     // creation to come back changed (dry runs leave no trace in mirrorgate's report).
@@ -84,7 +85,7 @@ export async function startRealCluster(config: Obj, probeImage = 'nginx:1.27'): 
       if (Date.now() > deadline) throw new Error(`the API server never called the webhook: ${a.status} ${a.body}\n${mg.output().slice(-4000)}`);
       await new Promise<void>((r) => setTimeout(r, pause));
     }
-    return { kube, mg, stop };
+    return { kube, mg, applied, stop };
   } catch (err) {
     await stop();
     throw err;
