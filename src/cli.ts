@@ -36,6 +36,7 @@ Usage:
   mirrorgate serve --config FILE [--port 8443] [--metrics-port 9090] [--host 0.0.0.0]
                    [--tls-cert FILE --tls-key FILE | --manage-certs [--webhook-name mirrorgate]]
                    [--certs-dir ./certs] [--kubeconfig FILE | --no-kube] [--shutdown-delay 5s]
+                   [--drain-timeout 15s]
   mirrorgate report [--kubeconfig FILE [--namespace mirrorgate] | --url URL] [--output table|json]
                    [--images] [--copy-commands gcrane|skopeo|crane]
   mirrorgate certs [--service mirrorgate] [--namespace mirrorgate] [--webhook-name mirrorgate]
@@ -108,6 +109,7 @@ async function cmdServe(args: string[], io: Io): Promise<number> {
     kubeconfig: { type: 'string' },
     'no-kube': { type: 'boolean' },
     'shutdown-delay': { type: 'string' },
+    'drain-timeout': { type: 'string' },
     'manage-certs': { type: 'boolean' },
     'webhook-name': { type: 'string' },
   });
@@ -132,6 +134,7 @@ async function cmdServe(args: string[], io: Io): Promise<number> {
     serviceName: process.env.MIRRORGATE_SERVICE ?? 'mirrorgate',
     namespace: process.env.POD_NAMESPACE ?? 'mirrorgate',
     shutdownDelayMs: duration(values['shutdown-delay'], 'shutdown-delay', 5000),
+    drainTimeoutMs: duration(values['drain-timeout'], 'drain-timeout', 15_000),
     noKube: values['no-kube'] === true,
     kubeconfig: str(values.kubeconfig),
     replica: process.env.POD_NAME ?? hostname(),

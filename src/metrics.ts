@@ -41,6 +41,8 @@ export interface Metrics {
   readonly serviceAccountLookups: Counter<'result'>;
   /** notAfter of the certificates in use, as Unix seconds, by certificate (serving, ca). Alert well before it. */
   readonly certificateExpiry: Gauge<'certificate'>;
+  /** Requests refused before their body was read, by reason (budget: bodies in flight; deadline: not received in time). */
+  readonly requestsRefused: Counter<'reason'>;
   /** Bounded registry label value. */
   registryLabel(registry: string): string;
   /** Count one answered admission and observe its duration (hot path: children cached). */
@@ -141,12 +143,20 @@ export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: 
     labelNames: ['certificate'] as const,
     registers: [registry],
   });
+  const requestsRefused = new Counter({
+    name: 'mirrorgate_requests_refused_total',
+    help: 'Webhook requests refused before they were answered, by reason (budget: too many request body bytes in flight, answered 503; deadline: the body did not arrive within the request timeout, connection closed).',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
+  for (const reason of ['budget', 'deadline']) requestsRefused.inc({ reason }, 0);
   const admissionChild = cachedChildren(admissionRequests);
   const rewriteChild = cachedChildren(imageRewrites);
   const violationChild = cachedChildren(policyViolations);
   return {
     registry,
     certificateExpiry,
+    requestsRefused,
     admissionRequests,
     admissionDuration,
     imageRewrites,

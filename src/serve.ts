@@ -21,6 +21,7 @@ import { createMetrics, type Metrics } from './metrics.js';
 import { RegistryClient } from './registry/client.js';
 import { ReportCache } from './report/rewrites.js';
 import { buildServer } from './server/app.js';
+import { drain } from './server/drain.js';
 import { buildMetricsServer } from './server/metrics-route.js';
 import type { AdmissionObserver } from './server/mutate-route.js';
 import { readTlsFiles, tlsSecureContextOptions, tlsServerOptions, watchTlsFiles, type TlsFiles, type TlsPair } from './server/tls.js';
@@ -52,6 +53,8 @@ export interface ServeOptions {
   readonly certCheckIntervalMs?: number | undefined;
   /** How long to keep serving after SIGTERM while endpoints are updated. */
   readonly shutdownDelayMs: number;
+  /** After the delay, how long requests in flight may take before their connections are cut (default 15 s). */
+  readonly drainTimeoutMs?: number | undefined;
   readonly noKube: boolean;
   readonly kubeconfig: string | undefined;
   /** Reads dockerconfigjson Secrets for `registries.*.auth.secret`; from the cluster by default. */
@@ -175,6 +178,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
       serviceAccounts: kube?.serviceAccounts,
       observers,
       verifier: verification.verifier,
+      draining: () => shuttingDown,
       readiness: {
         notReadyReasons: () => (shuttingDown ? ['shutting down'] : []),
         degraded: () => [
@@ -199,21 +203,27 @@ export async function serve(opts: ServeOptions): Promise<Running> {
     const shutdown = (reason: string): Promise<void> => {
       closing ??= (async () => {
         shuttingDown = true;
-        log.info({ reason, delayMs: opts.shutdownDelayMs }, 'shutting down: not ready, still serving while endpoints update');
-        await new Promise((r) => setTimeout(r, opts.shutdownDelayMs));
+        log.info({ reason, delayMs: opts.shutdownDelayMs, drainTimeoutMs: drainTimeoutMs(opts) }, 'shutting down: not ready, still serving while endpoints update');
         watcher.stop();
         certs.stop();
-        // close() stops accepting and waits for in-flight requests; idle keep-alive
-        // connections are closed (forceCloseConnections: 'idle').
-        await app.close();
-        await metricsApp.close();
-        await copies.close();
-        // After the last admission: the final counts reach the cluster.
-        await persister?.stop();
-        await kube?.stop();
-        verification.close();
-        copyClient.close();
-        log.info('shut down');
+        const outcome = await drain(
+          {
+            // close() stops accepting and waits for in-flight requests; idle keep-alive
+            // connections are closed (forceCloseConnections: 'idle').
+            close: () => app.close(),
+            cutAll: () => (app.server as unknown as HttpsServer).closeAllConnections(),
+            flush: persister ? (final) => (final ? persister.stop() : persister.flush(true)) : undefined,
+            after: async () => {
+              await metricsApp.close();
+              await copies.close();
+              await kube?.stop();
+              verification.close();
+              copyClient.close();
+            },
+          },
+          { delayMs: opts.shutdownDelayMs, drainTimeoutMs: drainTimeoutMs(opts), flushTimeoutMs: SHUTDOWN_STEP_TIMEOUT_MS, sleep, log },
+        );
+        log.info({ cut: outcome.cut, reportWriteFailures: outcome.flushFailures }, 'shut down');
       })();
       return closing;
     };
@@ -343,6 +353,18 @@ export async function serve(opts: ServeOptions): Promise<Running> {
     );
     return { initial: pair, caFile, attach: (fn) => (apply = fn), degraded: () => [], stop: () => watch.stop() };
   }
+}
+
+/** Bound of each report write and of the final release at shutdown. */
+const SHUTDOWN_STEP_TIMEOUT_MS = 2000;
+export const DEFAULT_DRAIN_TIMEOUT_MS = 15_000;
+
+function drainTimeoutMs(opts: ServeOptions): number {
+  return opts.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 async function loadKubeModules() {

@@ -13,6 +13,7 @@ import { serve, type Running } from '../src/serve.js';
 import { LogSink, review } from './support/app.js';
 import { getResponse, postJson } from './support/http.js';
 import { serveOptions } from './support/serve.js';
+import { startCli } from './support/cli.js';
 
 const CONFIG = `mode: enforce
 rules:
@@ -94,31 +95,6 @@ t.test('invalid config: serve throws a ConfigError naming the field', async (t) 
     /rules\[0\]\.to: "not a host" contains whitespace/,
   );
 });
-
-/** Start the real CLI (TypeScript through tsx) and wait for its listening line. */
-function startCli(args: string[]): Promise<{ child: ReturnType<typeof spawn>; lines: string[]; url: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`cli did not start: ${lines.join('\n')}`)), 30_000);
-    child.stdout?.on('data', (d: Buffer) => {
-      for (const l of d.toString('utf8').split('\n')) {
-        if (l.trim() === '') continue;
-        lines.push(l);
-        if (l.includes('"mirrorgate listening"')) {
-          clearTimeout(timer);
-          const url = (JSON.parse(l) as { url: string }).url;
-          resolve({ child, lines, url });
-        }
-      }
-    });
-    child.stderr?.on('data', (d: Buffer) => lines.push(d.toString('utf8')));
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`cli exited ${code}: ${lines.join('\n')}`));
-    });
-  });
-}
 
 t.test('the CLI exits 0 on SIGTERM after draining', async (t) => {
   const dir = await tempDir(t);

@@ -7,6 +7,7 @@ import type { ServerOptions as HttpsServerOptions } from 'node:https';
 import type { Logger } from '../logger.js';
 import { BodyError, parseJsonBody } from './json-body.js';
 import { healthRoutes, type Readiness } from './health-route.js';
+import { HEADERS_TIMEOUT_MS, MAX_RECEIVE_MS, installLimits } from './limits.js';
 import { mutateRoute, type MutateDeps } from './mutate-route.js';
 
 /** UPDATE reviews carry object and oldObject; the API server itself caps bodies at 3 MiB. */
@@ -14,6 +15,10 @@ export const BODY_LIMIT = 8 * 1024 * 1024;
 
 export interface ServerDeps extends MutateDeps {
   readonly log: Logger;
+  /** True once shutdown began: answers then carry `Connection: close`. */
+  readonly draining?: (() => boolean) | undefined;
+  /** Request body bytes in flight at once (default 16 MiB, see limits.ts). */
+  readonly bodyBudget?: number | undefined;
   readonly readiness: Readiness;
   /** TLS options; omitted only in tests that use inject(). */
   readonly https?: HttpsServerOptions | undefined;
@@ -33,12 +38,19 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
     // than its idle timeout (90 s) would be wasteful, shorter would force new TLS
     // handshakes. 65 s is the usual choice behind load balancers too.
     keepAliveTimeout: 65_000,
+    // Backstop for the per-request receive deadline in limits.ts: never longer than the
+    // API server's own maximum.
+    requestTimeout: MAX_RECEIVE_MS,
     return503OnClosing: false,
     forceCloseConnections: 'idle',
     ajv: { customOptions: { allErrors: false } },
   };
-  if (deps.https) options.https = deps.https;
+  // Node checks header and request deadlines on this interval (default 30 s: too coarse).
+  if (deps.https) options.https = { ...deps.https, connectionsCheckingInterval: 1000 };
   const app = Fastify(options as FastifyServerOptions) as unknown as FastifyInstance;
+  // The API server sends its headers at once; a client that dribbles them holds a socket.
+  if (deps.https) app.server.headersTimeout = HEADERS_TIMEOUT_MS;
+  installLimits(app, { bodyLimit: BODY_LIMIT, bodyBudget: deps.bodyBudget, draining: deps.draining, onRefused: (why) => deps.metrics.requestsRefused.inc({ reason: why }) });
 
   app.removeAllContentTypeParsers();
   app.addContentTypeParser(['application/json'], { parseAs: 'string', bodyLimit: BODY_LIMIT }, (_req, body, done) => {
