@@ -99,6 +99,11 @@ interface Circuit {
  * Answers `Verifier.verify` from a cache and the registries. One instance per process;
  * {@link RegistryVerifier.configure} swaps settings and endpoints on config reload.
  */
+/** New registry requests one admission may start; the rest count as unreachable. */
+export const MAX_CHECKS_PER_ADMISSION = 16;
+/** Registry requests in flight at once to one registry; beyond it, unreachable at once. */
+export const MAX_IN_FLIGHT_PER_REGISTRY = 32;
+
 export class RegistryVerifier implements Verifier {
   readonly #client: ManifestChecker;
   readonly #metrics: RegistryVerifierOptions['metrics'];
@@ -113,6 +118,8 @@ export class RegistryVerifier implements Verifier {
   /** Map order is recency order: a hit moves the entry to the end, eviction takes the first. */
   readonly #cache = new Map<string, CacheEntry>();
   readonly #flights = new Map<string, Promise<Fact>>();
+  /** Registry requests in flight, by registry host. */
+  readonly #perRegistry = new Map<string, number>();
   readonly #circuits = new Map<string, Circuit>();
 
   constructor(opts: RegistryVerifierOptions) {
@@ -173,13 +180,29 @@ export class RegistryVerifier implements Verifier {
     const inspect = want.length > 0 && this.#client.inspectManifest !== undefined;
     const facts = new Map<string, Fact>();
     const pending: Promise<void>[] = [];
+    let started = 0;
+    let overCap = 0;
     for (const target of new Set(targets)) {
       const cached = this.#cached(target, inspect);
       if (cached !== undefined) {
         facts.set(target, cached);
         continue;
       }
+      // One pod must not turn the webhook into an amplifier against the mirror: at most
+      // MAX_CHECKS_PER_ADMISSION new registry requests per admission (joining a check
+      // already in flight is free); the rest count as unreachable.
+      if (!this.#flights.has(inspect ? `${target}\0platforms` : target)) {
+        if (started >= MAX_CHECKS_PER_ADMISSION) {
+          overCap++;
+          facts.set(target, { outcome: 'unreachable' });
+          continue;
+        }
+        started++;
+      }
       pending.push(this.#check(target, settings, inspect).then((f) => void facts.set(target, f)));
+    }
+    if (overCap > 0) {
+      this.#log.warn({ asked: targets.length, cap: MAX_CHECKS_PER_ADMISSION, notChecked: overCap }, 'registry checks over the per-admission cap; the rest count as unreachable');
     }
     if (pending.length > 0) {
       const deadlineMs = Math.max(0, Math.min(settings.timeoutMs, budgetMs));
@@ -262,7 +285,18 @@ export class RegistryVerifier implements Verifier {
     }
     const ref = parsed.ref;
     if (!this.#admit(ref.registry)) return Promise.resolve({ outcome: 'unreachable' });
-    const flight = this.#ask(target, ref, settings, inspect).finally(() => this.#flights.delete(key));
+    const inFlight = this.#perRegistry.get(ref.registry) ?? 0;
+    if (inFlight >= MAX_IN_FLIGHT_PER_REGISTRY) {
+      this.#log.debug({ target, registry: ref.registry, cap: MAX_IN_FLIGHT_PER_REGISTRY }, 'registry checks in flight at the per-registry cap; counted as unreachable');
+      return Promise.resolve({ outcome: 'unreachable' });
+    }
+    this.#perRegistry.set(ref.registry, inFlight + 1);
+    const flight = this.#ask(target, ref, settings, inspect).finally(() => {
+      this.#flights.delete(key);
+      const n = (this.#perRegistry.get(ref.registry) ?? 1) - 1;
+      if (n <= 0) this.#perRegistry.delete(ref.registry);
+      else this.#perRegistry.set(ref.registry, n);
+    });
     this.#flights.set(key, flight);
     return flight;
   }

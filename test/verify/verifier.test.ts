@@ -10,7 +10,7 @@ import type { VerificationSettings } from '../../src/config/schema.js';
 import { createLogger } from '../../src/logger.js';
 import { createMetrics, type Metrics } from '../../src/metrics.js';
 import { RegistryClient, type RegistryEndpoint } from '../../src/registry/client.js';
-import { RegistryVerifier } from '../../src/verify/verifier.js';
+import { MAX_CHECKS_PER_ADMISSION, MAX_IN_FLIGHT_PER_REGISTRY, RegistryVerifier } from '../../src/verify/verifier.js';
 import { LogSink } from '../support/app.js';
 import { pushImage, pushIndex, startRegistry, type TestRegistry } from '../support/registry.js';
 
@@ -134,6 +134,32 @@ t.test('against a running registry', async (t) => {
     clock.ms += 3_600_000; // past cacheSeconds.present
     await verifier.verify([present], 5000);
     t.equal(proxy.manifestRequests() - before, 4, 'the present answer expired too');
+  });
+
+  t.test('one admission with 300 distinct images sends at most 16 registry requests', async (t) => {
+    const { verifier, client, logs } = rig([endpoint]);
+    t.teardown(() => client.close());
+    const before = proxy.manifestRequests();
+    const targets = Array.from({ length: 300 }, (_, i) => at(`amplifier-${i}:1`));
+    const answers = await verifier.verify(targets, 5000);
+    t.equal(proxy.manifestRequests() - before, MAX_CHECKS_PER_ADMISSION, 'capped per admission');
+    const unreachable = [...answers.outcomes.values()].filter((o) => o === 'unreachable').length;
+    t.equal(unreachable, 300 - MAX_CHECKS_PER_ADMISSION, 'the rest follow onUnreachable');
+    t.equal(logs.find('registry checks over the per-admission cap; the rest count as unreachable').length, 1);
+    t.ok(verifier.cacheSize <= MAX_CHECKS_PER_ADMISSION, 'what was not asked is not cached');
+  });
+
+  t.test('registry requests in flight are capped per registry', async (t) => {
+    const slow = await countingProxy(portOf(reg), 300);
+    t.teardown(() => slow.stop());
+    const { verifier, client } = rig([{ host: slow.host, insecure: true }]);
+    t.teardown(() => client.close());
+    // Many admissions at once, each within its own cap: in flight stays at the registry cap.
+    const batches = Array.from({ length: 4 }, (_, b) => Array.from({ length: 16 }, (_, i) => `${slow.host}/dockerhub/library/flight-${b}-${i}:1`));
+    const all = await Promise.all(batches.map((targets) => verifier.verify(targets, 5000)));
+    t.equal(slow.manifestRequests(), MAX_IN_FLIGHT_PER_REGISTRY, 'never more than the per-registry cap at once');
+    const answered = all.flatMap((a) => [...a.outcomes.values()]);
+    t.equal(answered.filter((o) => o === 'unreachable').length, 64 - MAX_IN_FLIGHT_PER_REGISTRY);
   });
 
   t.test('cacheSeconds 0 caches nothing', async (t) => {
