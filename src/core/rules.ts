@@ -11,6 +11,7 @@ import {
   specificity,
   type RegistryPattern,
 } from './patterns.js';
+import { PatternIndex } from './pattern-index.js';
 import { parseReference, type ImageReference } from './reference.js';
 import { parseSelector, selectorMatches, type LabelSelector } from './selector.js';
 
@@ -243,14 +244,22 @@ export function compileRules(inputs: readonly RuleInput[], basePath = 'rules', f
       problems.push({ path: `${basePath}[${r.index}].from`, message: `duplicates rules[${earlier.index}].from "${earlier.from.source}"${what}` });
     }
   }
+  // A target that some `from` matches again would make rewriting non-idempotent. The
+  // index finds the candidates per target, so this is O(n log n), not a pass over every
+  // pair (20,000 rules would be 400 million checks).
+  const froms = new PatternIndex<Rule>();
+  for (const r of rules) froms.add(r.from, r);
   for (const a of rules) {
-    for (const b of rules) {
-      a.targets.forEach((t, k) => {
-        if (!patternsOverlap(t.to, b.from)) return;
-        problems.push({
-          path: a.targets.length === 1 ? `${basePath}[${a.index}].to` : `${basePath}[${a.index}].to[${k}]`,
-          message: `"${t.to.source}" overlaps rules[${b.index}].from "${b.from.source}": rewritten images would be rewritten again`,
-        });
+    const hits: { b: Rule; k: number }[] = [];
+    a.targets.forEach((t, k) => {
+      for (const b of new Set(froms.overlapping(t.to))) if (patternsOverlap(t.to, b.from)) hits.push({ b, k });
+    });
+    hits.sort((x, y) => x.b.index - y.b.index || x.k - y.k);
+    for (const { b, k } of hits) {
+      const t = a.targets[k] as (typeof a.targets)[number];
+      problems.push({
+        path: a.targets.length === 1 ? `${basePath}[${a.index}].to` : `${basePath}[${a.index}].to[${k}]`,
+        message: `"${t.to.source}" overlaps rules[${b.index}].from "${b.from.source}": rewritten images would be rewritten again`,
       });
     }
   }
@@ -295,7 +304,9 @@ export interface Candidate {
  */
 export function findRule(ruleSet: RuleSet, ref: ImageReference, ctx?: ScopeContext): { rule: Rule; matched: number } | undefined {
   let best: { rule: Rule; matched: number; score: number } | undefined;
-  for (const rule of ruleSet.rules) {
+  // Only the rules the index says could match, in file order (ties go to the first).
+  const candidates = indexOf(ruleSet.rules).froms.candidates(ref.registry, ref.repository).sort((a, b) => a.index - b.index);
+  for (const rule of candidates) {
     const matched = matchLength(rule.from, ref.registry, ref.repository);
     if (matched < 0 || !inScope(rule, ctx)) continue;
     const score = specificity(rule.from, matched) * 2 + (rule.scope === undefined ? 0 : 1);
@@ -304,10 +315,33 @@ export function findRule(ruleSet: RuleSet, ref: ImageReference, ctx?: ScopeConte
   return best && { rule: best.rule, matched: best.matched };
 }
 
+interface RuleIndexes {
+  readonly froms: PatternIndex<Rule>;
+  readonly targets: PatternIndex<RegistryPattern>;
+}
+
+/** Built once per rule list (a config load), on first use; rule lists are never mutated. */
+const indexes = new WeakMap<readonly Rule[], RuleIndexes>();
+
+function indexOf(rules: readonly Rule[]): RuleIndexes {
+  let built = indexes.get(rules);
+  if (built === undefined) {
+    const froms = new PatternIndex<Rule>();
+    const targets = new PatternIndex<RegistryPattern>();
+    for (const r of rules) {
+      froms.add(r.from, r);
+      for (const t of r.targets) targets.add(t.to, t.to);
+    }
+    built = { froms, targets };
+    indexes.set(rules, built);
+  }
+  return built;
+}
+
 /** Is the reference already on some rule's target (so rewriting it again is wrong)? */
 export function onAnyTarget(ruleSet: RuleSet, ref: ImageReference): boolean {
-  for (const rule of ruleSet.rules) {
-    for (const t of rule.targets) if (matchLength(t.to, ref.registry, ref.repository) >= 0) return true;
+  for (const to of indexOf(ruleSet.rules).targets.candidates(ref.registry, ref.repository)) {
+    if (matchLength(to, ref.registry, ref.repository) >= 0) return true;
   }
   return false;
 }
