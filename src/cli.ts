@@ -24,6 +24,7 @@ import { BlobLocations, copyImage, parsePlatform, type CopyResult } from './copy
 import { fetchMissing, missingFrom } from './copy/missing.js';
 import { RegistryClient } from './registry/client.js';
 import { endpointFor, loadEndpoints } from './verify/endpoints.js';
+import { CloudSources } from './registry/cloud/sources.js';
 import { formatScanJson, formatScanText, scanExitCode, scanPaths } from './scan/scan.js';
 
 export class UsageError extends Error {
@@ -57,6 +58,8 @@ MIRRORGATE_SERVICE (default mirrorgate).`;
 interface Io {
   out(line: string): void;
   err(line: string): void;
+  /** Where cloud identities are read from; the process environment when omitted. */
+  env?: Readonly<Record<string, string | undefined>>;
 }
 
 const stdio: Io = {
@@ -138,6 +141,7 @@ async function cmdServe(args: string[], io: Io): Promise<number> {
     noKube: values['no-kube'] === true,
     kubeconfig: str(values.kubeconfig),
     replica: process.env.POD_NAME ?? hostname(),
+    env: process.env,
     manageCerts,
     webhookName: str(values['webhook-name']) ?? 'mirrorgate',
   });
@@ -243,8 +247,11 @@ async function cmdCopy(args: string[], io: Io): Promise<number> {
     }
   }
 
+  const warn = (obj: object, msg: string): void => io.err(`mirrorgate: ${(obj as { registry?: string }).registry ?? ''}: ${msg}`);
   const endpoints = await loadEndpoints(config.registries, {
-    log: { warn: (obj, msg) => io.err(`mirrorgate: ${(obj as { registry?: string }).registry ?? ''}: ${msg}`) },
+    log: { warn },
+    // Cloud identities as the webhook uses them: the copy runs with this shell's (or pod's) identity.
+    cloud: new CloudSources({ env: io.env ?? process.env, now: Date.now, log: { warn, debug: () => undefined } }),
   });
   const client = new RegistryClient();
   const locations = new BlobLocations();

@@ -27,6 +27,7 @@ import type { AdmissionObserver } from './server/mutate-route.js';
 import { readTlsFiles, tlsSecureContextOptions, tlsServerOptions, watchTlsFiles, type TlsFiles, type TlsPair } from './server/tls.js';
 import { endpointFor, type SecretReader } from './verify/endpoints.js';
 import { Verification } from './verify/setup.js';
+import { CloudSources } from './registry/cloud/sources.js';
 
 export interface ServeOptions {
   readonly configPath: string;
@@ -59,6 +60,12 @@ export interface ServeOptions {
   readonly kubeconfig: string | undefined;
   /** Reads dockerconfigjson Secrets for `registries.*.auth.secret`; from the cluster by default. */
   readonly secretReader?: SecretReader | undefined;
+  /**
+   * The environment cloud identities are read from (`GOOGLE_APPLICATION_CREDENTIALS`,
+   * `AWS_ROLE_ARN`, `AZURE_CLIENT_ID`, ...) for `registries.*.auth: {google|aws|azure}`;
+   * none when omitted.
+   */
+  readonly env?: Readonly<Record<string, string | undefined>> | undefined;
   /** Log destination; stdout when omitted. */
   readonly logDestination?: import('pino').DestinationStream | undefined;
 }
@@ -106,7 +113,8 @@ export async function serve(opts: ServeOptions): Promise<Running> {
 
     // Registry client and verifier when some rule says `verify: true`; a missing CA or auth
     // file is a config error, as at reload (where the previous settings then stay).
-    const verification = await Verification.start(initial.config, { metrics, log, now, secrets });
+    const cloud = new CloudSources({ env: opts.env ?? {}, now, log });
+    const verification = await Verification.start(initial.config, { metrics, log, now, secrets, cloud });
     stops.push(() => verification.close());
 
     // The report: every decision, persisted in the cluster when there is one.

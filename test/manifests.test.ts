@@ -11,6 +11,11 @@ import { kustomize, MANIFESTS, unknownFields, validateSchema, type Obj } from '.
 
 const base = kustomize(MANIFESTS);
 const overlay = kustomize(join(MANIFESTS, 'overlays/cert-manager'));
+const identityOverlays = {
+  gke: kustomize(join(MANIFESTS, 'overlays/gke-workload-identity')),
+  eks: kustomize(join(MANIFESTS, 'overlays/eks-irsa')),
+  aks: kustomize(join(MANIFESTS, 'overlays/aks-workload-identity')),
+};
 const find = (objs: Obj[], kind: string, name = 'mirrorgate'): Obj => {
   const o = objs.find((x) => x.kind === kind && x.metadata?.name === name);
   if (!o) throw new Error(`no ${kind}/${name}`);
@@ -18,7 +23,7 @@ const find = (objs: Obj[], kind: string, name = 'mirrorgate'): Obj => {
 };
 
 t.test('every object validates against the API schemas, strictly', async (t) => {
-  for (const o of [...base, ...overlay]) {
+  for (const o of [...base, ...overlay, ...Object.values(identityOverlays).flat()]) {
     const id = `${o.kind as string}/${o.metadata?.name as string}`;
     await t.resolves(validateSchema(o), `${id} schema`);
     if (!(o.apiVersion as string).startsWith('cert-manager.io/')) t.same(unknownFields(o), [], `${id} has no unknown fields`);
@@ -147,4 +152,15 @@ t.test('RBAC grants exactly what the code uses, bound to our ServiceAccount', as
   t.equal(dep.spec.template.spec.serviceAccountName, 'mirrorgate');
   const all = JSON.stringify(base.filter((o) => o.kind.endsWith('Role')));
   t.notMatch(all, /"\*"/, 'no wildcards');
+});
+
+t.test('cloud identity overlays give mirrorgate\'s ServiceAccount its identity, as each cloud reads it', async (t) => {
+  const sa = (objs: Obj[]): Record<string, string> => find(objs, 'ServiceAccount').metadata.annotations as Record<string, string>;
+  t.match(sa(identityOverlays.gke), { 'iam.gke.io/gcp-service-account': /^[a-z][-a-z0-9]*@[-a-z0-9]+\.iam\.gserviceaccount\.com$/ });
+  t.match(sa(identityOverlays.eks), { 'eks.amazonaws.com/role-arn': /^arn:aws:iam::\d{12}:role\/.+$/ });
+  t.match(sa(identityOverlays.aks), { 'azure.workload.identity/client-id': /^[0-9a-f-]{36}$/ });
+  // The AKS add-on mutates only pods carrying this label (the ServiceAccount annotation alone is not enough).
+  t.equal(find(identityOverlays.aks, 'Deployment').spec.template.metadata.labels['azure.workload.identity/use'], 'true');
+  t.notOk(find(base, 'Deployment').spec.template.metadata.labels['azure.workload.identity/use'], 'not in the base');
+  for (const objs of Object.values(identityOverlays)) t.equal(objs.length, base.length, 'the same objects as the base');
 });

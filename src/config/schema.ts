@@ -17,8 +17,21 @@ import type { Mode, OnUnreachable, Settings } from '../core/pod.js';
 export type FailurePolicy = 'Ignore' | 'Fail';
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
 
-/** Where a registry's credentials come from: a dockerconfigjson Secret, or a docker config file. */
-export type RegistryAuthSource = { readonly secret: string } | { readonly file: string };
+/**
+ * Where a registry's credentials come from: a dockerconfigjson Secret, a docker config
+ * file, or mirrorgate's own cloud identity (short-lived tokens, refreshed before expiry).
+ */
+export type RegistryAuthSource =
+  | { readonly secret: string }
+  | { readonly file: string }
+  | { readonly google: Readonly<Record<string, never>> }
+  | { readonly aws: { readonly region?: string | undefined } }
+  | { readonly azure: { readonly scope?: string | undefined } };
+
+/** The keys of `registries.<host>.auth`: exactly one of them. */
+const AUTH_KINDS = ['secret', 'file', 'google', 'aws', 'azure'] as const;
+/** An AWS region name (us-east-1, cn-north-1, us-gov-west-1, eu-isoe-west-1). */
+const AWS_REGION = /^[a-z]{2}(?:-[a-z]+)+-\d{1,2}$/;
 
 /** How to reach one registry (`registries.<host>`); files are read by the verification adapter. */
 export interface RegistrySettings {
@@ -360,26 +373,71 @@ function checkRegistries(c: Checker, v: unknown): Record<string, RegistrySetting
     const ca = entry.ca === undefined || entry.ca === null ? undefined : c.string(entry, 'ca', `${at}.ca`);
     const insecure = c.bool(entry, 'insecure', `${at}.insecure`) ?? false;
     if (insecure && ca !== undefined) c.add(`${at}.ca`, 'has no use with insecure: true (plain HTTP)');
-    let auth: RegistryAuthSource | undefined;
-    const rawAuth = c.mapping(entry.auth, `${at}.auth`, 'with secret: NAME or file: PATH');
-    if (rawAuth !== undefined) {
-      c.keys(rawAuth, `${at}.auth`, ['secret', 'file']);
-      const has = (k: string): boolean => rawAuth[k] !== undefined && rawAuth[k] !== null;
-      if (has('secret') && has('file')) c.add(`${at}.auth`, 'set either secret or file, not both');
-      else if (has('secret')) {
-        const name = c.string(rawAuth, 'secret', `${at}.auth.secret`);
-        if (name !== undefined && (!SECRET_NAME.test(name) || name.length > 253)) c.add(`${at}.auth.secret`, `"${name}" is not a valid Secret name`);
-        else if (name !== undefined) auth = { secret: name };
-      } else if (has('file')) {
-        const file = c.string(rawAuth, 'file', `${at}.auth.file`);
-        if (file !== undefined) auth = { file };
-      } else if (Object.keys(rawAuth).every((k) => k === 'secret' || k === 'file')) {
-        c.add(`${at}.auth`, 'needs secret: NAME (a dockerconfigjson Secret) or file: PATH (a docker config file)');
-      }
-    }
+    const auth = checkAuth(c, entry.auth, `${at}.auth`);
     out[key] = { ca, insecure, auth };
   }
   return out;
+}
+
+/** `registries.<host>.auth`: exactly one of secret, file, google, aws, azure. */
+function checkAuth(c: Checker, v: unknown, at: string): RegistryAuthSource | undefined {
+  const rawAuth = c.mapping(v, at, 'with one of secret: NAME, file: PATH, google: {}, aws: {}, azure: {}');
+  if (rawAuth === undefined) return undefined;
+  c.keys(rawAuth, at, AUTH_KINDS);
+  const present = AUTH_KINDS.filter((k) => rawAuth[k] !== undefined && rawAuth[k] !== null);
+  if (present.length > 1) {
+    c.add(at, present.length === 2 ? `set either ${present[0]} or ${present[1]}, not both` : `set one of ${present.join(', ')}, not several`);
+    return undefined;
+  }
+  const kind = present[0];
+  if (kind === undefined) {
+    if (Object.keys(rawAuth).every((k) => (AUTH_KINDS as readonly string[]).includes(k))) {
+      c.add(at, 'needs secret: NAME (a dockerconfigjson Secret), file: PATH (a docker config file), or a cloud identity: google: {}, aws: {} or azure: {}');
+    }
+    return undefined;
+  }
+  switch (kind) {
+    case 'secret': {
+      const name = c.string(rawAuth, 'secret', `${at}.secret`);
+      if (name !== undefined && (!SECRET_NAME.test(name) || name.length > 253)) c.add(`${at}.secret`, `"${name}" is not a valid Secret name`);
+      else if (name !== undefined) return { secret: name };
+      return undefined;
+    }
+    case 'file': {
+      const file = c.string(rawAuth, 'file', `${at}.file`);
+      return file === undefined ? undefined : { file };
+    }
+    case 'google': {
+      const g = c.mapping(rawAuth.google, `${at}.google`, '(google: {}; its settings come from the environment)');
+      if (g === undefined) return undefined;
+      c.keys(g, `${at}.google`, []);
+      return { google: {} };
+    }
+    case 'aws': {
+      const a = c.mapping(rawAuth.aws, `${at}.aws`, 'with optional region');
+      if (a === undefined) return undefined;
+      c.keys(a, `${at}.aws`, ['region']);
+      if (a.region === undefined || a.region === null) return { aws: {} };
+      const region = c.string(a, 'region', `${at}.aws.region`);
+      if (region !== undefined && !AWS_REGION.test(region)) {
+        c.add(`${at}.aws.region`, `"${region}" is not an AWS region name (like us-east-1)`);
+        return undefined;
+      }
+      return region === undefined ? undefined : { aws: { region } };
+    }
+    case 'azure': {
+      const z = c.mapping(rawAuth.azure, `${at}.azure`, 'with optional scope');
+      if (z === undefined) return undefined;
+      c.keys(z, `${at}.azure`, ['scope']);
+      if (z.scope === undefined || z.scope === null) return { azure: {} };
+      const scope = c.string(z, 'scope', `${at}.azure.scope`);
+      if (scope !== undefined && !/^https:\/\/[^\s]+\/\.default$/.test(scope)) {
+        c.add(`${at}.azure.scope`, `"${scope}" is not an Entra ID scope like https://management.azure.com/.default`);
+        return undefined;
+      }
+      return scope === undefined ? undefined : { azure: { scope } };
+    }
+  }
 }
 
 /** `verification:` budget, cache lifetimes, fallback; every key optional. */

@@ -19,6 +19,7 @@ import {
   type RegistryEndpoint,
   type RegistryResponse,
 } from '../registry/client.js';
+import { CredentialError } from '../registry/credentials.js';
 
 /** `os/architecture[/variant]`, as an index's `platform` names it. */
 export interface Platform {
@@ -647,13 +648,20 @@ async function call(ctx: Ctx, ep: RegistryEndpoint, req: Parameters<RegistryClie
     return { ...(await ctx.opts.client.request(ep, { ...req, ...(ctx.opts.signal ? { signal: ctx.opts.signal } : {}) })), endpoint: ep };
   } catch (err) {
     if (err instanceof RegistryError) {
-      const code: CopyErrorCode = err.code === 'unauthorized' ? 'unauthorized' : 'unreachable';
-      const transient = err.code === 'unreachable' || (err.code === 'timeout' && !ctx.opts.signal?.aborted) || (err.code === 'token' && (err.status ?? 0) >= 500);
+      const code: CopyErrorCode = err.code === 'unauthorized' || err.code === 'credentials' ? 'unauthorized' : 'unreachable';
+      const transient =
+        err.code === 'unreachable' ||
+        (err.code === 'timeout' && !ctx.opts.signal?.aborted) ||
+        (err.code === 'token' && (err.status ?? 0) >= 500) ||
+        // Cloud identity services that failed (rather than refused) may answer the next time.
+        (err.code === 'credentials' && err.cause instanceof CredentialError && !err.cause.refused);
       // The client says only `unauthorized` when a Bearer token service refused us; say who and why.
       const message =
         err.code === 'unauthorized'
-          ? `${ep.host}: authentication failed: its token service refused ${ep.auth ? 'the credentials' : 'anonymous access'} (HTTP ${err.status ?? 401})${noCredentials(ep)}`
-          : `${ep.host}: ${err.message}`;
+          ? `${ep.host}: authentication failed: its token service refused ${ep.auth ? 'the credentials' : ep.credentials ? `the ${ep.credentials.kind} credentials` : 'anonymous access'} (HTTP ${err.status ?? 401})${noCredentials(ep)}`
+          : err.code === 'credentials'
+            ? err.message // names the registry, the source and the step already
+            : `${ep.host}: ${err.message}`;
       throw new CopyError(code, message, { transient, cause: err, ...(err.status === undefined ? {} : { status: err.status }) });
     }
     throw err;
@@ -662,7 +670,7 @@ async function call(ctx: Ctx, ep: RegistryEndpoint, req: Parameters<RegistryClie
 
 /** A hint for refusals of a registry we sent no credentials to. */
 function noCredentials(ep: RegistryEndpoint): string {
-  return ep.auth ? '' : '; no credentials are configured for it';
+  return ep.auth || ep.credentials ? '' : '; no credentials are configured for it';
 }
 
 /** Throw a CopyError (transient for 429 and 5xx, with Retry-After) unless the status is expected. */

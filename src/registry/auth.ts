@@ -91,6 +91,12 @@ export function parseWwwAuthenticate(h: string): Challenge | undefined {
 export interface RegistryAuth {
   username: string;
   password: string;
+  /**
+   * The password is an OAuth2 refresh token (docker's `identitytoken`, an ACR refresh
+   * token): a Bearer realm is asked with `POST grant_type=refresh_token` instead of Basic
+   * credentials (https://distribution.github.io/distribution/spec/auth/oauth/).
+   */
+  refreshToken?: boolean;
 }
 
 /**

@@ -15,6 +15,7 @@ import { finished } from 'node:stream/promises';
 import tls from 'node:tls';
 import { canonicalRegistryHost, parseChallenges, type RegistryAuth } from './auth.js';
 import { configPlatform, formatPlatform, manifestPlatforms } from '../core/platforms.js';
+import type { ChallengeContext, CredentialSource } from './credentials.js';
 
 export type { RegistryAuth } from './auth.js';
 
@@ -28,6 +29,8 @@ export interface RegistryEndpoint {
   ca?: string[];
   /** Basic credentials, also used to ask a Bearer realm for tokens. */
   auth?: RegistryAuth;
+  /** Short-lived credentials from a cloud identity, asked for when needed (when `auth` is unset). */
+  credentials?: CredentialSource;
 }
 
 /** The answer to "does the registry have this manifest?". */
@@ -46,7 +49,7 @@ export const MANIFEST_MEDIA_TYPES: readonly string[] = [
 ];
 
 /** Why a registry request failed before yielding an HTTP answer (or with an auth refusal). */
-export type RegistryErrorCode = 'unauthorized' | 'timeout' | 'unreachable' | 'tls' | 'token' | 'invalid';
+export type RegistryErrorCode = 'unauthorized' | 'timeout' | 'unreachable' | 'tls' | 'token' | 'invalid' | 'credentials';
 
 /** The only error type the client throws; `message` is short, safe to log, and starts with the code. */
 export class RegistryError extends Error {
@@ -289,6 +292,16 @@ export class RegistryClient {
       };
 
       let res = await this.#exchange(url, req.method, headersWith(authorization), req.body, agent, signal);
+      // Cloud credentials sent as Basic (ECR) and refused: they may have been revoked or
+      // expired early; fetch fresh ones once.
+      if (res.statusCode === 401 && resendable && authorization?.startsWith('Basic ') && endpoint.credentials && !endpoint.auth) {
+        const next = await this.#refreshBasic(endpoint, base, authorization);
+        if (next !== undefined) {
+          await drain(res);
+          authorization = next;
+          res = await this.#exchange(url, req.method, headersWith(authorization), req.body, agent, signal);
+        }
+      }
       // Answer the challenge once: when we sent nothing, or a token that may have expired
       // or lacked the scope. Re-sending the same Basic credentials would not help.
       if (res.statusCode === 401 && resendable && !authorization?.startsWith('Basic ')) {
@@ -360,11 +373,31 @@ export class RegistryClient {
     switch (challenge.scheme) {
       case 'none':
         return undefined;
-      case 'basic':
-        return endpoint.auth ? basic(endpoint.auth) : undefined;
+      case 'basic': {
+        const auth = await this.#credentials(endpoint, { base });
+        return auth ? basic(auth) : undefined;
+      }
       case 'bearer':
         return `Bearer ${(await this.#token(endpoint, base, challenge, scopes, signal, fresh)).token}`;
     }
+  }
+
+  /** The endpoint's static credentials, or its cloud source's current ones. */
+  async #credentials(endpoint: RegistryEndpoint, ctx: ChallengeContext): Promise<RegistryAuth | undefined> {
+    if (endpoint.auth || !endpoint.credentials) return endpoint.auth;
+    try {
+      return await endpoint.credentials.get(ctx);
+    } catch (err) {
+      throw new RegistryError('credentials', err instanceof Error ? err.message : String(err), { cause: err });
+    }
+  }
+
+  /** Basic cloud credentials `sent` were refused: new ones, or undefined when the source has nothing newer. */
+  async #refreshBasic(endpoint: RegistryEndpoint, base: URL, sent: string): Promise<string | undefined> {
+    const current = await this.#credentials(endpoint, { base });
+    if (current && basic(current) === sent) endpoint.credentials?.invalidate(current);
+    const fresh = await this.#credentials(endpoint, { base });
+    return fresh && basic(fresh) !== sent ? basic(fresh) : undefined;
   }
 
   async #token(
@@ -376,7 +409,12 @@ export class RegistryClient {
     fresh: boolean,
   ): Promise<CachedToken> {
     // Tokens belong to the credentials that obtained them: a changed password must not reuse one.
-    const who = endpoint.auth ? createHash('sha256').update(`${endpoint.auth.username}\0${endpoint.auth.password}`).digest('hex') : '';
+    // A cloud source's credentials change on every refresh; the tokens they got stay good.
+    const who = endpoint.auth
+      ? createHash('sha256').update(`${endpoint.auth.username}\0${endpoint.auth.password}`).digest('hex')
+      : endpoint.credentials
+        ? `source:${endpoint.credentials.id}`
+        : '';
     const key = JSON.stringify([base.origin, challenge.realm, challenge.service ?? '', who, scopes]);
     const cached = this.#tokens.get(key);
     if (cached && !fresh && cached.expiresAt > this.#now()) return cached;
@@ -427,15 +465,23 @@ export class RegistryClient {
     if (realm.protocol !== 'https:' && !(realm.protocol === 'http:' && base.protocol === 'http:')) {
       throw new RegistryError('token', `token: realm must use https`);
     }
-    if (challenge.service !== undefined) realm.searchParams.set('service', challenge.service);
-    for (const s of scopes) realm.searchParams.append('scope', s);
-    const headers: Record<string, string> = { accept: 'application/json' };
-    if (endpoint.auth) headers.authorization = basic(endpoint.auth);
-    const res = await this.#exchange(realm, 'GET', headers, undefined, this.#agent(realm.protocol, endpoint.ca), AbortSignal.timeout(this.#timeoutMs));
-    const status = res.statusCode ?? 0;
+    const ctx: ChallengeContext = { base, realm, ...(challenge.service !== undefined ? { service: challenge.service } : {}) };
+    let auth = await this.#credentials(endpoint, ctx);
+    let res = await this.#askRealm(endpoint, realm, challenge.service, scopes, auth);
+    let status = res.statusCode ?? 0;
+    if ((status === 401 || status === 403) && auth && endpoint.credentials && !endpoint.auth) {
+      // Cloud credentials refused (revoked, or expired early by the service's clock): once more with fresh ones.
+      res.resume();
+      endpoint.credentials.invalidate(auth);
+      const fresh = await this.#credentials(endpoint, ctx);
+      if (fresh && fresh.password !== auth.password) auth = fresh;
+      res = await this.#askRealm(endpoint, realm, challenge.service, scopes, auth);
+      status = res.statusCode ?? 0;
+    }
     if (status === 401 || status === 403) {
       res.resume();
-      throw new RegistryError('unauthorized', 'unauthorized', { status });
+      const what = auth && endpoint.credentials && !endpoint.auth ? `: the token service refused the ${endpoint.credentials.kind} credentials (HTTP ${status})` : '';
+      throw new RegistryError('unauthorized', `unauthorized${what}`, { status });
     }
     if (status !== 200) {
       res.resume();
@@ -456,6 +502,31 @@ export class RegistryClient {
     const expiresAt = this.#now() + lifetimeMs - Math.min(TOKEN_MARGIN_MS, lifetimeMs / 2);
     this.#log?.debug({ registry: endpoint.host, realm: realm.origin + realm.pathname, scopes, expiresIn: seconds }, 'registry token fetched');
     return { token, expiresAt };
+  }
+
+  /**
+   * Ask the realm for a token: `GET ?service=&scope=` with Basic credentials, or, for a
+   * refresh token (ACR, docker's identity tokens), the OAuth2 form post
+   * `grant_type=refresh_token` with one `scope` field per scope, as ACR documents it.
+   */
+  #askRealm(endpoint: RegistryEndpoint, realm: URL, service: string | undefined, scopes: string[], auth: RegistryAuth | undefined): Promise<http.IncomingMessage> {
+    const headers: Record<string, string> = { accept: 'application/json' };
+    const agent = this.#agent(realm.protocol, endpoint.ca);
+    const signal = AbortSignal.timeout(this.#timeoutMs);
+    if (auth?.refreshToken) {
+      const form = new URLSearchParams({ grant_type: 'refresh_token', client_id: 'mirrorgate', refresh_token: auth.password });
+      if (service !== undefined) form.set('service', service);
+      for (const s of scopes) form.append('scope', s);
+      const body = Buffer.from(form.toString());
+      headers['content-type'] = 'application/x-www-form-urlencoded';
+      headers['content-length'] = String(body.length);
+      return this.#exchange(realm, 'POST', headers, body, agent, signal);
+    }
+    const url = new URL(realm);
+    if (service !== undefined) url.searchParams.set('service', service);
+    for (const s of scopes) url.searchParams.append('scope', s);
+    if (auth) headers.authorization = basic(auth);
+    return this.#exchange(url, 'GET', headers, undefined, agent, signal);
   }
 
   /** Keep-alive agents per protocol and set of extra roots; each pools sockets per host. */

@@ -9,6 +9,7 @@ import { ConfigError, type RegistrySettings } from '../config/schema.js';
 import type { Problem } from '../core/rules.js';
 import type { RegistryEndpoint } from '../registry/client.js';
 import { credentialsFromDockerConfig } from '../registry/docker-config.js';
+import { isCloudAuth, type CloudSources } from '../registry/cloud/sources.js';
 
 /**
  * Reads a `kubernetes.io/dockerconfigjson` Secret of the webhook's own namespace: the
@@ -33,6 +34,8 @@ export interface LoadEndpointsDeps {
   readonly log: EndpointLog;
   /** For tests; defaults to reading UTF-8 files. */
   readonly readFile?: (path: string) => Promise<string>;
+  /** Sources for `auth: {google | aws | azure}`; without them such registries go anonymous, with a warning. */
+  readonly cloud?: CloudSources | undefined;
 }
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
@@ -64,7 +67,11 @@ export async function loadEndpoints(registries: Readonly<Record<string, Registry
           problems.push({ path: `${at}.ca`, message: `cannot read ${s.ca}: ${reason(err)}` });
         }
       }
-      if (s.auth !== undefined && 'file' in s.auth) {
+      if (isCloudAuth(s.auth)) {
+        // Nothing is fetched here: the first request that needs credentials asks for them.
+        if (deps.cloud) endpoint.credentials = deps.cloud.sourceFor(host, s.auth);
+        else deps.log.warn({ registry: host }, 'cloud registry credentials are not available here; checks go anonymous');
+      } else if (s.auth !== undefined && 'file' in s.auth) {
         const file = s.auth.file;
         try {
           const auth = credentialsFromDockerConfig(await read(file), host);
@@ -98,6 +105,7 @@ export async function loadEndpoints(registries: Readonly<Record<string, Registry
     problems.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
     throw new ConfigError('registries', problems);
   }
+  deps.cloud?.retain([...out.values()].flatMap((e) => (e.credentials ? [e.credentials] : [])));
   return out;
 }
 

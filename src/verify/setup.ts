@@ -8,6 +8,7 @@ import type { Config } from '../config/schema.js';
 import type { VerifyAnswers } from '../core/pod.js';
 import type { Metrics } from '../metrics.js';
 import { RegistryClient, type RegistryLog } from '../registry/client.js';
+import type { CloudSources } from '../registry/cloud/sources.js';
 import type { Verifier } from '../server/mutate-route.js';
 import { loadEndpoints, type EndpointTable, type SecretReader } from './endpoints.js';
 import { RegistryVerifier, type ManifestChecker, type VerifierLog } from './verifier.js';
@@ -19,6 +20,8 @@ export interface VerificationDeps {
   readonly now: () => number;
   /** Reads dockerconfigjson Secrets; undefined with `--no-kube`. */
   readonly secrets?: SecretReader | undefined;
+  /** Sources for `auth: {google | aws | azure}` (mirrorgate's own cloud identity). */
+  readonly cloud?: CloudSources | undefined;
   /** A client to use instead of a new RegistryClient (tests). */
   readonly client?: (ManifestChecker & { close?(): void }) | undefined;
 }
@@ -60,7 +63,7 @@ export class Verification {
    */
   static async start(config: Config, deps: VerificationDeps): Promise<Verification> {
     const v = new Verification(config, deps);
-    if (needsVerification(config)) v.#build(config, await loadEndpoints(config.registries, { secrets: deps.secrets, log: deps.log }));
+    if (needsVerification(config)) v.#build(config, await loadEndpoints(config.registries, { secrets: deps.secrets, log: deps.log, cloud: deps.cloud }));
     return v;
   }
 
@@ -84,7 +87,7 @@ export class Verification {
     if (!needsVerification(config) && this.#verifier === undefined) return;
     let endpoints: EndpointTable;
     try {
-      endpoints = await loadEndpoints(config.registries, { secrets: this.#deps.secrets, log: this.#deps.log });
+      endpoints = await loadEndpoints(config.registries, { secrets: this.#deps.secrets, log: this.#deps.log, cloud: this.#deps.cloud });
     } catch (err) {
       this.#deps.log.error({ error: err instanceof Error ? err.message : String(err) }, 'registry settings rejected; the previous ones stay in force');
       if (this.#verifier === undefined) this.#build(config, new Map());

@@ -39,6 +39,24 @@ t.test('the DESIGN example is valid and compiled as written', async (t) => {
   t.equal(c.ruleSet.rules[0]?.verify, true);
 });
 
+t.test('cloud identity sources are compiled as written', async (t) => {
+  const c = validateConfig({
+    registries: {
+      'us-docker.pkg.dev': { auth: { google: {} } },
+      '123456789012.dkr.ecr.eu-west-1.amazonaws.com': { auth: { aws: {} } },
+      'ecr-proxy.example.com': { auth: { aws: { region: 'us-gov-west-1' } } },
+      'acme.azurecr.io': { auth: { azure: {} } },
+      'acme.azurecr.cn': { auth: { azure: { scope: 'https://management.chinacloudapi.cn/.default' } } },
+    },
+  });
+  t.same(c.registries['us-docker.pkg.dev']?.auth, { google: {} });
+  t.same(c.registries['123456789012.dkr.ecr.eu-west-1.amazonaws.com']?.auth, { aws: {} });
+  t.same(c.registries['ecr-proxy.example.com']?.auth, { aws: { region: 'us-gov-west-1' } });
+  t.same(c.registries['acme.azurecr.io']?.auth, { azure: {} });
+  t.same(c.registries['acme.azurecr.cn']?.auth, { azure: { scope: 'https://management.chinacloudapi.cn/.default' } });
+  t.same(problems({ registries: { 'gcr.io': { auth: { google: null } } } }), ['registries["gcr.io"].auth: needs secret: NAME (a dockerconfigjson Secret), file: PATH (a docker config file), or a cloud identity: google: {}, aws: {} or azure: {}'], 'google: with nothing after it is not google: {}');
+});
+
 const bad: { name: string; raw: unknown; expect: string[] }[] = [
   { name: 'platforms not os/arch', raw: { verification: { platforms: ['linux/amd64', 'amd64'] } }, expect: ['verification.platforms[1]: "amd64" is not os/architecture[/variant]'] },
   { name: 'platforms empty', raw: { verification: { platforms: [] } }, expect: ['verification.platforms: is empty: use off'] },
@@ -54,10 +72,18 @@ const bad: { name: string; raw: unknown; expect: string[] }[] = [
   { name: 'insecure not a boolean', raw: { registries: { 'm.io': { insecure: 'true' } } }, expect: ['registries["m.io"].insecure: must be true or false'] },
   { name: 'ca empty', raw: { registries: { 'm.io': { ca: '' } } }, expect: ['registries["m.io"].ca: must be a non-empty string'] },
   { name: 'ca with insecure', raw: { registries: { 'm.io': { ca: 'ca.pem', insecure: true } } }, expect: ['registries["m.io"].ca: has no use with insecure: true'] },
-  { name: 'auth not a mapping', raw: { registries: { 'm.io': { auth: 'robot' } } }, expect: ['registries["m.io"].auth: must be a mapping with secret: NAME or file: PATH'] },
+  { name: 'auth not a mapping', raw: { registries: { 'm.io': { auth: 'robot' } } }, expect: ['registries["m.io"].auth: must be a mapping with one of secret: NAME, file: PATH, google: {}, aws: {}, azure: {}'] },
   { name: 'auth empty', raw: { registries: { 'm.io': { auth: {} } } }, expect: ['registries["m.io"].auth: needs secret: NAME'] },
   { name: 'auth both', raw: { registries: { 'm.io': { auth: { secret: 's', file: 'f' } } } }, expect: ['registries["m.io"].auth: set either secret or file, not both'] },
-  { name: 'auth unknown key', raw: { registries: { 'm.io': { auth: { password: 'x' } } } }, expect: ['registries["m.io"].auth.password: unknown key (allowed: secret, file)'] },
+  { name: 'auth unknown key', raw: { registries: { 'm.io': { auth: { password: 'x' } } } }, expect: ['registries["m.io"].auth.password: unknown key (allowed: secret, file, google, aws, azure)'] },
+  { name: 'auth a Secret and a cloud', raw: { registries: { 'm.io': { auth: { secret: 's', google: {} } } } }, expect: ['registries["m.io"].auth: set either secret or google, not both'] },
+  { name: 'auth two clouds and a file', raw: { registries: { 'm.io': { auth: { file: 'f', aws: {}, azure: {} } } } }, expect: ['registries["m.io"].auth: set one of file, aws, azure, not several'] },
+  { name: 'google not a mapping', raw: { registries: { 'm.io': { auth: { google: true } } } }, expect: ['registries["m.io"].auth.google: must be a mapping (google: {}'] },
+  { name: 'google takes no settings', raw: { registries: { 'm.io': { auth: { google: { key: 'k.json' } } } } }, expect: ['registries["m.io"].auth.google.key: unknown key (allowed: )'] },
+  { name: 'aws unknown key', raw: { registries: { 'm.io': { auth: { aws: { accessKeyId: 'AKIA' } } } } }, expect: ['registries["m.io"].auth.aws.accessKeyId: unknown key (allowed: region)'] },
+  { name: 'aws region malformed', raw: { registries: { 'm.io': { auth: { aws: { region: 'US East' } } } } }, expect: ['registries["m.io"].auth.aws.region: "US East" is not an AWS region name'] },
+  { name: 'azure scope not a .default scope', raw: { registries: { 'm.io': { auth: { azure: { scope: 'acrpull' } } } } }, expect: ['registries["m.io"].auth.azure.scope: "acrpull" is not an Entra ID scope'] },
+  { name: 'azure unknown key', raw: { registries: { 'm.io': { auth: { azure: { clientSecret: 'x' } } } } }, expect: ['registries["m.io"].auth.azure.clientSecret: unknown key (allowed: scope)'] },
   { name: 'auth bad Secret name', raw: { registries: { 'm.io': { auth: { secret: 'Mirror_Pull' } } } }, expect: ['registries["m.io"].auth.secret: "Mirror_Pull" is not a valid Secret name'] },
   { name: 'auth file not a string', raw: { registries: { 'm.io': { auth: { file: 3 } } } }, expect: ['registries["m.io"].auth.file: must be a non-empty string'] },
   { name: 'verification not a mapping', raw: { verification: 500 }, expect: ['verification: must be a mapping with timeoutMs, cacheSeconds, onUnreachable'] },

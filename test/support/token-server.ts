@@ -132,6 +132,21 @@ export interface TokenServerOptions {
    * withhold `pull` on a repository. Asked on every request, so a test may change its mind.
    */
   grant?: (user: string, type: string, name: string, actions: string[]) => string[];
+  /**
+   * Decide Basic credentials instead of `users`, e.g. accept only passwords a cloud identity
+   * service issued and that have not expired.
+   */
+  authenticate?: (user: string, password: string) => boolean;
+  /**
+   * Accept `POST <path>` with `grant_type=refresh_token` (the OAuth2 flow of docker's
+   * identity tokens and ACR, https://distribution.github.io/distribution/spec/auth/oauth/):
+   * the user a valid refresh token stands for, or undefined to refuse it (401).
+   */
+  refreshTokens?: (refreshToken: string, service: string | undefined) => string | undefined;
+  /** Path of the token endpoint (default `/token`; ACR's is `/oauth2/token`). */
+  path?: string;
+  /** Answer other requests on the same origin (e.g. ACR's `/oauth2/exchange`); true when answered. */
+  extra?: (req: http.IncomingMessage, res: http.ServerResponse, body: string) => boolean;
 }
 
 /** One request the token server answered, for tests to count and inspect. */
@@ -144,6 +159,8 @@ export interface TokenRequestRecord {
   scopes: string[];
   /** HTTP status answered: 200, or 401 for wrong credentials. */
   status: number;
+  /** `GET` with Basic or none, `POST` for a refresh token. */
+  method: string;
 }
 
 export interface TokenServer {
@@ -178,26 +195,48 @@ export async function startTokenServer(opts: TokenServerOptions = {}): Promise<T
   const requests: TokenRequestRecord[] = [];
   const tokens: string[] = [];
 
+  const tokenPath = opts.path ?? '/token';
+  const refuse = (res: http.ServerResponse, record: TokenRequestRecord): void => {
+    record.status = 401;
+    res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Basic realm="token"' });
+    res.end(JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'wrong credentials' }] }));
+  };
   const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => handle(req, res, Buffer.concat(chunks).toString('utf8')));
+  });
+  const handle = (req: http.IncomingMessage, res: http.ServerResponse, body: string): void => {
     const url = new URL(req.url ?? '/', 'http://localhost');
-    if (req.method !== 'GET' || url.pathname !== '/token') {
+    if (opts.extra?.(req, res, body)) return;
+    const post = req.method === 'POST' && opts.refreshTokens !== undefined;
+    if ((req.method !== 'GET' && !post) || url.pathname !== tokenPath) {
       res.writeHead(404).end();
       return;
     }
-    const scopes = url.searchParams.getAll('scope');
-    const record: TokenRequestRecord = { user: undefined, service: url.searchParams.get('service') ?? undefined, scopes, status: 200 };
+    const form = post ? new URLSearchParams(body) : url.searchParams;
+    const scopes = form.getAll('scope');
+    const record: TokenRequestRecord = { user: undefined, service: form.get('service') ?? undefined, scopes, status: 200, method: req.method ?? 'GET' };
     requests.push(record);
     let known = false;
     const authz = req.headers.authorization;
-    if (authz?.startsWith('Basic ')) {
+    if (post) {
+      const user = form.get('grant_type') === 'refresh_token' ? opts.refreshTokens?.(form.get('refresh_token') ?? '', record.service) : undefined;
+      if (user === undefined) {
+        refuse(res, record);
+        return;
+      }
+      record.user = user;
+      known = true;
+    } else if (authz?.startsWith('Basic ')) {
       const decoded = Buffer.from(authz.slice(6), 'base64').toString('utf8');
       const colon = decoded.indexOf(':');
       const user = decoded.slice(0, colon);
       record.user = user;
-      if (colon < 0 || users[user] === undefined || users[user] !== decoded.slice(colon + 1)) {
-        record.status = 401;
-        res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Basic realm="token"' });
-        res.end(JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'wrong credentials' }] }));
+      const password = decoded.slice(colon + 1);
+      const ok = colon >= 0 && (opts.authenticate ? opts.authenticate(user, password) : users[user] !== undefined && users[user] === password);
+      if (!ok) {
+        refuse(res, record);
         return;
       }
       known = true;
@@ -218,7 +257,7 @@ export async function startTokenServer(opts: TokenServerOptions = {}): Promise<T
     tokens.push(token);
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ token, access_token: token, expires_in: expiresIn, issued_at: new Date().toISOString() }));
-  });
+  };
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => resolve());
@@ -227,7 +266,7 @@ export async function startTokenServer(opts: TokenServerOptions = {}): Promise<T
   const url = `http://127.0.0.1:${port}`;
   return {
     url,
-    realm: `${url}/token`,
+    realm: `${url}${tokenPath}`,
     service,
     issuer,
     rootCertPem: signer.certPem,

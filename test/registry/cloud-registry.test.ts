@@ -1,0 +1,243 @@
+/**
+ * mirrorgate's own registry access with cloud identities, end to end: real docker-registry
+ * instances behind Bearer token servers that accept only what the cloud flows produce
+ * (a Google access token for `oauth2accesstoken`, an ECR password for `AWS`, an ACR refresh
+ * token on `POST /oauth2/token`). The cloud identity services are test doubles
+ * (test/support/cloud.ts); they cannot run here.
+ *
+ * - `mirrorgate copy` with each source (GKE metadata, Workload Identity Federation, IRSA,
+ *   EKS Pod Identity, Azure Workload Identity);
+ * - `verify: true` through POST /mutate of a running `serve()`, for all three clouds at once;
+ * - expiry on a fake clock: the next copy gets fresh credentials;
+ * - refusals reported with the registry and the step;
+ * - no key or token in logs, metrics, the report or the CLI's output.
+ */
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { Agent } from 'node:https';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import t from 'tap';
+import { main } from '../../src/cli.js';
+import { validateConfig } from '../../src/config/schema.js';
+import { parseReference, type ImageReference } from '../../src/core/reference.js';
+import { copyImage } from '../../src/copy/copier.js';
+import { RegistryClient } from '../../src/registry/client.js';
+import { CloudSources } from '../../src/registry/cloud/sources.js';
+import { serve } from '../../src/serve.js';
+import { endpointFor, loadEndpoints } from '../../src/verify/endpoints.js';
+import { LogSink, patchOf, review } from '../support/app.js';
+import { acrDouble, FakeClock, startAwsDouble, startEntraDouble, startGoogleDouble } from '../support/cloud.js';
+import { getText, postJson } from '../support/http.js';
+import { pushImage, startRegistry, type Credentials } from '../support/registry.js';
+import { serveOptions } from '../support/serve.js';
+import { startTokenServer } from '../support/token-server.js';
+import { headDigest } from '../copy/support.js';
+
+/** The test's own way in, to check what landed; mirrorgate is never given it. */
+const checker: Credentials = { username: 'checker', password: 'checker-only' };
+const isChecker = (u: string, p: string): boolean => u === checker.username && p === checker.password;
+
+function ref(s: string): ImageReference {
+  const p = parseReference(s);
+  if (!p.ok) throw new Error(p.reason);
+  return p.ref;
+}
+
+function capture(env: Record<string, string>): { out: string[]; err: string[]; io: { out(l: string): void; err(l: string): void; env: Record<string, string> } } {
+  const out: string[] = [];
+  const err: string[] = [];
+  return { out, err, io: { out: (l) => out.push(l), err: (l) => err.push(l), env } };
+}
+
+void t.test('registry access with cloud identities', async (t) => {
+  const clock = new FakeClock();
+  const dir = await mkdtemp(path.join(tmpdir(), 'mirrorgate-cloud-e2e-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+
+  // --- Google: metadata server, STS, IAM Credentials; Artifact Registry's token service accepts their access tokens.
+  const gSubject = 'eyJhbGciOiJSUzI1NiJ9.gcp-projected.sig';
+  const provider = 'projects/123/locations/global/workloadIdentityPools/pool/providers/kind';
+  const email = 'mirrorgate@acme-prod.iam.gserviceaccount.com';
+  const google = await startGoogleDouble({ clock, audience: `//iam.googleapis.com/${provider}`, subjectToken: gSubject, serviceAccount: email });
+  const gTokens = await startTokenServer({ authenticate: (u, p) => isChecker(u, p) || (u === 'oauth2accesstoken' && google.accepts(p)) });
+
+  // --- AWS: STS, the Pod Identity agent, ECR; ECR's registry accepts the passwords GetAuthorizationToken issued.
+  const region = 'us-east-1';
+  const roleArn = 'arn:aws:iam::123456789012:role/mirrorgate';
+  const irsaToken = 'eyJhbGciOiJSUzI1NiJ9.irsa.sig';
+  const podToken = 'eyJhbGciOiJSUzI1NiJ9.pod-identity.sig';
+  const aws = await startAwsDouble({ clock, roleArn, webIdentityToken: irsaToken, podIdentityToken: podToken, region });
+  const aTokens = await startTokenServer({ authenticate: (u, p) => isChecker(u, p) || (u === 'AWS' && aws.acceptsPassword(p)) });
+
+  // --- Azure: Entra ID; ACR's token service (exchange + refresh-token grant) signs the registry's tokens.
+  const tenant = '72f988bf-86f1-41af-91ab-2d7cd011db47';
+  const clientId = '11111111-2222-3333-4444-555555555555';
+  const zToken = 'eyJhbGciOiJSUzI1NiJ9.azure-federated.sig';
+  const entra = await startEntraDouble({ clock, tenant, clientId, federatedToken: zToken });
+  const acr = acrDouble({ clock, entra, tenant, service: 'mirrorgate-test' });
+  const zTokens = await startTokenServer({ path: '/oauth2/token', extra: acr.extra, refreshTokens: acr.refreshTokens, authenticate: isChecker });
+
+  const [src, gReg, aReg, zReg] = await Promise.all([
+    startRegistry(),
+    startRegistry({ auth: { token: gTokens } }),
+    startRegistry({ auth: { token: aTokens } }),
+    startRegistry({ auth: { token: zTokens } }),
+  ]);
+  t.teardown(async () => {
+    await Promise.all([src.stop(), gReg.stop(), aReg.stop(), zReg.stop()]);
+    await Promise.all([google.stop(), aws.stop(), entra.stop(), gTokens.stop(), aTokens.stop(), zTokens.stop()]);
+  });
+
+  const file = async (name: string, content: string): Promise<string> => {
+    const p = path.join(dir, name);
+    await writeFile(p, content);
+    return p;
+  };
+  const federation = await file(
+    'federation.json',
+    JSON.stringify({
+      type: 'external_account',
+      audience: `//iam.googleapis.com/${provider}`,
+      subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+      token_url: google.stsUrl,
+      service_account_impersonation_url: google.impersonationUrl,
+      credential_source: { file: await file('gcp-token', gSubject), format: { type: 'text' } },
+    }),
+  );
+  const env = {
+    metadata: { GCE_METADATA_HOST: google.metadataHost },
+    wif: { GOOGLE_APPLICATION_CREDENTIALS: federation },
+    irsa: { AWS_ROLE_ARN: roleArn, AWS_WEB_IDENTITY_TOKEN_FILE: await file('aws-token', irsaToken), AWS_ENDPOINT_URL_STS: aws.stsUrl, AWS_ENDPOINT_URL_ECR: aws.ecrUrl },
+    podIdentity: { AWS_CONTAINER_CREDENTIALS_FULL_URI: aws.podIdentityUrl, AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: await file('pod-token', podToken), AWS_ENDPOINT_URL_ECR: aws.ecrUrl },
+    azure: { AZURE_CLIENT_ID: clientId, AZURE_TENANT_ID: tenant, AZURE_FEDERATED_TOKEN_FILE: await file('azure-token', zToken), AZURE_AUTHORITY_HOST: entra.authorityHost },
+  };
+  const registries = (): Record<string, unknown> => ({
+    [src.host]: { insecure: true },
+    [gReg.host]: { insecure: true, auth: { google: {} } },
+    [aReg.host]: { insecure: true, auth: { aws: { region } } },
+    [zReg.host]: { insecure: true, auth: { azure: {} } },
+  });
+  /** Everything secret that any flow handled. */
+  const secrets = (): string[] => [gSubject, irsaToken, podToken, zToken, ...google.tokens.all, ...aws.secrets, ...entra.tokens.all, ...acr.refresh, ...gTokens.tokens, ...aTokens.tokens, ...zTokens.tokens];
+  const leaks = (text: string): string[] => secrets().filter((s) => text.includes(s));
+
+  const digests = {
+    google: await pushImage(src, 'google/app', 'v1', { content: 'for artifact registry' }),
+    aws: await pushImage(src, 'aws/app', 'v1', { content: 'for ecr' }),
+    azure: await pushImage(src, 'azure/app', 'v1', { content: 'for acr' }),
+  };
+
+  const variants = [
+    { name: 'Google, GKE metadata server', cloud: 'google', reg: gReg, env: env.metadata, user: 'oauth2accesstoken', tokens: gTokens },
+    { name: 'Google, Workload Identity Federation with impersonation', cloud: 'google', reg: gReg, env: env.wif, user: 'oauth2accesstoken', tokens: gTokens },
+    { name: 'AWS, IRSA', cloud: 'aws', reg: aReg, env: env.irsa, user: 'AWS', tokens: aTokens },
+    { name: 'AWS, EKS Pod Identity', cloud: 'aws', reg: aReg, env: env.podIdentity, user: 'AWS', tokens: aTokens },
+    { name: 'Azure Workload Identity', cloud: 'azure', reg: zReg, env: env.azure, user: 'acr-identity', tokens: zTokens },
+  ] as const;
+
+  for (const [i, v] of variants.entries()) {
+    await t.test(`mirrorgate copy: ${v.name}`, async (t) => {
+      const repo = `copy${i}`;
+      const config = await file(
+        `copy-${i}.yaml`,
+        JSON.stringify({ rules: [{ from: `${src.host}/${v.cloud}`, to: `${v.reg.host}/${repo}` }], registries: registries() }),
+      );
+      const before = v.tokens.requests.length;
+      const c = capture(v.env);
+      const code = await main(['copy', '--config', config, `${src.host}/${v.cloud}/app:v1`], c.io);
+      t.equal(code, 0, c.err.join('\n'));
+      t.match(c.out.join('\n'), digests[v.cloud], 'the summary names the digest');
+      const seen = v.tokens.requests.slice(before);
+      t.equal(await headDigest(v.reg, `${repo}/app`, 'v1', checker), digests[v.cloud], 'digest-exact in the registry');
+      t.ok(seen.length > 0 && seen.every((q) => q.user === v.user && q.status === 200), `every token was asked for as ${v.user}, and granted`);
+      t.ok(seen.some((q) => q.scopes.includes(`repository:${repo}/app:pull,push`)), 'with push on the target repository');
+      if (v.cloud === 'azure') t.ok(seen.every((q) => q.method === 'POST'), 'with the refresh token grant, never Basic');
+      t.same(leaks([...c.out, ...c.err].join('\n')), [], 'no token in the output');
+    });
+  }
+
+  await t.test('verify: true through /mutate, all three clouds in one webhook; nothing secret in logs, metrics or report', async (t) => {
+    const rules = ['google', 'aws', 'azure'].map((cloud, i) => ({ from: `${src.host}/${cloud}`, to: `${[gReg, aReg, zReg][i]!.host}/mirror`, verify: true }));
+    // The images to be found: copied there by the test's own user.
+    for (const reg of [gReg, aReg, zReg]) await pushImage(reg, 'mirror/app', 'v1', { auth: checker, content: `in ${reg.host}` });
+    const configPath = await file('serve.yaml', JSON.stringify({ logLevel: 'debug', rules, registries: registries(), verification: { timeoutMs: 10_000 } }));
+    const logs = new LogSink();
+    const running = await serve(serveOptions(dir, { configPath, logDestination: logs, env: { ...env.wif, ...env.irsa, ...env.azure } }));
+    t.teardown(() => running.shutdown('test over'));
+    const ca = await readFile(path.join(dir, 'certs', 'ca.crt'), 'utf8');
+    const agent = new Agent({ keepAlive: true, ca });
+    t.teardown(() => agent.destroy());
+
+    const { uid, body } = review({
+      object: {
+        metadata: { generateName: 'app-' },
+        spec: { containers: ['google', 'aws', 'azure'].map((c) => ({ name: c, image: `${src.host}/${c}/app:v1` })).concat([{ name: 'gone', image: `${src.host}/google/gone:v1` }]) },
+      },
+    });
+    const res = await postJson<{ response: { uid: string; allowed: boolean; patch?: string; warnings?: string[] } }>(`${running.url}/mutate?timeout=10s`, ca, body, agent);
+    t.equal(res.json.response.uid, uid);
+    const patch = patchOf(res.json.response) ?? [];
+    for (const [i, reg] of [gReg, aReg, zReg].entries()) {
+      t.ok(
+        patch.some((op) => JSON.stringify(op) === JSON.stringify({ op: 'replace', path: `/spec/containers/${i}/image`, value: `${reg.host}/mirror/app:v1` })),
+        `container ${i}: present in the mirror, rewritten`,
+      );
+    }
+    t.notOk(JSON.stringify(patch).includes('/spec/containers/3/image'), 'an image the mirror lacks keeps its original');
+    t.match(res.json.response.warnings?.join('\n'), /google\/gone:v1 is not in the mirror yet/);
+    const checks = logs.find('registry manifest check');
+    t.ok([gReg, aReg, zReg].every((r) => checks.some((l) => l.result === 'present' && l.registry === r.host && l.repository === 'mirror/app')), 'a verification log line per cloud, present');
+    t.ok(logs.find('registry credentials fetched').length >= 3, 'credentials fetched, logged without the token');
+
+    const metrics = await getText(`${running.metricsUrl}/metrics`);
+    t.match(metrics, new RegExp(`mirrorgate_registry_checks_total\\{registry="${aReg.host}",result="present"\\} 1`));
+    const report = await getText(`${running.metricsUrl}/report`);
+    t.same(leaks(JSON.stringify(logs.lines)), [], 'no token in the logs');
+    t.same(leaks(metrics), [], 'no token in the metrics');
+    t.same(leaks(report), [], 'no token in the report');
+    t.ok(secrets().length > 20, 'the check looked for every token issued');
+  });
+
+  await t.test('expired credentials are fetched anew (fake clock)', async (t) => {
+    const cloud = new CloudSources({ env: { ...env.metadata, ...env.irsa, ...env.azure }, now: clock.now });
+    const endpoints = await loadEndpoints(validateConfig({ registries: registries() }).registries, { log: { warn: () => undefined }, cloud });
+    const client = new RegistryClient({ now: clock.now });
+    t.teardown(() => client.close());
+    const copy = (cloudName: string, reg: { host: string }, tag: string) =>
+      copyImage(ref(`${src.host}/${cloudName}/app:v1`), ref(`${reg.host}/refresh/${cloudName}/app:${tag}`), { client, endpoint: (h) => endpointFor(endpoints, h) });
+    const exchanges = (): number[] => [google.calls.filter((c) => c.what === 'metadata' && c.status === 200).length, aws.calls.filter((c) => c.what === 'ecr' && c.status === 200).length, acr.calls.filter((c) => c.what === 'exchange' && c.status === 200).length];
+
+    for (const [name, reg] of [['google', gReg], ['aws', aReg], ['azure', zReg]] as const) await copy(name, reg, 'first');
+    const first = exchanges();
+    const used = [gTokens, aTokens, zTokens].map((s) => s.requests.length);
+    // 13 hours: beyond Google's hour, ECR's 12 hours and ACR's 3 hours.
+    clock.advance(13 * 3600_000);
+    for (const [name, reg] of [['google', gReg], ['aws', aReg], ['azure', zReg]] as const) {
+      const r = await copy(name, reg, 'second');
+      t.equal(r.digest, digests[name], `${name}: copied with fresh credentials`);
+    }
+    t.same(exchanges().map((n, i) => n - first[i]!), [1, 1, 1], 'one new exchange per cloud');
+    t.ok(google.tokens.all.slice(0, -1).every((tok) => !google.accepts(tok)), 'the earlier Google tokens would be refused now');
+    t.ok([gTokens, aTokens, zTokens].every((s, i) => s.requests.slice(used[i]).every((q) => q.status === 200)), 'no token request was refused: nothing expired was sent');
+  });
+
+  await t.test('a refused exchange is reported as such, naming the registry and the step', async (t) => {
+    const cases = [
+      { name: 'google', reg: gReg, env: env.wif, refuse: () => (google.refuse.sts = true), expect: new RegExp(`^${gReg.host}: google credentials: STS token exchange: refused \\(HTTP 400 invalid_grant\\)`) },
+      { name: 'aws', reg: aReg, env: env.irsa, refuse: () => (aws.refuse.ecr = true), expect: new RegExp(`^${aReg.host}: aws credentials: ecr:GetAuthorizationToken: refused \\(HTTP 400 AccessDeniedException\\)`) },
+      { name: 'azure', reg: zReg, env: env.azure, refuse: () => (acr.refuse.exchange = true), expect: new RegExp(`^${zReg.host}: azure credentials: ACR token exchange: refused \\(HTTP 401\\): does the identity hold AcrPull`) },
+    ];
+    for (const c of cases) {
+      c.refuse();
+      const config = await file(`refused-${c.name}.yaml`, JSON.stringify({ rules: [{ from: `${src.host}/${c.name}`, to: `${c.reg.host}/refused` }], registries: registries() }));
+      const out = capture(c.env);
+      t.equal(await main(['copy', '--config', config, `${src.host}/${c.name}/app:v1`], out.io), 1, `${c.name}: exit 1`);
+      const line = out.err.find((l) => l.startsWith('mirrorgate: copy failed:')) ?? '';
+      t.match(line.replace(/^mirrorgate: copy failed: \S+ -> \S+: /, ''), c.expect, `${c.name}: ${line}`);
+      t.same(leaks(out.err.join('\n')), [], 'no token in the error');
+    }
+    google.refuse.sts = false;
+    aws.refuse.ecr = false;
+    acr.refuse.exchange = false;
+  });
+});
