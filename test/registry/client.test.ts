@@ -319,7 +319,7 @@ void t.test('registry with Bearer auth (token server)', async (t) => {
     t.same(await client.checkManifest(ep, 'team/app', 'nope'), { result: 'absent', status: 404 });
     const fetched = ts.requests.slice(before);
     t.equal(fetched.length, 1);
-    t.same(fetched[0], { user: 'alice', service: ts.service, scopes: ['repository:team/app:pull'], status: 200 });
+    t.same(fetched[0], { user: 'alice', service: ts.service, scopes: ['repository:team/app:pull'], status: 200, method: 'GET' });
   });
   void t.test('concurrent checks of one scope share one token fetch', async (t) => {
     const c = new RegistryClient();
