@@ -4,30 +4,18 @@
  * while endpoints update. The CLI is also started as a process and stopped by SIGTERM.
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { Agent } from 'node:https';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { serve, type Running } from '../src/serve.js';
 import { LogSink, review } from './support/app.js';
 import { getResponse, postJson } from './support/http.js';
-import { serveOptions } from './support/serve.js';
+import { SERVE_TEST_CONFIG, serveOptions, tempDir } from './support/serve.js';
 import { startCli } from './support/cli.js';
 
-const CONFIG = `mode: enforce
-rules:
-  - from: docker.io
-    to: mirror.example.com/dockerhub
-policy:
-  allowedRegistries: [mirror.example.com]
-`;
+const CONFIG = SERVE_TEST_CONFIG;
 
-async function tempDir(t: { teardown(fn: () => unknown): void }): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'mg-serve-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 async function start(t: { teardown(fn: () => unknown): void }, dir: string, shutdownDelayMs = 200): Promise<{ running: Running; ca: string; logs: LogSink }> {
   const configPath = join(dir, 'config.yaml');

@@ -3,9 +3,8 @@
  * against the real CLI process. Nothing here waits a fixed time: every test waits for
  * an event (a socket closed, a process exited, a response) and bounds it generously.
  */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { Agent, request as httpsRequest } from 'node:https';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type TLSSocket } from 'node:tls';
 import t from 'tap';
@@ -13,19 +12,12 @@ import { serve, type Running } from '../../src/serve.js';
 import { LogSink, review } from '../support/app.js';
 import { exited, startCli } from '../support/cli.js';
 import { getResponse, postJson } from '../support/http.js';
-import { serveOptions } from '../support/serve.js';
+import { SERVE_TEST_CONFIG, serveOptions, tempDir as tempFolder } from '../support/serve.js';
 
-const CONFIG = `mode: enforce
-rules:
-  - from: docker.io
-    to: mirror.example.com/dockerhub
-policy:
-  allowedRegistries: [mirror.example.com]
-`;
+const CONFIG = SERVE_TEST_CONFIG;
 
 async function tempDir(t: { teardown(fn: () => unknown): void }): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'mg-hostile-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempFolder(t, 'mg-hostile-');
   await writeFile(join(dir, 'config.yaml'), CONFIG);
   return dir;
 }

@@ -1,4 +1,6 @@
 /** Options for running `serve()` in-process in tests. */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ServeOptions } from '../../src/serve.js';
 import { LogSink } from './app.js';
@@ -27,4 +29,20 @@ export function serveOptions(dir: string, overrides: Partial<ServeOptions> = {})
     logDestination: new LogSink(),
     ...overrides,
   };
+}
+
+/** The config the serve and hostile-input tests run: one rule, a policy that allows the mirror. */
+export const SERVE_TEST_CONFIG = `mode: enforce
+rules:
+  - from: docker.io
+    to: mirror.example.com/dockerhub
+policy:
+  allowedRegistries: [mirror.example.com]
+`;
+
+/** A temporary folder removed when the test ends. */
+export async function tempDir(t: { teardown(fn: () => unknown): void }, prefix = 'mg-serve-'): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
 }
