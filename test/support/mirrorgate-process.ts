@@ -34,7 +34,8 @@ export async function startMirrorgate(args: string[], opts: { readyTimeoutMs?: n
   const listening = new Promise<{ url: string; metricsUrl: string }>((resolve, reject) => {
     const onData = (c: Buffer): void => {
       out += c.toString('utf8');
-      const m = /webhook on (https:\/\/127\.0\.0\.1:\d+)\/mutate, metrics on (http:\/\/127\.0\.0\.1:\d+)\/metrics/.exec(out);
+      // The log line serve writes once both servers listen.
+      const m = /"url":"(https:\/\/127\.0\.0\.1:\d+)\/mutate","metrics":"(http:\/\/127\.0\.0\.1:\d+)\/metrics"[^\n]*"msg":"mirrorgate listening"/.exec(out);
       if (m) resolve({ url: m[1] as string, metricsUrl: m[2] as string });
     };
     child.stdout?.on('data', onData);
