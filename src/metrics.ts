@@ -43,6 +43,8 @@ export interface Metrics {
   readonly certificateExpiry: Gauge<'certificate'>;
   /** Requests refused before their body was read, by reason (budget: bodies in flight; deadline: not received in time). */
   readonly requestsRefused: Counter<'reason'>;
+  /** Admission observers (report, copy queue, pull-secret replication) that threw; the answer was already fixed. */
+  readonly observerFailures: Counter<'observer'>;
   /** Bounded registry label value. */
   registryLabel(registry: string): string;
   /** Count one answered admission and observe its duration (hot path: children cached). */
@@ -150,6 +152,12 @@ export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: 
     registers: [registry],
   });
   for (const reason of ['budget', 'deadline']) requestsRefused.inc({ reason }, 0);
+  const observerFailures = new Counter({
+    name: 'mirrorgate_observer_failures_total',
+    help: 'Admission observers (report, copies, pull-secret replication) that threw after the answer was fixed, by observer.',
+    labelNames: ['observer'] as const,
+    registers: [registry],
+  });
   const admissionChild = cachedChildren(admissionRequests);
   const rewriteChild = cachedChildren(imageRewrites);
   const violationChild = cachedChildren(policyViolations);
@@ -157,6 +165,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: 
     registry,
     certificateExpiry,
     requestsRefused,
+    observerFailures,
     admissionRequests,
     admissionDuration,
     imageRewrites,

@@ -144,11 +144,12 @@ export async function serve(opts: ServeOptions): Promise<Running> {
     stops.push(() => copies.close());
 
     const observers: AdmissionObserver[] = [
-      { observe: ({ request, evaluation }) => report.record(evaluation.plan?.decisions ?? [], request.namespace, !evaluation.response.allowed) },
+      { name: 'report', observe: ({ request, evaluation }) => report.record(evaluation.plan?.decisions ?? [], request.namespace, !evaluation.response.allowed) },
       copyOnMissObserver({ queue: copies, log }),
     ];
     if (kube) {
       observers.push({
+        name: 'pull-secrets',
         observe: ({ request, evaluation }) =>
           kube.afterAdmission({ namespace: request.namespace, dryRun: request.dryRun, patched: evaluation.response.patch !== undefined, operations: evaluation.plan?.operations }),
       });

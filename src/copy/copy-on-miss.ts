@@ -26,6 +26,7 @@ export interface CopyOnMissLog {
  */
 export function copyOnMissObserver(deps: { queue: CopyEnqueuer; log?: CopyOnMissLog | undefined }): AdmissionObserver {
   return {
+    name: 'copy-on-miss',
     observe({ request, evaluation }) {
       if (request.dryRun) return;
       for (const d of evaluation.plan?.decisions ?? []) {

@@ -535,8 +535,3 @@ function pullSecretOps(pod: PodView, decisions: readonly ContainerDecision[], pu
   }
   return missing.map((name) => ({ op: 'add', path: '/spec/imagePullSecrets/-', value: { name } }));
 }
-
-/** Convenience for callers that have a raw object: is it a Pod by its kind fields? */
-export function isPodKind(kind: JsonObject | undefined): boolean {
-  return kind !== undefined && kind.group === '' && kind.version === 'v1' && kind.kind === 'Pod';
-}

@@ -32,8 +32,15 @@ export interface Verifier {
   verify(targets: readonly string[], budgetMs: number, opts?: { platforms?: readonly string[] | undefined }): Promise<VerifyAnswers>;
 }
 
-/** Receives every decided admission (the report, later stages). Must not throw. */
+/**
+ * Receives every decided admission (the report, later stages) after its answer is fixed.
+ * Each runs on its own: one that throws is logged and counted
+ * (`mirrorgate_observer_failures_total{observer}`), never changes the answer, and does
+ * not keep the others from running.
+ */
 export interface AdmissionObserver {
+  /** Label in logs and metrics. */
+  readonly name?: string;
   observe(event: { request: AdmissionRequest; evaluation: Evaluation; mode: Mode }): void;
 }
 
@@ -113,12 +120,6 @@ async function handle(deps: MutateDeps, admissionLine: (fields: LineFields) => v
     }
     response = evaluation.response;
     result = !response.allowed ? 'denied' : response.patch !== undefined ? 'patched' : 'allowed';
-    // dryRun requests leave no trace (sideEffects: NoneOnDryRun): no rewrite metrics,
-    // no report entry, no background copy.
-    if (!request.dryRun) {
-      record(deps, evaluation, mode);
-      for (const o of deps.observers ?? []) o.observe({ request, evaluation, mode });
-    }
   } catch (err) {
     // Never let an internal error become a 500: the API server would apply its own
     // failurePolicy, but we answer ours, with the uid, and say why in the log.
@@ -130,6 +131,10 @@ async function handle(deps: MutateDeps, admissionLine: (fields: LineFields) => v
         ? denied(request.uid, 'mirrorgate: internal error; denied by failurePolicy Fail (see the webhook log)', { code: 500 })
         : allowed(request.uid, { warnings: ['mirrorgate: internal error; admitted unchanged by failurePolicy Ignore'] });
   }
+  // The answer is fixed. dryRun requests leave no trace (sideEffects: NoneOnDryRun): no
+  // rewrite metrics, no report entry, no background copy. Side effects run each on its
+  // own: a failing one is logged and counted, never turns the answer into an error.
+  if (result !== 'error' && evaluation !== undefined && !request.dryRun) notify(deps, log, request, evaluation, mode);
   const seconds = (deps.now() - started) / 1000;
   deps.metrics.countAdmission(label, result, seconds);
   // One line per admission: what was decided and how long it took. Written by the fast
@@ -201,6 +206,33 @@ function safeFailurePolicy(deps: MutateDeps): 'Ignore' | 'Fail' {
     return deps.config.current().failurePolicy;
   } catch {
     return 'Fail';
+  }
+}
+
+function notify(deps: MutateDeps, log: { error(o: object, msg: string): void }, request: AdmissionRequest, evaluation: Evaluation, mode: Mode): void {
+  try {
+    record(deps, evaluation, mode);
+  } catch (err) {
+    observerFailed(deps, log, 'metrics', err);
+  }
+  const observers = deps.observers;
+  if (observers === undefined) return;
+  for (let i = 0; i < observers.length; i++) {
+    const o = observers[i] as AdmissionObserver;
+    try {
+      o.observe({ request, evaluation, mode });
+    } catch (err) {
+      observerFailed(deps, log, o.name ?? `observer-${i}`, err);
+    }
+  }
+}
+
+function observerFailed(deps: MutateDeps, log: { error(o: object, msg: string): void }, observer: string, err: unknown): void {
+  try {
+    deps.metrics.observerFailures.inc({ observer });
+    log.error({ observer, err }, 'admission observer failed; the answer stands');
+  } catch {
+    // Counting a failure must not fail the admission either.
   }
 }
 

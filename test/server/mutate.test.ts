@@ -209,7 +209,7 @@ t.test('internal error answers a well-formed review per failurePolicy', async (t
   for (const failurePolicy of ['Ignore', 'Fail'] as const) {
     t.test(failurePolicy, async (t) => {
       const broken = testApp({ ...testAppConfig(), failurePolicy }, {
-        observers: [{ observe: () => { throw new Error('observer exploded'); } }],
+        namespaceMode: () => { throw new Error('namespace lookup exploded'); },
       });
       const { uid, body } = review();
       const out = (await broken.app.inject({ method: 'POST', url: '/mutate', headers: json, payload: body })).json();
@@ -217,9 +217,38 @@ t.test('internal error answers a well-formed review per failurePolicy', async (t
       t.equal(out.response.allowed, failurePolicy === 'Ignore');
       if (failurePolicy === 'Fail') t.match(out.response.status.message, /internal error/);
       else t.match(out.response.warnings[0], /internal error/);
-      t.match(await broken.metrics.registry.metrics(), /mirrorgate_admission_requests_total\{operation="create",result="error"\} 1/);
+      // The error came before the core labelled the operation.
+      t.match(await broken.metrics.registry.metrics(), /mirrorgate_admission_requests_total\{operation="other",result="error"\} 1/);
       t.equal(broken.logs.find('internal error during admission').length, 1, 'logged why');
     });
+  }
+});
+
+t.test('observers run after the answer is fixed: a failing one is logged and counted, never changes the answer', async (t) => {
+  const seen: string[] = [];
+  for (const failurePolicy of ['Ignore', 'Fail'] as const) {
+    const app = testApp({ ...testAppConfig(), failurePolicy }, {
+      observers: [
+        { name: 'report', observe: () => { throw new Error('report exploded'); } },
+        { name: 'copy-on-miss', observe: ({ request }) => { seen.push(request.uid); } },
+      ],
+    });
+    const { uid, body } = review();
+    const out = (await app.app.inject({ method: 'POST', url: '/mutate', headers: json, payload: body })).json();
+    t.equal(out.response.uid, uid);
+    t.equal(out.response.allowed, true, `${failurePolicy}: the decided answer stands`);
+    t.match(patchOf(out.response), [{ op: 'replace', path: '/spec/containers/0/image', value: 'mirror.example.com/dockerhub/library/nginx:1.14.2' }], `${failurePolicy}: with its patch`);
+    t.equal(out.response.warnings, undefined, 'no internal-error warning');
+    t.equal(seen.at(-1), uid, 'the next observer still ran');
+    const text = await app.metrics.registry.metrics();
+    t.match(text, /mirrorgate_admission_requests_total\{operation="create",result="patched"\} 1/);
+    t.match(text, /mirrorgate_observer_failures_total\{observer="report"\} 1/);
+    t.match(text, /mirrorgate_image_rewrites_total\{[^}]*\} 1/, 'metrics recorded');
+    const failed = app.logs.find('admission observer failed; the answer stands');
+    t.equal(failed.length, 1);
+    t.equal(failed[0]?.observer, 'report');
+    t.equal(failed[0]?.uid, uid, 'logged with the request ids');
+    t.equal(app.logs.find('internal error during admission').length, 0);
   }
 });
 
