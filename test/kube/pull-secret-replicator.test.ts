@@ -87,8 +87,13 @@ t.test("a namespace's own secret of that name is left alone", async (t) => {
   await replicator.idle();
   t.same(api.get('secrets', 'team-a', 'mirror-pull'), own, 'unchanged');
   t.equal(logs.find('namespace has its own secret of that name; not replacing it').length, 1);
+  // A managed copy elsewhere shows when the replicator has seen the source change: no
+  // fixed sleep, which would pass whether or not the event ever arrived.
+  replicator.ensure('team-b', 'mirror-pull', 'mirrorgate');
+  await replicator.idle();
   api.put(dockerSecret('mirrorgate', 'mirror-pull', 'user:two'));
-  await new Promise((r) => setTimeout(r, 100));
+  const rotated = JSON.stringify(api.get('secrets', 'mirrorgate', 'mirror-pull')?.data);
+  await waitFor('the managed copy followed the source', () => JSON.stringify(api.get('secrets', 'team-b', 'mirror-pull')?.data) === rotated);
   await replicator.idle();
   t.same(api.get('secrets', 'team-a', 'mirror-pull'), own, 'still unchanged after a source change');
 });
