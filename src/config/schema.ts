@@ -8,7 +8,7 @@ import { clip } from '../core/text.js';
 import { compilePolicy, type Policy } from '../core/policy.js';
 import { compilePullSecrets, type PullSecret } from '../core/pull-secrets.js';
 import { compileExclude, compileRules, type Problem, type RuleInput, type RuleSet } from '../core/rules.js';
-import { isValidRegistryHost, normaliseRegistryHost } from '../core/reference.js';
+import { isValidRegistryHost, registrySettingsKey } from '../core/reference.js';
 import type { IdentitySettings } from '../core/identity/wiring.js';
 import { parsePlatform } from '../core/platforms.js';
 import { validateIdentityConfig, type IdentityLookup } from './identity.js';
@@ -354,7 +354,7 @@ function checkRegistries(c: Checker, v: unknown): Record<string, RegistrySetting
       c.add(at, `"${host}": the host must contain "." or ":" or be localhost, as in an image reference`);
       continue;
     }
-    const key = normaliseRegistryHost(host);
+    const key = registrySettingsKey(host);
     const earlier = firstKey.get(key);
     if (earlier !== undefined) {
       c.add(at, `the same registry as registries[${JSON.stringify(earlier)}]`);

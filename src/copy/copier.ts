@@ -11,7 +11,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { pipeline, Readable, Transform, type TransformCallback } from 'node:stream';
 import { finished } from 'node:stream/promises';
-import { formatReference, type ImageReference } from '../core/reference.js';
+import { digestAlgorithm, formatReference, isValidDigest, type ImageReference } from '../core/reference.js';
 import {
   MANIFEST_MEDIA_TYPES,
   RegistryError,
@@ -162,7 +162,6 @@ const IMAGE_TYPES = new Set(['application/vnd.oci.image.manifest.v1+json', 'appl
 /** distribution's limit on a manifest body. */
 const MAX_MANIFEST_BYTES = 4 << 20;
 const HASHES: Readonly<Record<string, string>> = { sha256: 'sha256', sha384: 'sha384', sha512: 'sha512' };
-const DIGEST = /^(sha256|sha384|sha512):([a-f0-9]+)$/;
 
 interface Descriptor {
   mediaType: string | undefined;
@@ -323,7 +322,7 @@ async function fetchManifest(ctx: Ctx, reference: string): Promise<Fetched> {
     }
     await expectStatus(res, [200], `source manifest ${reference}`);
     const bytes = await readLimited(res, MAX_MANIFEST_BYTES, `source manifest ${reference}`);
-    const algorithm = DIGEST.exec(reference)?.[1] ?? 'sha256';
+    const algorithm = digestAlgorithm(reference) ?? 'sha256';
     const digest = digestOf(algorithm, bytes);
     const header = headerValue(res, 'docker-content-digest');
     // A registry that names another digest served bytes we would not copy faithfully.
@@ -364,8 +363,7 @@ function parseManifest(bytes: Buffer, digest: string, contentType: string | unde
 function descriptor(v: unknown, owner: string): Descriptor {
   const d = (typeof v === 'object' && v !== null ? v : {}) as Record<string, unknown>;
   const digest = typeof d.digest === 'string' ? d.digest : '';
-  const m = DIGEST.exec(digest);
-  if (!m || (m[1] === 'sha256' && m[2]?.length !== 64)) throw new CopyError('unsupported', `manifest ${owner}: descriptor with an invalid digest`);
+  if (digestAlgorithm(digest) === undefined) throw new CopyError('unsupported', `manifest ${owner}: descriptor with an invalid digest`);
   const size = typeof d.size === 'number' && Number.isSafeInteger(d.size) && d.size >= 0 ? d.size : -1;
   if (size < 0) throw new CopyError('unsupported', `manifest ${owner}: descriptor ${digest} without a valid size`);
   const p = (typeof d.platform === 'object' && d.platform !== null ? d.platform : undefined) as Record<string, unknown> | undefined;
@@ -394,7 +392,7 @@ async function headManifest(ctx: Ctx, ep: RegistryEndpoint, repo: string, refere
   await drain(res);
   if (res.status === 404) return undefined;
   await expectStatus(res, [200], `target manifest ${reference}`);
-  return headerValue(res, 'docker-content-digest') ?? (DIGEST.test(reference) ? reference : undefined);
+  return headerValue(res, 'docker-content-digest') ?? (isValidDigest(reference) ? reference : undefined);
 }
 
 async function putManifest(ctx: Ctx, m: Fetched, reference: string): Promise<void> {
@@ -586,7 +584,7 @@ class Digester extends Transform {
   #digest: string | undefined;
   constructor(expected: string) {
     super();
-    this.#algorithm = DIGEST.exec(expected)?.[1] ?? 'sha256';
+    this.#algorithm = digestAlgorithm(expected) ?? 'sha256';
     this.#hash = createHash(HASHES[this.#algorithm] ?? 'sha256');
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {

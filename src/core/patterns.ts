@@ -3,7 +3,9 @@
  *
  * One matcher serves rewrite rules (`from`), policy (`allowedRegistries`) and pull
  * secrets (`registries`), so a host means the same thing everywhere:
- * - hosts compare exactly and case-insensitively (`index.docker.io` is `docker.io`);
+ * - hosts compare exactly and case-insensitively (`index.docker.io` is `docker.io`); the
+ *   reference keeps its host as written (`DOCKER.IO/evil` is repository `evil`, not
+ *   `library/evil`), only the comparison ignores case;
  * - `*.example.com` matches any subdomain (`a.example.com`, `a.b.example.com`), never
  *   `example.com` itself and never `example.com.evil.io`;
  * - a port is part of the host: `mirror.example.com` does not match `mirror.example.com:5000`;
@@ -57,8 +59,9 @@ export function parsePattern(source: string, allowWildcard: boolean): PatternPar
   };
 }
 
-/** Does the pattern's host part match this normalised registry host? */
-export function hostMatches(pattern: RegistryPattern, registry: string): boolean {
+/** Does the pattern's host part match this registry host (as written, or normalised)? */
+export function hostMatches(pattern: RegistryPattern, host: string): boolean {
+  const registry = normaliseRegistryHost(host);
   if (!pattern.wildcard) return pattern.host === registry;
   // `.example.com` as a suffix with at least one label before it. A port on the
   // registry host makes it a different host: `a.example.com:5000` ends with

@@ -1,10 +1,11 @@
 /**
  * Registry policy: which registries (and optionally repository prefixes) final images
- * may come from. Judged on the final, normalised reference, so look-alike hosts
- * (`docker.io.evil.com`) and spelling tricks (`INDEX.DOCKER.IO`) cannot slip through.
+ * may come from. Judged on the final reference as the runtime reads it, so look-alike hosts
+ * (`docker.io.evil.com`) and spelling tricks (`DOCKER.IO/evil`, which is repository `evil`,
+ * not `library/evil`) cannot slip through; hosts compare case-insensitively.
  */
 import { matchLength, parsePattern, type RegistryPattern } from './patterns.js';
-import { parseReference, type ImageReference } from './reference.js';
+import { normaliseRegistryHost, parseReference, type ImageReference } from './reference.js';
 import type { Problem } from './rules.js';
 
 export interface Policy {
@@ -53,7 +54,8 @@ export function judgeRef(policy: Policy, ref: ImageReference, image: string): Po
   return {
     allowed: false,
     reason: 'registry',
-    registry,
+    // Compared (and counted) case-insensitively, so metric labels stay one per host.
+    registry: normaliseRegistryHost(registry),
     message: `"${image}" is not from an allowed registry (allowed: ${policy.allowedText})`,
   };
 }

@@ -25,10 +25,13 @@
 import { quoteClipped } from './text.js';
 
 export interface ImageReference {
-  /** Registry host, lowercased, with `:port` if given; IPv6 kept in brackets.
-   *  Docker Hub is always `docker.io` (`index.docker.io` and no host both normalise to it). */
+  /** Registry host exactly as written (case kept, as distribution and containerd keep it),
+   *  with `:port` if given; IPv6 kept in brackets. No host and exactly `index.docker.io`
+   *  both mean `docker.io`; `INDEX.DOCKER.IO` or `Docker.IO` stay as written. Compare
+   *  hosts with {@link normaliseRegistryHost}, never by this text. */
   readonly registry: string;
-  /** Repository path (lowercase by grammar). Single-component Docker Hub names get `library/`. */
+  /** Repository path (lowercase by grammar). Single-component names on exactly `docker.io`
+   *  (or no host, or exactly `index.docker.io`) get `library/`; on any other spelling not. */
   readonly repository: string;
   readonly tag: string | undefined;
   readonly digest: string | undefined; // 'sha256:<64 hex>'
@@ -248,8 +251,9 @@ function fail(input: string, detail: string): ParseResult {
  * `index.docker.io` is `docker.io`, and a single-component Docker Hub name gains the
  * `library/` namespace. The first path component is taken as the registry host only when
  * it contains `.` or `:`, is `localhost`, or contains uppercase letters (namespaces cannot).
- * The host is then lowercased (DNS is case-insensitive), and Docker Hub's rules apply to
- * the lowercased host, so `Docker.IO/nginx` means `docker.io/library/nginx`.
+ * The host is kept as written: Docker Hub's rules apply to exactly `docker.io` and
+ * `index.docker.io` only, as in distribution and containerd, so `Docker.IO/nginx` is host
+ * `Docker.IO` with repository `nginx` (no `library/`), and `Foo/bar` is host `Foo`.
  *
  * Answers are memoised (results are immutable and depend on the input only): the same
  * images come back in pod after pod, and the admission path parses each one up to
@@ -317,7 +321,8 @@ function parseUncached(input: string): ParseResult {
         }
         return fail(input, `"${first}" is not a valid registry host`);
       }
-      registry = normaliseRegistryHost(first);
+      // Exactly `index.docker.io` is Docker Hub; any other spelling is a host of its own.
+      registry = first === LEGACY_DOCKER_HUB ? DOCKER_HUB : first;
       remainder = input.slice(slash + 1);
     }
   }
@@ -369,10 +374,8 @@ function parseUncached(input: string): ParseResult {
 
 /**
  * Fully-qualified form `registry/repository` + suffix, e.g. `docker.io/library/nginx:1.14.2`.
- * The tag and digest are kept exactly as they were written. Parsing the result gives the
- * same reference back, with one exception inherited from the grammar: a single-label host
- * that was a host only because of its uppercase (`Foo/bar`) is lowercased to `foo`, and
- * `foo/bar` reads as a Docker Hub namespace.
+ * The host, tag and digest are kept exactly as they were written. Parsing the result
+ * gives the same reference back.
  */
 export function formatReference(ref: ImageReference): string {
   return `${ref.registry}/${ref.repository}${ref.suffix}`;
@@ -401,10 +404,48 @@ export function isValidRepositoryPath(path: string): boolean {
 }
 
 /**
- * Lowercase a registry host (ASCII only) and map the legacy `index.docker.io` to
- * `docker.io`, so the same registry compares equal however it was written.
+ * The host as rules and policy compare it: lowercased (ASCII only; DNS is
+ * case-insensitive) with the legacy `index.docker.io` folded into `docker.io`. This only
+ * compares hosts: which image a reference means is decided by {@link parseReference},
+ * which keeps the host as written.
  */
 export function normaliseRegistryHost(host: string): string {
   const lower = asciiLower(host);
   return lower === LEGACY_DOCKER_HUB ? DOCKER_HUB : lower;
+}
+
+/**
+ * Every name Docker Hub goes by: references say `docker.io` (or `index.docker.io`), docker
+ * config files say `https://index.docker.io/v1/`, and the API lives on
+ * `registry-1.docker.io` (`registry.hub.docker.com` is an older API name).
+ */
+const DOCKER_HUB_ALIASES: ReadonlySet<string> = new Set([DOCKER_HUB, LEGACY_DOCKER_HUB, 'registry-1.docker.io', 'registry.hub.docker.com']);
+
+/**
+ * The key under which a registry's settings (`registries:`, credentials) are kept and
+ * looked up: {@link normaliseRegistryHost} with every Docker Hub alias folded into
+ * `docker.io`, so `registries: {registry-1.docker.io: ...}` serves `nginx:1`.
+ */
+export function registrySettingsKey(host: string): string {
+  const lower = asciiLower(host);
+  return DOCKER_HUB_ALIASES.has(lower) ? DOCKER_HUB : lower;
+}
+
+/** True when `tag` is a valid tag (`[\w][\w.-]{0,127}`). */
+export function isValidTag(tag: string): boolean {
+  return typeof tag === 'string' && isTag(tag);
+}
+
+/**
+ * The algorithm of a valid digest (`sha256`, `sha384` or `sha512` with its exact number of
+ * lowercase hex characters), or undefined when `digest` is not one.
+ */
+export function digestAlgorithm(digest: string): string | undefined {
+  if (typeof digest !== 'string' || digest.length > MAX_REFERENCE_LENGTH || digestProblem(digest) !== undefined) return undefined;
+  return digest.slice(0, digest.indexOf(':'));
+}
+
+/** True when `digest` is a valid digest (see {@link digestAlgorithm}). */
+export function isValidDigest(digest: string): boolean {
+  return digestAlgorithm(digest) !== undefined;
 }

@@ -3,6 +3,7 @@
  * distribution token protocol uses them:
  * https://distribution.github.io/distribution/spec/auth/token/
  */
+import { registrySettingsKey } from '../core/reference.js';
 
 /** One authentication challenge: the scheme (lowercased) and its parameters (keys lowercased). */
 export interface Challenge {
@@ -100,21 +101,14 @@ export interface RegistryAuth {
 }
 
 /**
- * The name under which Docker Hub is configured, whatever alias a user wrote: the image
- * reference says `docker.io`, docker config files say `https://index.docker.io/v1/`, and
- * the API lives on `registry-1.docker.io`.
- */
-const DOCKER_HUB_ALIASES = new Set(['docker.io', 'index.docker.io', 'registry-1.docker.io', 'registry.hub.docker.com']);
-
-/**
- * Normalise a registry name as written in configs (`https://Host:5000/v1/`) to the
- * `host[:port]` form of image references, lowercased, with Docker Hub's aliases folded
- * into `docker.io`.
+ * Normalise a registry name as written in configs (`https://Host:5000/v1/`) to the key of
+ * registry settings ({@link registrySettingsKey}): `host[:port]`, lowercased, with Docker
+ * Hub's aliases folded into `docker.io`.
  */
 export function canonicalRegistryHost(name: string): string {
-  let h = name.trim().toLowerCase();
-  h = h.replace(/^[a-z][a-z0-9+.-]*:\/\//, '');
+  let h = name.trim();
+  h = h.replace(/^[a-zA-Z][a-zA-Z0-9+.-]*:\/\//, '');
   const slash = h.indexOf('/');
   if (slash >= 0) h = h.slice(0, slash);
-  return DOCKER_HUB_ALIASES.has(h) ? 'docker.io' : h;
+  return registrySettingsKey(h);
 }

@@ -13,7 +13,8 @@ import https from 'node:https';
 import { pipeline, type Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import tls from 'node:tls';
-import { canonicalRegistryHost, parseChallenges, type RegistryAuth } from './auth.js';
+import { isValidDigest, isValidRegistryHost, isValidRepositoryPath, isValidTag, registrySettingsKey } from '../core/reference.js';
+import { parseChallenges, type RegistryAuth } from './auth.js';
 import { configPlatform, formatPlatform, manifestPlatforms } from '../core/platforms.js';
 import type { ChallengeContext, CredentialSource } from './credentials.js';
 
@@ -116,9 +117,6 @@ interface CachedToken {
   expiresAt: number;
 }
 
-const REPOSITORY = /^[a-z0-9]+(?:(?:\.|_{1,2}|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_{1,2}|-+)[a-z0-9]+)*)*$/;
-const TAG = /^\w[\w.-]{0,127}$/;
-const DIGEST = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$/;
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 5;
 const DEFAULT_TOKEN_SECONDS = 60;
@@ -171,7 +169,7 @@ export class RegistryClient {
     const fields = { registry: endpoint.host, repository, reference };
     let check: ManifestCheck;
     try {
-      if (!TAG.test(reference) && !DIGEST.test(reference)) {
+      if (!isValidTag(reference) && !isValidDigest(reference)) {
         throw new RegistryError('invalid', 'invalid: not a tag or digest');
       }
       const res = await this.request(endpoint, {
@@ -270,7 +268,8 @@ export class RegistryClient {
   async request(endpoint: RegistryEndpoint, req: RegistryRequest): Promise<RegistryResponse> {
     const { signal } = req;
     try {
-      if (!REPOSITORY.test(req.repository) || req.repository.length > 255) {
+      // The reference grammar's path; 255 is distribution's RepositoryNameTotalLengthMax.
+      if (req.repository.length > 255 || !isValidRepositoryPath(req.repository)) {
         throw new RegistryError('invalid', 'invalid: repository name');
       }
       const base = baseUrl(endpoint);
@@ -614,11 +613,10 @@ export class RegistryClient {
   }
 }
 
-const HOST = /^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])(?::\d{1,5})?$/i;
 
 function baseUrl(endpoint: RegistryEndpoint): URL {
-  if (!HOST.test(endpoint.host)) throw new RegistryError('invalid', 'invalid: registry host');
-  const host = canonicalRegistryHost(endpoint.host) === 'docker.io' ? 'registry-1.docker.io' : endpoint.host;
+  if (!isValidRegistryHost(endpoint.host)) throw new RegistryError('invalid', 'invalid: registry host');
+  const host = registrySettingsKey(endpoint.host) === 'docker.io' ? 'registry-1.docker.io' : endpoint.host;
   try {
     return new URL(`${endpoint.insecure ? 'http' : 'https'}://${host}`);
   } catch {
@@ -643,7 +641,7 @@ function requestUrl(base: URL, path: string): URL {
 function manifestCheckFrom(status: number, headers: http.IncomingHttpHeaders, reference: string): ManifestCheck {
   if (status === 200) {
     const header = headers['docker-content-digest'];
-    const digest = typeof header === 'string' && header !== '' ? header : DIGEST.test(reference) ? reference : undefined;
+    const digest = typeof header === 'string' && header !== '' ? header : isValidDigest(reference) ? reference : undefined;
     const mediaType = headers['content-type']?.split(';')[0]?.trim();
     return { result: 'present', ...(digest ? { digest } : {}), ...(mediaType ? { mediaType } : {}) };
   }

@@ -8,6 +8,7 @@ import { readFile as fsReadFile } from 'node:fs/promises';
 import { ConfigError, type RegistrySettings } from '../config/schema.js';
 import type { Problem } from '../core/rules.js';
 import type { RegistryEndpoint } from '../registry/client.js';
+import { registrySettingsKey } from '../core/reference.js';
 import { credentialsFromDockerConfig } from '../registry/docker-config.js';
 import { isCloudAuth, type CloudSources } from '../registry/cloud/sources.js';
 
@@ -25,7 +26,7 @@ export interface EndpointLog {
   warn(obj: object, msg: string): void;
 }
 
-/** Registry host (normalised, as in image references) → how to reach it. */
+/** Registry settings key ({@link registrySettingsKey}) → how to reach it. */
 export type EndpointTable = ReadonlyMap<string, RegistryEndpoint>;
 
 export interface LoadEndpointsDeps {
@@ -109,9 +110,13 @@ export async function loadEndpoints(registries: Readonly<Record<string, Registry
   return out;
 }
 
-/** The endpoint for a registry host: its configured settings, else HTTPS with Node's roots, anonymous. */
+/**
+ * The endpoint for a registry host as an image reference writes it: its configured settings
+ * (looked up case-insensitively, Docker Hub under any of its names), else HTTPS with
+ * Node's roots, anonymous.
+ */
 export function endpointFor(table: EndpointTable, host: string): RegistryEndpoint {
-  return table.get(host) ?? { host };
+  return table.get(registrySettingsKey(host)) ?? { host };
 }
 
 function reason(err: unknown): string {

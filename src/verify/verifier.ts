@@ -12,7 +12,7 @@
  */
 import type { OnUnreachable, VerifyAnswers, VerifyOutcome } from '../core/pod.js';
 import { missingPlatforms, parsePlatform, type Platform } from '../core/platforms.js';
-import { parseReference, type ImageReference } from '../core/reference.js';
+import { parseReference, registrySettingsKey, type ImageReference } from '../core/reference.js';
 import type { VerificationSettings } from '../config/schema.js';
 import type { Metrics, RegistryCheckResult } from '../metrics.js';
 import { REGISTRY_CHECK_RESULTS } from '../metrics.js';
@@ -149,8 +149,10 @@ export class RegistryVerifier implements Verifier {
     this.#settings = settings;
     this.#endpoints = endpoints;
     if (changed.size > 0) {
-      for (const [key, entry] of this.#cache) if (changed.has(entry.registry)) this.#cache.delete(key);
-      for (const host of changed) this.#circuits.delete(host);
+      // Images write hosts in any case and Docker Hub under any name; endpoints are keyed by
+      // registrySettingsKey, so compare on that.
+      for (const [key, entry] of this.#cache) if (changed.has(registrySettingsKey(entry.registry))) this.#cache.delete(key);
+      for (const host of [...this.#circuits.keys()]) if (changed.has(registrySettingsKey(host))) this.#circuits.delete(host);
     }
     this.#presetCounters([...endpoints.keys(), ...registries]);
   }

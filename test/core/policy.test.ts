@@ -27,6 +27,12 @@ const cases: { name: string; image: string; allowed: boolean; registry?: string 
   { name: 'repository prefix: index.docker.io spelling', image: 'index.docker.io/library/redis:7', allowed: true },
   { name: 'repository prefix: user image not allowed', image: 'bitnami/redis:7', allowed: false, registry: 'docker.io' },
   { name: 'repository prefix: look-alike path', image: 'docker.io/library-evil/x:1', allowed: false, registry: 'docker.io' },
+  // The hole this closes: `DOCKER.IO/evil` is repository `evil` for distribution and
+  // containerd, so `docker.io/library` must not admit it (hosts compare case-insensitively,
+  // the repository is what the runtime pulls).
+  { name: 'DOCKER.IO/evil is not docker.io/library', image: 'DOCKER.IO/evil:1', allowed: false, registry: 'docker.io' },
+  { name: 'INDEX.DOCKER.IO/nginx is repository nginx, not library/nginx', image: 'INDEX.DOCKER.IO/nginx', allowed: false, registry: 'docker.io' },
+  { name: 'uppercase Docker Hub host with library/ path is allowed', image: 'Docker.IO/library/nginx:1', allowed: true },
   { name: 'port must match', image: 'localhost:5000/app:1', allowed: true },
   { name: 'other port denied', image: 'localhost:5001/app:1', allowed: false, registry: 'localhost:5001' },
   { name: 'no port vs allowed port', image: 'localhost/app:1', allowed: false, registry: 'localhost' },

@@ -1,12 +1,16 @@
 import t from 'tap';
 import {
+  digestAlgorithm,
   formatReference,
+  isValidDigest,
+  isValidTag,
   isValidRegistryHost,
   MAX_REFERENCE_LENGTH,
   referenceMemoSize,
   isValidRepositoryPath,
   normaliseRegistryHost,
   parseReference,
+  registrySettingsKey,
   repositoryName,
   type ImageReference,
 } from '../../src/core/reference.js';
@@ -85,12 +89,15 @@ const ok: OkCase[] = [
   { name: 'IPv6 ending in ::', input: '[2001:db8::]:5000/repo', expect: { registry: '[2001:db8::]:5000', repository: 'repo' } },
   { name: 'IPv6 with port, tag and digest', input: `[2001:db8::1]:5000/repo:tag@${D256}`, expect: { registry: '[2001:db8::1]:5000', repository: 'repo', tag: 'tag', digest: D256, suffix: `:tag@${D256}` } },
   // Uppercase hosts are allowed and lowercased
-  { name: 'uppercase host is lowercased', input: 'REGISTRY.Example.COM/app:V1', expect: { registry: 'registry.example.com', repository: 'app', tag: 'V1', suffix: ':V1' } },
-  { name: 'uppercase Docker Hub host', input: 'Docker.IO/nginx', expect: { registry: 'docker.io', repository: 'library/nginx' } },
-  { name: 'uppercase legacy Docker Hub host', input: 'INDEX.DOCKER.IO/nginx:1', expect: { registry: 'docker.io', repository: 'library/nginx', tag: '1', suffix: ':1' } },
-  { name: 'uppercase IPv6 is lowercased', input: '[FC00::1]:5000/app', expect: { registry: '[fc00::1]:5000', repository: 'app' } },
-  { name: 'uppercase localhost', input: 'LOCALHOST:5000/app', expect: { registry: 'localhost:5000', repository: 'app' } },
-  { name: 'uppercase first component is a host (as distribution does)', input: 'Foo/bar', expect: { registry: 'foo', repository: 'bar' } },
+  // distribution keeps the host as written; only exactly `docker.io` and `index.docker.io`
+  // are Docker Hub (containerd sends only `docker.io` to Docker Hub's registry).
+  { name: 'uppercase host is kept as written', input: 'REGISTRY.Example.COM/app:V1', expect: { registry: 'REGISTRY.Example.COM', repository: 'app', tag: 'V1', suffix: ':V1' } },
+  { name: 'uppercase Docker Hub spelling is its own host, without library/', input: 'Docker.IO/nginx', expect: { registry: 'Docker.IO', repository: 'nginx' } },
+  { name: 'uppercase legacy Docker Hub spelling is its own host', input: 'INDEX.DOCKER.IO/nginx:1', expect: { registry: 'INDEX.DOCKER.IO', repository: 'nginx', tag: '1', suffix: ':1' } },
+  { name: 'DOCKER.IO/evil is repository evil, never library/evil', input: 'DOCKER.IO/evil', expect: { registry: 'DOCKER.IO', repository: 'evil' } },
+  { name: 'uppercase IPv6 is kept', input: '[FC00::1]:5000/app', expect: { registry: '[FC00::1]:5000', repository: 'app' } },
+  { name: 'uppercase localhost', input: 'LOCALHOST:5000/app', expect: { registry: 'LOCALHOST:5000', repository: 'app' } },
+  { name: 'uppercase first component is a host (as distribution does)', input: 'Foo/bar', expect: { registry: 'Foo', repository: 'bar' } },
   // Digests
   { name: 'digest only', input: `nginx@${D256}`, expect: { registry: 'docker.io', repository: 'library/nginx', digest: D256, suffix: `@${D256}` }, formatted: `docker.io/library/nginx@${D256}` },
   { name: 'tag and digest', input: `busybox:latest@${D256}`, expect: { registry: 'docker.io', repository: 'library/busybox', tag: 'latest', digest: D256, suffix: `:latest@${D256}` }, formatted: `docker.io/library/busybox:latest@${D256}` },
@@ -339,15 +346,38 @@ t.test('formatReference round-trips', async (t) => {
   }
 });
 
-t.test('an uppercase single-label host does not survive lowercasing', async (t) => {
-  // distribution reads `Foo/bar` as host `Foo` only because of its uppercase; once the
-  // host is lowercased, the formatted `foo/bar` is a Docker Hub namespace again.
+t.test('an uppercase single-label host survives formatting', async (t) => {
+  // distribution reads `Foo/bar` as host `Foo` only because of its uppercase; the host is
+  // kept as written, so the formatted reference means the same image again.
   const r = parseReference('Foo/bar');
   t.ok(r.ok);
   if (!r.ok) return;
-  t.equal(formatReference(r.ref), 'foo/bar');
+  t.equal(formatReference(r.ref), 'Foo/bar');
   const again = parseReference(formatReference(r.ref));
-  t.ok(again.ok && again.ref.registry === 'docker.io' && again.ref.repository === 'foo/bar');
+  t.ok(again.ok && again.ref.registry === 'Foo' && again.ref.repository === 'bar');
+});
+
+t.test('hosts compare case-insensitively; settings find Docker Hub under every name', async (t) => {
+  t.equal(normaliseRegistryHost('DOCKER.IO'), 'docker.io');
+  t.equal(normaliseRegistryHost('INDEX.Docker.io'), 'docker.io');
+  t.equal(normaliseRegistryHost('registry-1.docker.io'), 'registry-1.docker.io', 'rules and policy: a different host');
+  for (const alias of ['docker.io', 'index.docker.io', 'registry-1.docker.io', 'registry.hub.docker.com', 'Registry-1.Docker.IO']) {
+    t.equal(registrySettingsKey(alias), 'docker.io', alias);
+  }
+  t.equal(registrySettingsKey('Mirror.Example.com:5000'), 'mirror.example.com:5000');
+  t.equal(registrySettingsKey('docker.io.evil.com'), 'docker.io.evil.com');
+});
+
+t.test('tag and digest predicates are the grammar', async (t) => {
+  t.ok(isValidTag('v1.2_3-rc'));
+  t.notOk(isValidTag('.v1'));
+  t.notOk(isValidTag('a'.repeat(129)));
+  t.equal(digestAlgorithm(D256), 'sha256');
+  t.equal(digestAlgorithm(`sha512:${'a'.repeat(128)}`), 'sha512');
+  t.equal(digestAlgorithm(`sha512:${'a'.repeat(64)}`), undefined, 'wrong length for the algorithm');
+  t.equal(digestAlgorithm(`sha256:${'A'.repeat(64)}`), undefined, 'uppercase hex');
+  t.equal(digestAlgorithm(`md5:${'a'.repeat(32)}`), undefined);
+  t.ok(isValidDigest(D256));
 });
 
 t.test('rewrites keep the suffix byte for byte', async (t) => {

@@ -25,6 +25,10 @@ const cases: { name: string; image: string; expect: string | { kind: 'unchanged'
   { name: 'docker.io prefix', image: 'docker.io/library/nginx:1', expect: 'mirror.example.com/dockerhub/library/nginx:1' },
   { name: 'index.docker.io is docker.io', image: 'index.docker.io/bitnami/redis:7', expect: 'mirror.example.com/dockerhub/bitnami/redis:7' },
   { name: 'uppercase host matches case-insensitively', image: 'Docker.IO/library/nginx:1', expect: 'mirror.example.com/dockerhub/library/nginx:1' },
+  // The host is compared case-insensitively, but which image is meant does not change:
+  // `DOCKER.IO/nginx` is repository `nginx` (no `library/`), as distribution reads it.
+  { name: 'uppercase Docker Hub spelling keeps its repository', image: 'DOCKER.IO/nginx:1', expect: 'mirror.example.com/dockerhub/nginx:1' },
+  { name: 'uppercase host matches a path rule', image: 'DOCKER.IO/library/busybox:1', expect: 'mirror.example.com/bb:1' },
   { name: 'user image on Docker Hub', image: 'bitnami/redis:7.2', expect: 'mirror.example.com/dockerhub/bitnami/redis:7.2' },
   { name: 'digest kept byte for byte', image: `nginx@${D}`, expect: `mirror.example.com/dockerhub/library/nginx@${D}` },
   { name: 'tag and digest kept', image: `nginx:1.25@${D}`, expect: `mirror.example.com/dockerhub/library/nginx:1.25@${D}` },
