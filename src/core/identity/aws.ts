@@ -132,6 +132,10 @@ export function planAws(input: AwsInput, settings: AwsSettings): { wiring: AwsWi
       envGroups,
       mounts: [{ name: AWS_VOLUME_NAME, readOnly: true, mountPath: AWS_MOUNT_PATH }],
       skipContainers: splitNames(input.podAnnotations[AWS_SKIP_CONTAINERS_ANNOTATION], ',', true),
+      // Upstream's addEnvToContainer leaves a container alone (no env, no token mount) that
+      // already sets the role or token file, a region and AWS_STS_REGIONAL_ENDPOINTS
+      // (pkg/handler/testdata/rawPodHasAll.pod.yaml); the volume is still added.
+      completeWhen: [[AWS_ENV_ROLE_ARN, AWS_ENV_TOKEN_FILE], [AWS_ENV_REGION, AWS_ENV_DEFAULT_REGION], [AWS_ENV_STS_REGIONAL_ENDPOINTS]],
       annotations: {},
       fsGroup: settings.fsGroup,
     },

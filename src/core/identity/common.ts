@@ -19,6 +19,11 @@ export interface ProviderWiring {
   readonly envGroups: readonly (readonly EnvVar[])[];
   readonly mounts: readonly VolumeMount[];
   readonly skipContainers: ReadonlySet<string>;
+  /**
+   * A container is left untouched (no env, no mount) when, for every group here, its own
+   * env already sets one of the group's names. Empty: always wired.
+   */
+  readonly completeWhen?: readonly (readonly string[])[];
   readonly annotations: Readonly<Record<string, string>>;
   readonly fsGroup: number | undefined;
 }

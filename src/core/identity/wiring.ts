@@ -91,12 +91,15 @@ export function planIdentity(pod: JsonObject, sa: ServiceAccountInfo | undefined
         return;
       }
       const envNames = new Set(namesOf(env, 'name'));
+      const ownEnv = new Set(envNames);
       const mountNames = new Set(namesOf(mounts, 'name'));
       const mountPaths = new Set(namesOf(mounts, 'mountPath'));
       const newEnv: JsonObject[] = [];
       const newMounts: JsonObject[] = [];
       for (const { provider, wiring } of wirings) {
         if (wiring.skipContainers.has(c.name)) continue;
+        const complete = wiring.completeWhen;
+        if (complete !== undefined && complete.length > 0 && complete.every((g) => g.some((n) => ownEnv.has(n)))) continue;
         for (const group of wiring.envGroups) {
           if (group.some((e) => envNames.has(e.name))) continue;
           for (const e of group) {
