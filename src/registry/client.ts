@@ -213,7 +213,7 @@ export class RegistryClient {
     const fields = { registry: endpoint.host, repository, reference };
     let check: ManifestCheck;
     try {
-      if (!TAG.test(reference) && !DIGEST.test(reference)) throw new RegistryError('invalid', 'invalid: not a tag or digest');
+      if (!isValidTag(reference) && !isValidDigest(reference)) throw new RegistryError('invalid', 'invalid: not a tag or digest');
       const get = (path: string, accept: string) =>
         this.request(endpoint, { method: 'GET', path, headers: { accept }, repository, actions: 'pull', ...(opts.signal ? { signal: opts.signal } : {}) });
       const res = await get(`/v2/${repository}/manifests/${reference}`, MANIFEST_MEDIA_TYPES.join(', '));
