@@ -46,7 +46,7 @@ certs: build
 	node dist/cli.js certs --out-dir $(CERTS_DIR)
 
 deploy:
-	kubectl apply -k manifests/
+	kubectl apply -k manifests/base
 
 clean:
 	rm -rf dist .tap coverage

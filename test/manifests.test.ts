@@ -1,14 +1,16 @@
 /**
- * manifests/: every object parses, validates against the Kubernetes API schemas
- * offline (types, required fields, and no unknown fields), and carries the settings the
- * design promises. RBAC grants exactly what the code uses.
+ * manifests/: the base and every overlay build with the real `kubectl kustomize`; every
+ * object validates against the Kubernetes API schemas offline (types, required fields,
+ * and no unknown fields) and carries the settings the design promises. RBAC grants
+ * exactly what the code uses.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { parseConfig } from '../src/config/schema.js';
-import { kustomize, MANIFESTS, unknownFields, validateSchema, type Obj } from './support/manifests.js';
+import { BASE, kustomize, OVERLAYS, unknownFields, validateSchema, type Obj } from './support/render.js';
 
+<<<<<<< HEAD
 const base = kustomize(MANIFESTS);
 const overlay = kustomize(join(MANIFESTS, 'overlays/cert-manager'));
 const identityOverlays = {
@@ -16,14 +18,26 @@ const identityOverlays = {
   eks: kustomize(join(MANIFESTS, 'overlays/eks-irsa')),
   aks: kustomize(join(MANIFESTS, 'overlays/aks-workload-identity')),
 };
+=======
+const base = await kustomize(BASE);
+const overlay = await kustomize(join(OVERLAYS, 'cert-manager'));
+// Every overlay, so a new one cannot ship without building and validating.
+const overlays = await Promise.all(readdirSync(OVERLAYS).map(async (d) => ({ name: d, objects: await kustomize(join(OVERLAYS, d)) })));
+>>>>>>> 1cd2b1d (manifests: base/ beside overlays/, built by the real kubectl kustomize in the tests)
 const find = (objs: Obj[], kind: string, name = 'mirrorgate'): Obj => {
   const o = objs.find((x) => x.kind === kind && x.metadata?.name === name);
   if (!o) throw new Error(`no ${kind}/${name}`);
   return o;
 };
 
+<<<<<<< HEAD
 t.test('every object validates against the API schemas, strictly', async (t) => {
   for (const o of [...base, ...overlay, ...Object.values(identityOverlays).flat()]) {
+=======
+t.test('every object of the base and of every overlay validates against the API schemas, strictly', async (t) => {
+  t.ok(overlays.length >= 1, `overlays: ${overlays.map((o) => o.name).join(', ')}`);
+  for (const o of [...base, ...overlays.flatMap((x) => x.objects)]) {
+>>>>>>> 1cd2b1d (manifests: base/ beside overlays/, built by the real kubectl kustomize in the tests)
     const id = `${o.kind as string}/${o.metadata?.name as string}`;
     await t.resolves(validateSchema(o), `${id} schema`);
     if (!(o.apiVersion as string).startsWith('cert-manager.io/')) t.same(unknownFields(o), [], `${id} has no unknown fields`);
@@ -90,7 +104,7 @@ t.test('MutatingWebhookConfiguration', async (t) => {
   const exprs = w.namespaceSelector.matchExpressions as Obj[];
   t.ok(exprs.some((e) => e.key === 'kubernetes.io/metadata.name' && e.operator === 'NotIn' && e.values.includes('kube-system') && e.values.includes('mirrorgate')));
   t.ok(exprs.some((e) => e.key === 'mirrorgate.io/mode' && e.operator === 'NotIn' && e.values.includes('off')));
-  const text = readFileSync(join(MANIFESTS, 'webhook.yaml'), 'utf8');
+  const text = readFileSync(join(BASE, 'webhook.yaml'), 'utf8');
   t.match(text, /failurePolicy, by mode:[\s\S]*audit[\s\S]*enforce with policy/, 'failurePolicy documented for each mode');
 });
 

@@ -1,5 +1,5 @@
 /**
- * A real API server with mirrorgate registered as its webhook: manifests/ rendered by the
+ * A real API server with mirrorgate registered as its webhook: manifests/base rendered by the
  * real `kubectl kustomize` and applied with `kubectl apply --server-side` (the real
  * validation accepts it), a namespace `apps` for test pods, mirrorgate as its own process
  * with its ServiceAccount's TokenRequest token (so the manifests' RBAC is all it has), and
@@ -14,13 +14,13 @@ import { startRealKube, type RealKube } from './kube-apiserver.js';
 import { startMirrorgate, type MirrorgateProcess } from './mirrorgate-process.js';
 
 export type Obj = Record<string, any>;
-export const MANIFESTS = join(import.meta.dirname, '..', '..', 'manifests');
+export const MANIFESTS = join(import.meta.dirname, '..', '..', 'manifests', 'base');
 
 export function pod(name: string, image: string, spec: Obj = {}, metadata: Obj = {}): Obj {
   return { apiVersion: 'v1', kind: 'Pod', metadata: { name, ...metadata }, spec: { containers: [{ name: 'app', image }], ...spec } };
 }
 
-/** The objects `kubectl kustomize DIR` renders (manifests/ by default). */
+/** The objects `kubectl kustomize DIR` renders (manifests/base by default). */
 export async function renderManifests(dir = MANIFESTS): Promise<Obj[]> {
   const out = await kubectlOk(['kustomize', dir]);
   return parseAllDocuments(out)
@@ -70,7 +70,7 @@ export async function startRealCluster(config: Obj, probeImage = 'nginx:1.27'): 
     const caBundle = readFileSync(join(certsDir, 'ca.crt')).toString('base64');
 
     const webhooks = rendered.filter(isWebhook);
-    if (webhooks.length !== 1) throw new Error(`manifests/ render ${webhooks.length} MutatingWebhookConfigurations, expected 1`);
+    if (webhooks.length !== 1) throw new Error(`manifests/base renders ${webhooks.length} MutatingWebhookConfigurations, expected 1`);
     const webhook = webhooks[0] as Obj;
     for (const w of webhook.webhooks as Obj[]) w.clientConfig = { url: `${mg.url}/mutate`, caBundle };
     applied += await kubectlApply(kube, [webhook]);
