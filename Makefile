@@ -8,7 +8,7 @@ CERTS_DIR ?= certs
 # make run is for a local try: loopback only.
 HOST ?= 127.0.0.1
 
-.PHONY: all install build typecheck lint test test-deps run bench certs deploy clean
+.PHONY: all install build typecheck lint test test-deps run bench certs deploy image clean
 
 all: build
 
@@ -44,6 +44,17 @@ bench: build
 
 certs: build
 	node dist/cli.js certs --out-dir $(CERTS_DIR)
+
+# The image for linux/amd64 and linux/arm64 with docker buildx. IMAGE names it; PUSH=1
+# pushes it (a multi-platform build cannot be loaded into the local docker).
+IMAGE ?= ghcr.io/mirrorgate/mirrorgate:$(shell node -p "require('./package.json').version")
+PLATFORMS ?= linux/amd64,linux/arm64
+image:
+	@if ! command -v docker >/dev/null 2>&1 || ! docker buildx version >/dev/null 2>&1; then \
+	  echo "make image: needs docker with buildx (https://docs.docker.com/build/install-buildx/); not found here." >&2; \
+	  echo "  The CI workflow .github/workflows/image.yml builds and publishes the image." >&2; exit 1; fi
+	docker buildx build --platform $(PLATFORMS) --tag $(IMAGE) --provenance=true --sbom=true \
+	  $(if $(PUSH),--push,) .
 
 deploy:
 	kubectl apply -k manifests/base

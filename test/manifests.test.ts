@@ -137,8 +137,9 @@ const USES = [
   'cluster  admissionregistration.k8s.io/mutatingwebhookconfigurations[mirrorgate] get,patch', // caBundle
   'mirrorgate  configmaps create', // kube/report-store: first flush
   'mirrorgate  configmaps[mirrorgate-report] get,update', // kube/report-store: flush and reload
-  'mirrorgate  secrets get,create', // registries.*.auth.secret (dockerconfigjson); --manage-certs creates mirrorgate-tls
-  'mirrorgate  secrets[mirrorgate-tls] update', // --manage-certs: renewal and CA rotation (kube/cert-rotation)
+  'mirrorgate  secrets create', // --manage-certs creates mirrorgate-tls
+  'mirrorgate  secrets[mirrorgate-tls] get,update', // --manage-certs: read, renewal and CA rotation (kube/cert-rotation)
+  // registries.*.auth.secret (dockerconfigjson): get by name, added with the config (see rbac.yaml)
 ];
 
 function grants(objs: Obj[]): string[] {

@@ -70,7 +70,9 @@ export async function validateSchema(o: Obj): Promise<void> {
   const module: Record<string, new (data: Obj) => { validate(): void }> =
     group === 'cert-manager.io'
       ? ((await import('@kubernetes-models/cert-manager/cert-manager.io/v1')) as never)
-      : ((await import(`kubernetes-models/${group === '' ? '' : `${group}/`}${version as string}`)) as never);
+      : group === 'monitoring.coreos.com'
+        ? ((await import('@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1')) as never)
+        : ((await import(`kubernetes-models/${group === '' ? '' : `${group}/`}${version as string}`)) as never);
   const Model = module[o.kind as string];
   if (Model === undefined) throw new Error(`no schema for ${o.apiVersion as string} ${o.kind as string}`);
   new Model(o).validate();

@@ -1,0 +1,180 @@
+/**
+ * charts/mirrorgate with the real helm: `helm lint --strict`, then `helm template` across
+ * the value combinations users choose (certificate modes, monitoring, network policy,
+ * scheduling, webhook selectors, image by digest, another namespace). Every rendered
+ * object is validated against the Kubernetes schemas (and strictly for core kinds); the
+ * rendered config is one the webhook accepts; values.schema.json refuses bad values; and
+ * the default render installs the same objects as the kustomize base (field by field; the
+ * config compared as parsed).
+ */
+import { resolve } from 'node:path';
+import t, { type Test } from 'tap';
+import { parseConfig } from '../../src/config/schema.js';
+import { helm, helmOk } from '../support/k8s-tools.js';
+import { BASE, kustomize, parseYamlStream, unknownFields, validateSchema, type Obj } from '../support/render.js';
+
+const CHART = resolve(import.meta.dirname, '../../charts/mirrorgate');
+const CLUSTER_SCOPED = new Set(['ClusterRole', 'ClusterRoleBinding', 'MutatingWebhookConfiguration']);
+
+async function template(namespace: string, sets: string[], release = 'mirrorgate'): Promise<Obj[]> {
+  // "json:key=value" goes through --set-json (lists and maps), the rest through --set.
+  const args = ['template', release, CHART, '--namespace', namespace,
+    ...sets.flatMap((s) => (s.startsWith('json:') ? ['--set-json', s.slice(5)] : ['--set', s]))];
+  return parseYamlStream(await helmOk(args), `helm ${args.join(' ')}`);
+}
+
+const find = (objs: Obj[], kind: string, name?: string): Obj => {
+  const o = objs.find((x) => x.kind === kind && (name === undefined || x.metadata?.name === name));
+  if (!o) throw new Error(`no ${kind}/${name ?? '*'}`);
+  return o;
+};
+const container = (objs: Obj[]): Obj => find(objs, 'Deployment').spec.template.spec.containers[0];
+
+async function checkAll(t: Test, objs: Obj[], namespace: string): Promise<void> {
+  for (const o of objs) {
+    const id = `${o.kind as string}/${o.metadata?.name as string}`;
+    await t.resolves(validateSchema(o), `${id} schema`);
+    if (!/(cert-manager|monitoring\.coreos)\.(io|com)\//.test(o.apiVersion as string)) t.same(unknownFields(o), [], `${id} has no unknown fields`);
+    if (!CLUSTER_SCOPED.has(o.kind as string)) t.equal(o.metadata?.namespace, namespace, `${id} is in ${namespace}`);
+  }
+  const cm = find(objs, 'ConfigMap');
+  t.doesNotThrow(() => parseConfig(cm.data['config.yaml'] as string, 'chart config'), 'the webhook accepts the rendered config');
+}
+
+t.test('helm lint --strict', async (t) => {
+  const r = await helm(['lint', '--strict', CHART]);
+  t.equal(r.code, 0, r.stdout + r.stderr);
+  t.match(r.stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/);
+});
+
+t.test('defaults: self-managed certificates, audit mode, nothing optional', async (t) => {
+  const objs = await template('mirrorgate', []);
+  await checkAll(t, objs, 'mirrorgate');
+  const args = container(objs).args as string[];
+  t.ok(args.includes('--manage-certs'));
+  t.ok(args.includes('--webhook-name=mirrorgate'));
+  t.notOk(objs.some((o) => ['ServiceMonitor', 'PrometheusRule', 'NetworkPolicy', 'Certificate', 'Issuer'].includes(o.kind as string)));
+  t.equal(find(objs, 'ConfigMap').data['config.yaml'].includes('mode: audit'), true);
+  t.equal(container(objs).image, 'ghcr.io/mirrorgate/mirrorgate:0.1.0');
+});
+
+t.test('the namespace comes from --namespace; it and cert-manager\'s are always excluded', async (t) => {
+  const objs = await template('infra', ['json:webhook.excludeNamespaces=[]'], 'gate');
+  await checkAll(t, objs, 'infra');
+  const w = find(objs, 'MutatingWebhookConfiguration').webhooks[0];
+  t.match(w.clientConfig.service, { name: 'gate-mirrorgate', namespace: 'infra' });
+  const names = (w.namespaceSelector.matchExpressions as Obj[]).find((e) => e.key === 'kubernetes.io/metadata.name');
+  t.same(names?.values, ['infra', 'cert-manager']);
+  t.notMatch(JSON.stringify(objs.map((o) => o.metadata.namespace)), /"mirrorgate"/, 'nothing in a hard-coded namespace');
+  const binding = find(objs, 'ClusterRoleBinding');
+  t.same(binding.subjects, [{ kind: 'ServiceAccount', name: 'gate-mirrorgate', namespace: 'infra' }]);
+  t.ok((container(objs).env as Obj[]).some((e) => e.name === 'MIRRORGATE_SERVICE' && e.value === 'gate-mirrorgate'));
+});
+
+t.test('certificates from cert-manager: issuers, certificate for the service, CA injection', async (t) => {
+  const objs = await template('infra', ['certificates.mode=certManager']);
+  await checkAll(t, objs, 'infra');
+  const cert = find(objs, 'Certificate', 'mirrorgate-tls');
+  t.same(cert.spec.dnsNames, ['mirrorgate', 'mirrorgate.infra', 'mirrorgate.infra.svc', 'mirrorgate.infra.svc.cluster.local']);
+  t.equal(find(objs, 'MutatingWebhookConfiguration').metadata.annotations['cert-manager.io/inject-ca-from'], 'infra/mirrorgate-tls');
+  const pod = find(objs, 'Deployment').spec.template.spec;
+  t.equal(pod.volumes.find((v: Obj) => v.name === 'tls').secret.secretName, cert.spec.secretName);
+  t.notOk((container(objs).args as string[]).includes('--manage-certs'));
+  t.ok((container(objs).args as string[]).includes('--tls-cert=/etc/mirrorgate/tls/tls.crt'));
+  t.equal(objs.filter((o) => o.kind === 'Issuer').length, 2, 'self-signed and CA issuers');
+  const role = find(objs, 'Role');
+  t.notOk(JSON.stringify(role.rules).includes('secrets'), 'cert-manager owns the Secret: no Secret access');
+  t.notOk(JSON.stringify(find(objs, 'ClusterRole').rules).includes('mutatingwebhookconfigurations'), 'no caBundle patching');
+
+  const own = await template('infra', ['certificates.mode=certManager', 'certificates.certManager.issuerRef.name=corp-ca', 'certificates.certManager.issuerRef.kind=ClusterIssuer']);
+  await checkAll(t, own, 'infra');
+  t.equal(own.filter((o) => o.kind === 'Issuer').length, 0, 'no issuers of ours with issuerRef');
+  t.same(find(own, 'Certificate').spec.issuerRef, { name: 'corp-ca', kind: 'ClusterIssuer' });
+});
+
+t.test('certificates from an existing Secret plus caBundle', async (t) => {
+  const ca = Buffer.from('-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n').toString('base64');
+  const objs = await template('mirrorgate', ['certificates.mode=secret', 'certificates.existingSecret.name=corp-tls', `certificates.existingSecret.caBundle=${ca}`]);
+  await checkAll(t, objs, 'mirrorgate');
+  t.equal(find(objs, 'MutatingWebhookConfiguration').webhooks[0].clientConfig.caBundle, ca);
+  t.equal(find(objs, 'Deployment').spec.template.spec.volumes.find((v: Obj) => v.name === 'tls').secret.secretName, 'corp-tls');
+});
+
+t.test('monitoring and network policy, scheduling, selectors, digest', async (t) => {
+  const digest = `sha256:${'a'.repeat(64)}`;
+  const objs = await template('obs', [
+    'metrics.serviceMonitor.enabled=true', 'metrics.prometheusRule.enabled=true', 'networkPolicy.enabled=true',
+    'priorityClassName=system-cluster-critical', 'replicaCount=3', `image.digest=${digest}`,
+    'webhook.failurePolicy=Fail', 'webhook.timeoutSeconds=10',
+    'webhook.objectSelector.matchLabels.team=payments',
+    'webhook.matchConditions[0].name=not-nodes', "webhook.matchConditions[0].expression=!request.userInfo.username.startsWith('system:node:')",
+    'webhook.namespaceSelector.matchExpressions[0].key=team', 'webhook.namespaceSelector.matchExpressions[0].operator=Exists',
+    'topologySpreadConstraints[0].maxSkew=2', 'topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname', 'topologySpreadConstraints[0].whenUnsatisfiable=DoNotSchedule',
+    'resources.limits.memory=512Mi',
+    'config.registries.mirror\\.example\\.com.auth.secret=mirror-creds',
+  ]);
+  await checkAll(t, objs, 'obs');
+  const alerts = (find(objs, 'PrometheusRule').spec.groups[0].rules as Obj[]).map((r) => r.alert);
+  t.same(alerts, ['MirrorgateCertificateExpiring', 'MirrorgateAdmissionsFailing', 'MirrorgateMirrorUnreachable', 'MirrorgateCopiesFailing']);
+  t.equal(find(objs, 'ServiceMonitor').spec.endpoints[0].port, 'metrics');
+  t.ok(find(objs, 'NetworkPolicy'));
+  const d = find(objs, 'Deployment');
+  t.equal(d.spec.replicas, 3);
+  t.equal(d.spec.template.spec.priorityClassName, 'system-cluster-critical');
+  t.equal(container(objs).image, `ghcr.io/mirrorgate/mirrorgate@${digest}`);
+  t.equal(d.spec.template.spec.topologySpreadConstraints[0].maxSkew, 2);
+  const w = find(objs, 'MutatingWebhookConfiguration').webhooks[0];
+  t.equal(w.failurePolicy, 'Fail');
+  t.equal(w.timeoutSeconds, 10);
+  t.same(w.objectSelector, { matchLabels: { team: 'payments' } });
+  t.equal(w.matchConditions[0].name, 'not-nodes');
+  t.ok((w.namespaceSelector.matchExpressions as Obj[]).some((e) => e.key === 'team' && e.operator === 'Exists'));
+  const secretRules = (find(objs, 'Role').rules as Obj[]).filter((r) => r.resources.includes('secrets'));
+  t.same(secretRules.map((r) => [r.resourceNames, r.verbs]), [[undefined, ['create']], [['mirrorgate-tls'], ['get', 'update']], [['mirror-creds'], ['get']]], 'secrets read by name only');
+});
+
+t.test('values.schema.json refuses bad values', async (t) => {
+  const bad: [string[], RegExp][] = [
+    [['config.mode=nonsense'], /config\/mode/],
+    [['webhook.failurePolicy=Sometimes'], /failurePolicy/],
+    [['webhook.timeoutSeconds=31'], /timeoutSeconds/],
+    [['certificates.mode=vault'], /certificates\/mode/],
+    [['certificates.mode=secret'], /existingSecret/],
+    [['image.digest=latest'], /digest/],
+    [['replicaCount=0'], /replicaCount/],
+    [['webhook.matchConditions[0].name=x'], /expression/],
+    [['unknownValue=1'], /unknownValue/],
+    [['metrics.port=8443'], /metrics\/port/],
+    [['webhook.objectSelector.matchLabels.skip=true'], /objectSelector/],
+  ];
+  for (const [sets, message] of bad) {
+    const r = await helm(['template', 'mirrorgate', CHART, ...sets.flatMap((s) => ['--set', s])]);
+    t.not(r.code, 0, `${sets.join(' ')} fails`);
+    t.match(r.stderr, message, sets.join(' '));
+  }
+});
+
+/** Labels and annotations only helm adds; everything else must match the base. */
+const HELM_ONLY = new Set(['app.kubernetes.io/instance', 'app.kubernetes.io/version', 'app.kubernetes.io/managed-by', 'helm.sh/chart', 'checksum/config']);
+function normalise(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(normalise);
+  if (v === null || typeof v !== 'object') return v;
+  const out: Obj = {};
+  for (const [k, x] of Object.entries(v as Obj)) if (!HELM_ONLY.has(k)) out[k] = normalise(x);
+  return out;
+}
+
+t.test('one source of truth: the default render installs what the kustomize base does', async (t) => {
+  const chart = await template('mirrorgate', []);
+  const base = (await kustomize(BASE)).filter((o) => o.kind !== 'Namespace'); // helm install --create-namespace
+  const key = (o: Obj): string => `${o.kind as string}/${o.metadata.name as string}`;
+  t.same(chart.map(key).sort(), base.map(key).sort(), 'the same objects');
+  for (const b of base) {
+    const c = chart.find((o) => key(o) === key(b)) as Obj;
+    if (b.kind === 'ConfigMap') {
+      t.same(parseConfig(c.data['config.yaml'] as string, 'chart'), parseConfig(b.data['config.yaml'] as string, 'base'), 'the same config');
+      continue;
+    }
+    t.same(normalise(c), normalise(b), key(b));
+  }
+});
