@@ -13,12 +13,13 @@ import { KubeConfigError } from './kube/errors.js';
 import type { Report } from './report/rewrites.js';
 import { createLogger, flushLogger } from './logger.js';
 import { fetchReport } from './report/fetch.js';
-import { copyCommands, formatTable, pendingImages } from './report/format.js';
+import { copyCommands, formatTable, pendingImages, worklistCsv } from './report/format.js';
+import type { ReportContext } from './report/worklist.js';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError } from './config/schema.js';
 import { loadConfigFile } from './config/watch.js';
 import { decideRewrite } from './core/rules.js';
-import { judgeImage } from './core/policy.js';
+import { judgeImage, judgeRef } from './core/policy.js';
 import { serve } from './serve.js';
 import { BlobLocations, copyImage, parsePlatform, type CopyResult } from './copy/copier.js';
 import { fetchMissing, missingFrom } from './copy/missing.js';
@@ -39,7 +40,7 @@ Usage:
                    [--certs-dir ./certs] [--kubeconfig FILE | --no-kube] [--shutdown-delay 5s]
                    [--drain-timeout 15s]
   mirrorgate report [--kubeconfig FILE [--namespace mirrorgate] | --url URL] [--output table|json]
-                   [--images] [--copy-commands gcrane|skopeo|crane]
+                   [--images [--output csv]] [--copy-commands gcrane|skopeo|crane [--config FILE]]
   mirrorgate certs [--service mirrorgate] [--namespace mirrorgate] [--webhook-name mirrorgate]
                    [--kubeconfig FILE | --out-dir DIR]
   mirrorgate rewrite --config FILE [--output text|json] IMAGE...
@@ -349,11 +350,13 @@ async function cmdReport(args: string[], io: Io): Promise<number> {
     output: { type: 'string' },
     images: { type: 'boolean' },
     'copy-commands': { type: 'string' },
+    config: { type: 'string' },
   });
   if (positionals.length > 0) throw new UsageError(`report takes no arguments (got ${positionals.join(' ')})`);
   if (values.url !== undefined && values.kubeconfig !== undefined) throw new UsageError('--url and --kubeconfig exclude each other');
   const output = str(values.output) ?? 'table';
-  if (output !== 'table' && output !== 'json') throw new UsageError(`--output: table or json (got ${output})`);
+  if (output !== 'table' && output !== 'json' && output !== 'csv') throw new UsageError(`--output: table, json or csv (got ${output})`);
+  if (output === 'csv' && values.images !== true) throw new UsageError('--output csv is the worklist: use it with --images');
   const tool = str(values['copy-commands']);
   if (tool !== undefined && tool !== 'gcrane' && tool !== 'skopeo' && tool !== 'crane') throw new UsageError(`--copy-commands: gcrane, skopeo or crane (got ${tool})`);
   const namespace = dnsLabel(values.namespace, 'namespace', process.env.POD_NAMESPACE ?? 'mirrorgate');
@@ -363,13 +366,25 @@ async function cmdReport(args: string[], io: Io): Promise<number> {
     values.url !== undefined
       ? await fetchReport(values.url)
       : await reportFromCluster(str(values.kubeconfig), namespace);
+  // --config gives each registry's settings (plain HTTP, CA) and the policy to the commands.
+  const config = values.config !== undefined ? (await loadConfigFile(values.config)).config : undefined;
+  const policy = config?.policy;
+  const ctx: ReportContext = {
+    registries: config?.registries,
+    allowed: policy === undefined ? undefined : (registry) => judgeRef(policy, { registry, repository: '', tag: undefined, digest: undefined, suffix: '' }, registry).allowed,
+    ...(tool !== undefined ? { tool } : {}),
+  };
   if (tool !== undefined) {
-    const lines = copyCommands(report, tool);
+    const lines = copyCommands(report, tool, config?.registries ?? {});
     for (const l of lines) io.out(l);
     if (lines.length === 0) io.err('mirrorgate: nothing left to copy');
     return 0;
   }
   if (values.images === true) {
+    if (output === 'csv') {
+      io.out(worklistCsv(report, ctx).replace(/\r\n$/, ''));
+      return 0;
+    }
     const pending = pendingImages(report);
     if (output === 'json') io.out(JSON.stringify(pending, null, 2));
     else for (const p of pending) io.out(`${p.source} -> ${p.target}`);

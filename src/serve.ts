@@ -23,6 +23,8 @@ import { ReportCache } from './report/rewrites.js';
 import { buildServer } from './server/app.js';
 import { drain } from './server/drain.js';
 import { buildMetricsServer } from './server/metrics-route.js';
+import { judgeRef } from './core/policy.js';
+import type { ImageReference } from './core/reference.js';
 import type { AdmissionObserver } from './server/mutate-route.js';
 import { readTlsFiles, tlsSecureContextOptions, tlsServerOptions, watchTlsFiles, type TlsFiles, type TlsPair } from './server/tls.js';
 import { endpointFor, type SecretReader } from './verify/endpoints.js';
@@ -198,7 +200,19 @@ export async function serve(opts: ServeOptions): Promise<Running> {
       },
     });
     certs.attach((pair) => (app.server as unknown as HttpsServer).setSecureContext(tlsSecureContextOptions(pair)));
-    const metricsApp = buildMetricsServer({ metrics, log, report: { report: async () => (persister ? persister.merged() : report.snapshot()) } });
+    const metricsApp = buildMetricsServer({
+      metrics,
+      log,
+      report: { report: async () => (persister ? persister.merged() : report.snapshot()) },
+      // The page flags only what the current policy does not allow, with each registry's settings.
+      context: () => {
+        const config = watcher.current();
+        const policy = config.policy;
+        // A registry counts as allowed when the policy allows it for any repository (a bare host entry).
+        const asRef = (registry: string): ImageReference => ({ registry, repository: '', tag: undefined, digest: undefined, suffix: '' });
+        return { registries: config.registries, allowed: policy === undefined ? undefined : (registry: string) => judgeRef(policy, asRef(registry), registry).allowed };
+      },
+    });
 
     await app.listen({ host: opts.host, port: opts.port });
     stops.push(() => app.close());

@@ -1,6 +1,9 @@
 /** Text forms of the report for `mirrorgate report`. */
+import { dirname } from 'node:path';
+import type { RegistrySettings } from '../config/schema.js';
 import { parseReference } from '../core/reference.js';
 import type { Report } from './rewrites.js';
+import { workItems, type ReportContext } from './worklist.js';
 
 export type CopyTool = 'gcrane' | 'skopeo' | 'crane';
 
@@ -41,24 +44,73 @@ function q(s: string): string {
   return /^[\w@:./+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-/** One copy command per pending image, whole multi-arch indexes, digests preserved. */
-export function copyCommands(report: Report, tool: CopyTool): string[] {
-  return pendingImages(report).map(({ source, target }) => {
-    switch (tool) {
-      case 'gcrane':
-        return `gcrane cp ${q(source)} ${q(target)}`;
-      case 'crane':
-        return `crane copy ${q(source)} ${q(target)}`;
-      case 'skopeo': {
-        // skopeo refuses references with both a tag and a digest ("Docker references with
-        // both a tag and digest are currently not supported"): pull by the digest, push to
-        // the tag (the digest is preserved). gcrane and crane drop the tag themselves.
-        const s = parseReference(source);
-        const d = parseReference(target);
-        const from = s.ok && s.ref.tag !== undefined && s.ref.digest !== undefined ? `${s.ref.registry}/${s.ref.repository}@${s.ref.digest}` : source;
-        const to = d.ok && d.ref.tag !== undefined && d.ref.digest !== undefined ? `${d.ref.registry}/${d.ref.repository}:${d.ref.tag}` : target;
-        return `skopeo copy --all --preserve-digests docker://${q(from)} docker://${q(to)}`;
-      }
+/** How a copy tool must reach one registry, from `registries.<host>`. */
+function settingsFor(ref: string, registries: Readonly<Record<string, RegistrySettings>>): RegistrySettings | undefined {
+  const p = parseReference(ref);
+  return p.ok ? registries[p.ref.registry] : undefined;
+}
+
+/**
+ * The command that copies one image, whole multi-arch index, digests preserved, honouring
+ * each side's `registries.<host>` settings: plain HTTP (`insecure`) and extra roots (`ca`).
+ */
+export function copyCommand(source: string, target: string, tool: CopyTool, registries: Readonly<Record<string, RegistrySettings>> = {}): string {
+  const src = settingsFor(source, registries);
+  const dst = settingsFor(target, registries);
+  // crane and gcrane take one --insecure for both sides (plain HTTP allowed, TLS unverified)
+  // and trust extra roots through Go's SSL_CERT_FILE (one file: the first CA given).
+  const ca = src?.ca ?? dst?.ca;
+  const env = ca !== undefined ? `SSL_CERT_FILE=${q(ca)} ` : '';
+  const insecure = src?.insecure === true || dst?.insecure === true ? ' --insecure' : '';
+  switch (tool) {
+    case 'gcrane':
+      return `${env}gcrane cp${insecure} ${q(source)} ${q(target)}`;
+    case 'crane':
+      return `${env}crane copy${insecure} ${q(source)} ${q(target)}`;
+    case 'skopeo': {
+      // skopeo refuses references with both a tag and a digest ("Docker references with
+      // both a tag and digest are currently not supported"): pull by the digest, push to
+      // the tag (the digest is preserved). gcrane and crane drop the tag themselves.
+      const s = parseReference(source);
+      const d = parseReference(target);
+      const from = s.ok && s.ref.tag !== undefined && s.ref.digest !== undefined ? `${s.ref.registry}/${s.ref.repository}@${s.ref.digest}` : source;
+      const to = d.ok && d.ref.tag !== undefined && d.ref.digest !== undefined ? `${d.ref.registry}/${d.ref.repository}:${d.ref.tag}` : target;
+      const flags: string[] = [];
+      // skopeo wants a directory of *.crt files for extra roots: the CA file's folder.
+      if (src?.insecure === true) flags.push('--src-tls-verify=false');
+      else if (src?.ca !== undefined) flags.push(`--src-cert-dir ${q(dirname(src.ca))}`);
+      if (dst?.insecure === true) flags.push('--dest-tls-verify=false');
+      else if (dst?.ca !== undefined) flags.push(`--dest-cert-dir ${q(dirname(dst.ca))}`);
+      return `skopeo copy --all --preserve-digests${flags.map((f) => ` ${f}`).join('')} docker://${q(from)} docker://${q(to)}`;
     }
-  });
+  }
+}
+
+/** One copy command per pending image that the mirror does not hold. */
+export function copyCommands(report: Report, tool: CopyTool, registries: Readonly<Record<string, RegistrySettings>> = {}): string[] {
+  return pendingImages(report).map(({ source, target }) => copyCommand(source, target, tool, registries));
+}
+
+function csvCell(s: string): string {
+  // Quote every cell that needs it; a leading =+-@ is neutralised so spreadsheets never run it.
+  const safe = /^[=+\-@\t\r]/.test(s) ? `'${s}` : s;
+  return /[",\n\r]/.test(safe) || safe !== s ? `"${safe.replace(/"/g, '""')}"` : safe;
+}
+
+export const CSV_HEADER = ['image', 'registry', 'state', 'target', 'targets', 'namespaces', 'last_seen', 'copy_command'] as const;
+
+/** The worklist as CSV (RFC 4180, CRLF): one row per image still pulled from outside. */
+export function worklistCsv(report: Report, ctx: ReportContext = {}): string {
+  const tool = ctx.tool ?? 'gcrane';
+  const rows = workItems(report, ctx).map((i) => [
+    i.image,
+    i.registry,
+    i.state,
+    i.targets[0] ?? '',
+    i.targets.join(' '),
+    i.namespaces.join(' '),
+    i.lastSeen,
+    i.targets[0] !== undefined && i.state !== 'no-rule' ? copyCommand(i.image, i.targets[0], tool, ctx.registries ?? {}) : '',
+  ]);
+  return [[...CSV_HEADER], ...rows].map((r) => r.map(csvCell).join(',')).join('\r\n') + '\r\n';
 }

@@ -31,6 +31,8 @@ export interface RegistryEntry {
   /** Rewrite target prefix of the rule for this registry, when there is one. */
   target: string | undefined;
   rewritten: number;
+  /** Every target prefix of the rules for this registry, in order (a rule may list several mirrors). */
+  targets: string[];
   /** Rewrites (made or, in audit, that would be) per target prefix that served them; with several targets, which one. */
   served: Record<string, number>;
   wouldRewrite: number;
@@ -79,6 +81,7 @@ export const OTHER = 'other';
 function emptyEntry(at: string): RegistryEntry {
   return {
     target: undefined,
+    targets: [],
     rewritten: 0,
     served: {},
     wouldRewrite: 0,
@@ -106,6 +109,10 @@ const MAX_SERVED = 32;
 function addServed(e: RegistryEntry, target: string, n: number): void {
   if (e.served[target] === undefined && Object.keys(e.served).length >= MAX_SERVED) return;
   e.served[target] = (e.served[target] ?? 0) + n;
+}
+
+function addTarget(e: RegistryEntry, target: string): void {
+  if (!e.targets.includes(target) && e.targets.length < MAX_SERVED) e.targets.push(target);
 }
 
 /** Characters kept across all of a report's lists; past it new values are only counted. */
@@ -215,7 +222,10 @@ export class ReportCache {
       const image = d.sourceRef ? formatReference(d.sourceRef) : clip(d.original, MAX_INVALID_KEPT);
       const e = this.#entry(d.sourceRegistry, at);
       const key = this.#entries.get(d.sourceRegistry) === e ? d.sourceRegistry : OTHER;
-      if (d.rule !== undefined) e.target = d.rule.target;
+      if (d.rule !== undefined) {
+        e.target = d.rule.target;
+        for (const t of d.rule.targets) addTarget(e, t.target);
+      }
       if (d.rule !== undefined && (d.action === 'rewritten' || d.action === 'would-rewrite')) {
         addServed(e, d.rule.targets[d.targetIndex ?? 0]?.target ?? d.rule.target, 1);
       }
@@ -287,6 +297,7 @@ export class ReportCache {
 
 function mergeEntry(into: RegistryEntry, from: RegistryEntry, limits: ReportLimits, imageSet?: Set<string>, budget?: ByteBudget): void {
   into.target ??= from.target;
+  for (const t of from.targets ?? []) addTarget(into, t);
   into.rewritten += from.rewritten ?? 0;
   for (const [target, n] of Object.entries(from.served ?? {})) addServed(into, target, n);
   into.wouldRewrite += from.wouldRewrite ?? 0;
@@ -352,6 +363,7 @@ function sanitise(v: Partial<RegistryEntry>): RegistryEntry {
   const time = (x: unknown): string => (typeof x === 'string' ? x : '');
   return {
     target: typeof v.target === 'string' ? v.target : undefined,
+    targets: strs(v.targets).slice(0, MAX_SERVED),
     rewritten: num(v.rewritten),
     served: Object.fromEntries(
       Object.entries(typeof v.served === 'object' && v.served !== null ? v.served : {})

@@ -237,7 +237,7 @@ t.test('an instance that answers something else exits 1 naming it', async (t) =>
 
 const usage = [
   { name: 'both sources', args: ['report', '--url', 'http://127.0.0.1:9090', '--kubeconfig', 'k'], want: /--url and --kubeconfig exclude each other/ },
-  { name: 'bad output', args: ['report', '--url', 'http://x', '--output', 'yaml'], want: /--output: table or json \(got yaml\)/ },
+  { name: 'bad output', args: ['report', '--url', 'http://x', '--output', 'yaml'], want: /--output: table, json or csv \(got yaml\)/ },
   { name: 'bad tool', args: ['report', '--url', 'http://x', '--copy-commands', 'docker'], want: /--copy-commands: gcrane, skopeo or crane \(got docker\)/ },
   { name: 'arguments', args: ['report', 'extra'], want: /report takes no arguments/ },
   { name: 'unknown option', args: ['report', '--bogus'], want: /Unknown option '--bogus'/ },

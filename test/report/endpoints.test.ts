@@ -97,17 +97,27 @@ t.test('GET /report.html: self-contained, every value escaped', async (t) => {
   const res = await running.metricsApp.inject({ method: 'GET', url: '/report.html' });
   t.equal(res.statusCode, 200);
   t.match(res.headers['content-type'], /^text\/html; charset=utf-8/);
-  t.match(res.headers['content-security-policy'], /default-src 'none'/);
+  const csp = String(res.headers['content-security-policy']);
+  t.match(csp, /default-src 'none'/);
+  t.notMatch(csp, /unsafe-inline|unsafe-eval/, 'no inline script or style without the nonce');
+  const nonce = /script-src 'nonce-([A-Za-z0-9+/=]+)'/.exec(csp)?.[1];
+  t.ok(nonce, 'scripts only by nonce');
   const html = res.body;
   t.match(html, /^<!doctype html>/);
   t.match(html, 'docker.io/library/nginx:1.14.2');
   t.match(html, 'mirror.example.com/dockerhub');
   t.match(html, 'team-a');
-  t.notMatch(html, /<script/i, 'no script element, injected or not');
+  const scripts = [...html.matchAll(/<script\b[^>]*>/gi)].map((m) => m[0]);
+  t.same(scripts, [`<script nonce="${nonce ?? ''}">`], 'one script element, carrying the response nonce; none injected');
+  t.same([...html.matchAll(/<style\b[^>]*>/gi)].map((m) => m[0]), [`<style nonce="${nonce ?? ''}">`]);
+  t.notMatch(html, /\son[a-z]+\s*=/i, 'no inline event handler');
+  const other = (await running.metricsApp.inject({ method: 'GET', url: '/report.html' })).headers['content-security-policy'];
+  t.not(other, csp, 'a fresh nonce per response');
   t.match(html, '&lt;script&gt;alert(1)&lt;/script&gt;', 'the hostile image is shown escaped');
   t.match(html, '&quot;&gt;', 'quotes escaped too');
   t.notMatch(html, /https?:\/\//, 'no external URL');
-  t.notMatch(html, /\b(src|href)\s*=|@import|url\(/i, 'no external asset reference');
+  t.notMatch(html, /\bsrc\s*=|@import|url\(/i, 'no asset loaded at all');
+  t.same([...new Set([...html.matchAll(/href="([^"]*)"/g)].map((m) => m[1]))].sort(), ['#work', 'report', 'report.csv'], 'links only to its own exports and itself');
 });
 
 t.test('with the Kubernetes API: /report is the merged view, shutdown flushes the final counts', async (t) => {

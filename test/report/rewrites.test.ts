@@ -2,8 +2,9 @@ import t from 'tap';
 import { readPod, planPod, type Mode, type Settings } from '../../src/core/pod.js';
 import { compileRules } from '../../src/core/rules.js';
 import { compilePolicy } from '../../src/core/policy.js';
-import { escapeHtml, renderReportHtml } from '../../src/report/html.js';
-import { copyCommands, formatTable, pendingImages } from '../../src/report/format.js';
+import { escapeHtml, renderReportHtml, reportCsp } from '../../src/report/html.js';
+import { copyCommand, copyCommands, CSV_HEADER, formatTable, pendingImages, worklistCsv } from '../../src/report/format.js';
+import { progress, workItems } from '../../src/report/worklist.js';
 import { mergeReports, parseReport, ReportCache } from '../../src/report/rewrites.js';
 
 function settings(): Settings {
@@ -125,15 +126,86 @@ t.test('text formats: table, pending images, copy commands', async (t) => {
 
 t.test('html page is self-contained and escapes everything', async (t) => {
   const cache = new ReportCache(now, 'enforce');
-  cache.record(decisions(['nginx:1'], 'enforce'), '<script>alert(1)</script>');
-  const html = renderReportHtml(cache.snapshot());
+  cache.record(decisions(['nginx:1'], 'audit'), '<script>alert(1)</script>');
+  const html = renderReportHtml(cache.snapshot(), 'n0nce');
   t.match(html, /^<!doctype html>/);
-  t.notMatch(html, /<script/i, 'no script, and none injected');
+  t.same([...html.matchAll(/<script[^>]*>/gi)].map((m) => m[0]), ['<script nonce="n0nce">'], 'only the nonce script, none injected');
   t.match(html, /&lt;script&gt;alert\(1\)&lt;\/script&gt;/);
   t.notMatch(html, /(src|href)=["']?https?:/, 'no external assets');
   t.match(html, /docker\.io/);
   t.equal(escapeHtml(`<a href="x">'&'</a>`), '&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;');
   t.match(renderReportHtml(new ReportCache(now, 'audit').snapshot()), /No admissions recorded yet/);
+  t.equal(reportCsp('abc'), "default-src 'none'; script-src 'nonce-abc'; style-src 'nonce-abc'; img-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'");
+});
+
+t.test('worklist: what is still pulled from outside, worded for the mode', async (t) => {
+  const allowed = (r: string): boolean => r === 'registry.k8s.io' || r === 'mirror.example.com';
+  const enforce = new ReportCache(now, 'enforce');
+  // Denied (evil.io not allowed): the pod ran nothing, nothing was pulled from evil.io.
+  enforce.record(decisions(['evil.io/x:1', 'nginx:1'], 'enforce'), 'team-a', true);
+  enforce.record(decisions(['registry.k8s.io/pause:3.9', 'nginx:1'], 'enforce'), 'team-a');
+  enforce.record(decisions(['quay.io/acme/app:1'], 'enforce', ['mirror.example.com/quay/acme/app:1']), 'team-b');
+  const r = enforce.snapshot();
+  const items = workItems(r, { allowed });
+  t.same(items.map((i) => [i.image, i.state, i.targets[0], i.namespaces]), [['quay.io/acme/app:1', 'missing', 'mirror.example.com/quay/acme/app:1', ['team-b']]], 'only the missing image: not the denied registry, not the allowed one, not what was rewritten');
+  t.same(progress(r, { allowed }), { done: 2, total: 3 }, 'rewritten nginx and allowed pause are done; the missing quay image is not');
+  const html = renderReportHtml(r, 'n', { allowed });
+  t.notMatch(html, /evil\.io<\/strong>[^<]*<span class="flag">/, 'a denied registry is not "still pulled from here"');
+  t.notMatch(html, /registry\.k8s\.io<\/strong>[^\n]*flag/, 'an allowed registry is not flagged');
+  t.match(html, /registry\.k8s\.io<\/strong> <span class="muted">\(allowed by policy\)/);
+  t.match(html, /quay\.io<\/strong> <span class="flag">still pulled from here/);
+  t.match(html, /<b>2<\/b>denied/, 'evil.io, and the quay image kept as it is is not allowed either');
+
+  const audit = new ReportCache(now, 'audit');
+  audit.record(decisions(['nginx:1', 'evil.io/x:1'], 'audit'), 'team-c');
+  const a = renderReportHtml(audit.snapshot(), 'n', { allowed });
+  t.match(a, /would be denied/);
+  t.notMatch(a, />denied</, 'audit never says denied');
+  t.match(a, /would still be pulled from here/);
+  t.match(a, /would be rewritten \(audit\)/);
+  t.same(workItems(audit.snapshot(), { allowed }).map((i) => [i.image, i.state]), [
+    ['docker.io/library/nginx:1', 'would-rewrite'],
+    ['evil.io/x:1', 'no-rule'],
+  ]);
+});
+
+t.test('every target of a source is shown (ordered targets)', async (t) => {
+  const rules = compileRules([{ from: 'docker.io', to: ['a.example.com/hub', 'b.example.com/hub'], verify: true }]);
+  if (!rules.ok) throw new Error('rules');
+  const s: Settings = { ruleSet: rules.ruleSet, policy: undefined, pullSecrets: [] };
+  const view = readPod({ spec: { containers: [{ name: 'a', image: 'nginx:1' }] } });
+  if (!view.ok) throw new Error(view.error);
+  const input = { operation: 'CREATE' as const, subResource: '', pod: view.pod, oldPod: undefined, mode: 'audit' as const };
+  const outcomes = new Map([['a.example.com/hub/library/nginx:1', 'present' as const], ['b.example.com/hub/library/nginx:1', 'present' as const]]);
+  const cache = new ReportCache(now, 'audit');
+  cache.record(planPod(input, s, { outcomes, onUnreachable: 'original' }).decisions, 'x');
+  const [item] = workItems(cache.snapshot());
+  t.same(item?.targets, ['a.example.com/hub/library/nginx:1', 'b.example.com/hub']);
+});
+
+t.test('copy commands honour registries.<host> (plain HTTP, CA); CSV of the worklist', async (t) => {
+  const regs = {
+    'docker.io': { ca: '/etc/ca/hub/ca.crt', insecure: false, auth: undefined },
+    'mirror.example.com': { ca: undefined, insecure: true, auth: undefined },
+  };
+  t.equal(
+    copyCommand('docker.io/library/nginx:1', 'mirror.example.com/hub/library/nginx:1', 'skopeo', regs),
+    'skopeo copy --all --preserve-digests --src-cert-dir /etc/ca/hub --dest-tls-verify=false docker://docker.io/library/nginx:1 docker://mirror.example.com/hub/library/nginx:1',
+  );
+  t.equal(copyCommand('quay.io/a:1', 'mirror.example.com/q/a:1', 'crane', regs), 'crane copy --insecure quay.io/a:1 mirror.example.com/q/a:1');
+  t.equal(copyCommand('docker.io/library/nginx:1', 'm.example.com/h/nginx:1', 'gcrane', regs), 'SSL_CERT_FILE=/etc/ca/hub/ca.crt gcrane cp docker.io/library/nginx:1 m.example.com/h/nginx:1');
+  t.equal(copyCommand('quay.io/a:1', 'm.example.com/q/a:1', 'skopeo'), 'skopeo copy --all --preserve-digests docker://quay.io/a:1 docker://m.example.com/q/a:1', 'no settings: no flags');
+
+  const cache = new ReportCache(now, 'audit');
+  cache.record(decisions(['nginx:1', 'quay.io/acme/app:1'], 'audit'), 'team-a');
+  const csv = worklistCsv(cache.snapshot(), { registries: regs, tool: 'crane' });
+  const lines = csv.split('\r\n');
+  t.equal(lines[0], CSV_HEADER.join(','));
+  t.equal(lines[1], 'docker.io/library/nginx:1,docker.io,would-rewrite,mirror.example.com/dockerhub/library/nginx:1,mirror.example.com/dockerhub/library/nginx:1,team-a,2026-11-22T10:01:00.000Z,SSL_CERT_FILE=/etc/ca/hub/ca.crt crane copy --insecure docker.io/library/nginx:1 mirror.example.com/dockerhub/library/nginx:1');
+  t.equal(lines.length, 4, 'header, two rows, final CRLF');
+  const hostile = new ReportCache(now, 'audit');
+  hostile.record(decisions(['=cmd|x'], 'audit'), '+ns');
+  t.match(worklistCsv(hostile.snapshot()), /"'=cmd\|x"/, 'a formula-looking cell is neutralised and quoted');
 });
 
 t.test('a rewrite takes an image off the missing list (it is in the mirror now)', async (t) => {
