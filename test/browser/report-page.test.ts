@@ -1,3 +1,4 @@
+/// <reference lib="dom" />
 /**
  * /report.html as a person uses it: Debian's chromium, driven by playwright-core, opens the
  * page of a running `serve()` (its metrics server listening on 127.0.0.1) after real
