@@ -10,34 +10,24 @@ import t from 'tap';
 import { parseConfig } from '../src/config/schema.js';
 import { BASE, kustomize, OVERLAYS, unknownFields, validateSchema, type Obj } from './support/render.js';
 
-<<<<<<< HEAD
-const base = kustomize(MANIFESTS);
-const overlay = kustomize(join(MANIFESTS, 'overlays/cert-manager'));
-const identityOverlays = {
-  gke: kustomize(join(MANIFESTS, 'overlays/gke-workload-identity')),
-  eks: kustomize(join(MANIFESTS, 'overlays/eks-irsa')),
-  aks: kustomize(join(MANIFESTS, 'overlays/aks-workload-identity')),
-};
-=======
 const base = await kustomize(BASE);
 const overlay = await kustomize(join(OVERLAYS, 'cert-manager'));
 // Every overlay, so a new one cannot ship without building and validating.
 const overlays = await Promise.all(readdirSync(OVERLAYS).map(async (d) => ({ name: d, objects: await kustomize(join(OVERLAYS, d)) })));
->>>>>>> 1cd2b1d (manifests: base/ beside overlays/, built by the real kubectl kustomize in the tests)
+const identityOverlays = {
+  gke: await kustomize(join(OVERLAYS, 'gke-workload-identity')),
+  eks: await kustomize(join(OVERLAYS, 'eks-irsa')),
+  aks: await kustomize(join(OVERLAYS, 'aks-workload-identity')),
+};
 const find = (objs: Obj[], kind: string, name = 'mirrorgate'): Obj => {
   const o = objs.find((x) => x.kind === kind && x.metadata?.name === name);
   if (!o) throw new Error(`no ${kind}/${name}`);
   return o;
 };
 
-<<<<<<< HEAD
-t.test('every object validates against the API schemas, strictly', async (t) => {
-  for (const o of [...base, ...overlay, ...Object.values(identityOverlays).flat()]) {
-=======
 t.test('every object of the base and of every overlay validates against the API schemas, strictly', async (t) => {
   t.ok(overlays.length >= 1, `overlays: ${overlays.map((o) => o.name).join(', ')}`);
   for (const o of [...base, ...overlays.flatMap((x) => x.objects)]) {
->>>>>>> 1cd2b1d (manifests: base/ beside overlays/, built by the real kubectl kustomize in the tests)
     const id = `${o.kind as string}/${o.metadata?.name as string}`;
     await t.resolves(validateSchema(o), `${id} schema`);
     if (!(o.apiVersion as string).startsWith('cert-manager.io/')) t.same(unknownFields(o), [], `${id} has no unknown fields`);
@@ -57,7 +47,7 @@ t.test('the strict check catches a typo', async (t) => {
 
 t.test('the shipped config is valid and starts in audit mode', async (t) => {
   const cm = find(base, 'ConfigMap', 'mirrorgate-config');
-  const config = parseConfig(cm.data['config.yaml'] as string, 'manifests/config.yaml');
+  const config = parseConfig(cm.data['config.yaml'] as string, 'manifests/base/config.yaml');
   t.equal(config.mode, 'audit');
 });
 
@@ -128,7 +118,7 @@ t.test('cert-manager overlay: certificate for the service, served from files, an
 
 /**
  * What the code does with the Kubernetes API, one line per use. RBAC must grant exactly
- * this: a new API call needs a line here and a rule in manifests/rbac.yaml.
+ * this: a new API call needs a line here and a rule in manifests/base/rbac.yaml.
  */
 const USES = [
   'cluster  serviceaccounts get,list,watch', // kube/service-accounts: informer + direct GET on a miss
