@@ -55,6 +55,7 @@ export function testApp(raw: unknown = EXAMPLE, extra: Partial<MutateDeps> & { r
     nodePlatforms: extra.nodePlatforms,
     verifier: extra.verifier,
     observers: extra.observers,
+    serviceAccounts: extra.serviceAccounts,
   });
   return { app, metrics, logs, log, config };
 }

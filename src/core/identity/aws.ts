@@ -27,7 +27,7 @@ export const AWS_DEFAULT_AUDIENCE = 'sts.amazonaws.com';
 export const AWS_VOLUME_NAME = 'aws-iam-token';
 export const AWS_MOUNT_PATH = '/var/run/secrets/eks.amazonaws.com/serviceaccount';
 export const AWS_TOKEN_PATH = 'token';
-/** pkg/constants.go DefaultTokenExpiration. Upstream jitters the default down to 79200 at random; we stay deterministic. */
+/** pkg/constants.go DefaultTokenExpiration (upstream jitters it only for EKS Pod Identity, which is not wired here). */
 export const AWS_DEFAULT_TOKEN_EXPIRATION = 86400;
 /** pkg/constants.go MinTokenExpiration; smaller values are raised to it (pkg/validation.go ValidateMinTokenExpiration). */
 export const AWS_MIN_TOKEN_EXPIRATION = 600;
@@ -90,8 +90,9 @@ export function planAws(input: AwsInput, settings: AwsSettings): { wiring: AwsWi
     else regionalSts = parsed;
   }
 
-  // A token volume of this name with another audience belongs to someone else: upstream
-  // leaves such a pod alone (pkg/handler/testdata/rawPodHasForeignTokenVolume.pod.yaml).
+  // A token volume of this name with another audience belongs to someone else: we leave
+  // such a pod alone. Upstream (no test of its own covers it) would point the env and the
+  // mount at that other token; the README lists this as a deliberate difference.
   for (const v of input.volumes) {
     const foreign = tokenAudienceOf(v, AWS_VOLUME_NAME);
     if (foreign !== undefined && foreign !== audience) {
