@@ -23,11 +23,20 @@ export interface MirrorgateProcess {
   stop(): Promise<number | null>;
 }
 
+export interface StartOptions {
+  readonly readyTimeoutMs?: number;
+  /** The webhook port (default: one the OS picks). */
+  readonly port?: number;
+  /** Added to the environment (e.g. POD_NAME, the replica's report key). */
+  readonly env?: Readonly<Record<string, string>>;
+}
+
 /** Start `mirrorgate serve` with `args` (plus --host/--port/--metrics-port on loopback). */
-export async function startMirrorgate(args: string[], opts: { readyTimeoutMs?: number } = {}): Promise<MirrorgateProcess> {
+export async function startMirrorgate(args: string[], opts: StartOptions = {}): Promise<MirrorgateProcess> {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first`);
-  const child = spawn(process.execPath, [CLI, 'serve', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', ...args], {
+  const child = spawn(process.execPath, [CLI, 'serve', '--host', '127.0.0.1', '--port', String(opts.port ?? 0), '--metrics-port', '0', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...opts.env },
   });
   let out = '';
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

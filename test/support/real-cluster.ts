@@ -20,6 +20,21 @@ export function pod(name: string, image: string, spec: Obj = {}, metadata: Obj =
   return { apiVersion: 'v1', kind: 'Pod', metadata: { name, ...metadata }, spec: { containers: [{ name: 'app', image }], ...spec } };
 }
 
+/**
+ * Poll `probe` until it returns something other than false/undefined (true counts), with a
+ * growing pause (50 ms up to 1 s); fails naming `what` after `timeoutMs`. For what the API
+ * server does on its own time (it picks up webhook configurations from a watch).
+ */
+export async function eventually<T>(what: string, probe: () => Promise<T | false | undefined>, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (let pause = 50; ; pause = Math.min(pause * 2, 1000)) {
+    const v = await probe();
+    if (v !== false && v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`${what}: not after ${timeoutMs / 1000} s`);
+    await new Promise<void>((r) => setTimeout(r, pause));
+  }
+}
+
 /** The objects `kubectl kustomize DIR` renders (manifests/base by default). */
 export async function renderManifests(dir = MANIFESTS): Promise<Obj[]> {
   const out = await kubectlOk(['kustomize', dir]);
