@@ -54,6 +54,8 @@ export interface ServeOptions {
   readonly webhookName?: string | undefined;
   /** How often managed certificates are reconciled. */
   readonly certCheckIntervalMs?: number | undefined;
+  /** The wall clock (certificate rotation, report timestamps); the system's when omitted. Tests inject one. */
+  readonly clock?: (() => Date) | undefined;
   /** How long to keep serving after SIGTERM while endpoints are updated. */
   readonly shutdownDelayMs: number;
   /** After the delay, how long requests in flight may take before their connections are cut (default 15 s). */
@@ -93,7 +95,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
   const log = createLogger({ level: initial.config.logLevel, destination: opts.logDestination });
   const metrics = createMetrics();
   const now = (): number => performance.now();
-  const wallClock = (): Date => new Date();
+  const wallClock = opts.clock ?? ((): Date => new Date());
   const stops: (() => unknown)[] = [];
   try {
     return await start();
