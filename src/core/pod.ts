@@ -289,8 +289,20 @@ function planPodOnce(input: PlanInput, settings: Settings, verify?: VerifyAnswer
       }
     }
     const keep = action === 'missing' || action === 'unverified';
+    // A literal, not a spread of decision(): this runs for every rewritten container.
+    const target = chosen.rewritten;
     decisions.push({
-      ...decision(container, action, image, keep ? image : chosen.rewritten, sourceRegistry, d.rule, chosen.rewritten, d.ref, chosen.ref),
+      container,
+      action,
+      original: image,
+      final: keep ? image : target,
+      sourceRegistry,
+      sourceRef: d.ref,
+      targetRef: chosen.ref,
+      rule: d.rule,
+      target,
+      violation: undefined,
+      violationRegistry: undefined,
       targetIndex: chosen.index,
     });
   }

@@ -73,7 +73,7 @@ export function mutateRoute(deps: MutateDeps) {
   };
 }
 
-async function handle(deps: MutateDeps, admissionLine: (fields: LineFields) => void, req: FastifyRequest<{ Querystring: MutateQuery }>, reply: FastifyReply): Promise<void> {
+async function handle(deps: MutateDeps, admissionLine: (fields: LineFields) => void, req: FastifyRequest<{ Querystring: MutateQuery }>, reply: FastifyReply): Promise<FastifyReply> {
   const started = deps.now();
   const decoded = decodeReview(req.body);
   if (!decoded.ok) {
@@ -82,12 +82,12 @@ async function handle(deps: MutateDeps, admissionLine: (fields: LineFields) => v
     // With a readable uid the API server gets an answer it can match: allowed false, 400.
     if (decoded.uid !== undefined) await reply.code(200).send(reviewOf(errored(decoded.uid, 400, `mirrorgate: ${decoded.error}`)));
     else await reply.code(400).send({ error: 'Bad Request', message: decoded.error });
-    return;
+    return reply;
   }
   const request = decoded.request;
   // Not a child logger: creating one per request costs more than the line itself.
   const ids = { uid: request.uid, namespace: clip(request.namespace, MAX_NAME_LOGGED), operation: clip(request.operation, MAX_NAME_LOGGED), subResource: request.subResource ? clip(request.subResource, MAX_NAME_LOGGED) : undefined };
-  const log = {
+  const log: RequestLog = {
     warn: (o: object, msg: string) => deps.log.warn({ ...ids, ...o }, msg),
     error: (o: object, msg: string) => deps.log.error({ ...ids, ...o }, msg),
   };
@@ -107,7 +107,7 @@ async function handle(deps: MutateDeps, admissionLine: (fields: LineFields) => v
       deps.metrics.admissionRequests.inc({ operation: label, result: 'invalid' });
       log.warn({ error: evaluation.error }, 'malformed admission review');
       await reply.code(200).send(reviewOf(errored(request.uid, 400, `mirrorgate: ${evaluation.error}`)));
-      return;
+      return reply;
     }
     const toVerify = evaluation.plan?.toVerify ?? [];
     if (toVerify.length > 0) {
@@ -131,12 +131,39 @@ async function handle(deps: MutateDeps, admissionLine: (fields: LineFields) => v
         ? denied(request.uid, 'mirrorgate: internal error; denied by failurePolicy Fail (see the webhook log)', { code: 500 })
         : allowed(request.uid, { warnings: ['mirrorgate: internal error; admitted unchanged by failurePolicy Ignore'] });
   }
-  // The answer is fixed. dryRun requests leave no trace (sideEffects: NoneOnDryRun): no
-  // rewrite metrics, no report entry, no background copy. Side effects run each on its
-  // own: a failing one is logged and counted, never turns the answer into an error.
-  if (result !== 'error' && evaluation !== undefined && !request.dryRun) notify(deps, log, request, evaluation, mode);
+  // The answer is fixed: send it first. What only records it (metrics, the log line, the
+  // report and the other observers) runs after the bytes are handed to the socket, in the
+  // same turn, so it delays no answer and is done before the next request is read.
+  void reply.code(200).send(reviewOf(response));
+  afterAnswer(deps, admissionLine, log, ids, request, evaluation, mode, label, result, started);
+  return reply;
+}
+
+/**
+ * Everything an answered admission leaves behind. dryRun requests leave no trace
+ * (sideEffects: NoneOnDryRun): no rewrite metrics, no report entry, no background copy.
+ * Side effects run each on its own: a failing one is logged and counted, never reaches
+ * the answer (already sent).
+ */
+function afterAnswer(
+  deps: MutateDeps,
+  admissionLine: (fields: LineFields) => void,
+  log: RequestLog,
+  ids: { uid: string; namespace: string; operation: string; subResource: string | undefined },
+  request: AdmissionRequest,
+  evaluation: Evaluation | undefined,
+  mode: Mode,
+  label: string,
+  result: AdmissionResult,
+  started: number,
+): void {
   const seconds = (deps.now() - started) / 1000;
-  deps.metrics.countAdmission(label, result, seconds);
+  if (result !== 'error' && evaluation !== undefined && !request.dryRun) notify(deps, log, request, evaluation, mode);
+  try {
+    deps.metrics.countAdmission(label, result, seconds);
+  } catch (err) {
+    observerFailed(deps, log, 'metrics', err);
+  }
   // One line per admission: what was decided and how long it took. Written by the fast
   // line writer: pino's generic path was the largest single cost of an admission.
   admissionLine({
@@ -153,7 +180,11 @@ async function handle(deps: MutateDeps, admissionLine: (fields: LineFields) => v
     reason: clipOptional(evaluation?.reason ?? evaluation?.plan?.denial, MAX_REASON_LOGGED),
     durationMs: Math.round(seconds * 1e6) / 1e3,
   });
-  await reply.code(200).send(reviewOf(response));
+}
+
+interface RequestLog {
+  warn(o: object, msg: string): void;
+  error(o: object, msg: string): void;
 }
 
 /** Kubernetes names are at most 253 characters; a review sent directly can carry any. */
