@@ -25,9 +25,9 @@ import { drain } from './server/drain.js';
 import { buildMetricsServer } from './server/metrics-route.js';
 import { judgeRef } from './core/policy.js';
 import type { ImageReference } from './core/reference.js';
-import type { AdmissionObserver } from './server/mutate-route.js';
+import type { AdmissionObserver, SecretReader } from './ports.js';
 import { readTlsFiles, tlsSecureContextOptions, tlsServerOptions, watchTlsFiles, type TlsFiles, type TlsPair } from './server/tls.js';
-import { endpointFor, type SecretReader } from './verify/endpoints.js';
+import { endpointFor } from './verify/endpoints.js';
 import { Verification } from './verify/setup.js';
 import { CloudSources } from './registry/cloud/sources.js';
 
@@ -185,9 +185,8 @@ export async function serve(opts: ServeOptions): Promise<Running> {
       log,
       now,
       https: tlsServerOptions(certs.initial),
-      namespaceMode: kube?.namespaceMode,
-      namespaceLabels: kube ? (ns: string) => kube.namespaces.labels(ns) : undefined,
-      nodePlatforms: kube ? () => kube.nodes.platforms() : undefined,
+      namespaces: kube ? { mode: kube.namespaceMode, labels: (ns: string) => kube.namespaces.labels(ns) } : undefined,
+      nodes: kube?.nodes,
       serviceAccounts: kube?.serviceAccounts,
       observers,
       verifier: verification.verifier,

@@ -5,7 +5,7 @@
  * "absent" answer expires, later pods are rewritten.
  */
 import { parseReference } from '../core/reference.js';
-import type { AdmissionObserver } from '../server/mutate-route.js';
+import type { AdmissionObserver } from '../ports.js';
 import type { EnqueueResult } from './queue.js';
 import type { ImageReference } from '../core/reference.js';
 

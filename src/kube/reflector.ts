@@ -14,6 +14,7 @@
  */
 import type { KubernetesObject, Watch } from '@kubernetes/client-node';
 import type { Logger } from '../logger.js';
+import { systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from '../ports.js';
 
 /** One page of a list call. */
 export interface ListPage {
@@ -45,6 +46,10 @@ export interface ReflectorOptions<T> {
   readonly watchTimeoutSeconds?: number | undefined;
   /** Page size of the list (default 500). */
   readonly pageSize?: number | undefined;
+  /** Timers (resync, backoff, waits) and their jitter; the system's by default. */
+  readonly timers?: Timers | undefined;
+  /** Monotonic time (how long a watch lasted); the system's by default. */
+  readonly clock?: Clock | undefined;
 }
 
 /** Health of a reflector, for readiness and logs. */
@@ -77,12 +82,16 @@ export class Reflector<T> {
   #loop: Promise<void> | undefined;
   #abort: AbortController | undefined;
   #wake: (() => void) | undefined;
-  #resyncTimer: NodeJS.Timeout | undefined;
+  #resyncTimer: TimerHandle | undefined;
   #relistRequested = false;
   readonly #syncedWaiters: (() => void)[] = [];
+  readonly #timers: Timers;
+  readonly #clock: Clock;
 
   constructor(options: ReflectorOptions<T>) {
     this.#o = options;
+    this.#timers = options.timers ?? systemTimers;
+    this.#clock = options.clock ?? systemClock;
   }
 
   /** Start listing and watching in the background. Never throws; failures are retried. */
@@ -92,8 +101,7 @@ export class Reflector<T> {
     this.#loop = this.#run();
     const resync = this.#o.resyncMs ?? 600_000;
     if (resync > 0) {
-      this.#resyncTimer = setInterval(() => this.relist(), resync);
-      this.#resyncTimer.unref();
+      this.#resyncTimer = this.#timers.every(resync, () => this.relist());
     }
     return this;
   }
@@ -105,12 +113,12 @@ export class Reflector<T> {
    */
   async stop(waitMs = 1000): Promise<void> {
     this.#stopped = true;
-    if (this.#resyncTimer) clearInterval(this.#resyncTimer);
+    this.#resyncTimer?.cancel();
     this.#abort?.abort();
     this.#wake?.();
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.#loop, new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)))]);
-    clearTimeout(timer);
+    let timer: TimerHandle | undefined;
+    await Promise.race([this.#loop, new Promise<void>((resolve) => (timer = this.#timers.after(waitMs, resolve)))]);
+    timer?.cancel();
     for (const w of this.#syncedWaiters.splice(0)) w();
   }
 
@@ -148,10 +156,9 @@ export class Reflector<T> {
   async waitForSync(timeoutMs: number): Promise<boolean> {
     if (this.#synced) return true;
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, timeoutMs);
-      timer.unref();
+      const timer = this.#timers.after(timeoutMs, resolve);
       this.#syncedWaiters.push(() => {
-        clearTimeout(timer);
+        timer.cancel();
         resolve();
       });
     });
@@ -171,26 +178,26 @@ export class Reflector<T> {
           this.#relistRequested = false;
           await this.#list();
         }
-        const started = Date.now();
+        const started = this.#clock.now();
         const outcome = await this.#watchOnce();
         if (this.#stopped) break;
         if (outcome === 'gone') {
           this.#o.log.info({ informer: this.#o.name }, 'watch history expired (410); relisting');
           this.#rv = '';
           // A fresh list that is already too old again means a confused server: slow down.
-          if (goneInARow++ > 0) await this.#sleep(jitter(backoff.maxMs));
+          if (goneInARow++ > 0) await this.#sleep(this.#jitter(backoff.maxMs));
           continue;
         }
         goneInARow = 0;
         this.#markHealthy();
         // A watch that ends at once, again and again, must not become a busy loop.
-        if (outcome === 'ended' && Date.now() - started < 1000) await this.#sleep(backoff.initialMs);
+        if (outcome === 'ended' && this.#clock.now() - started < 1000) await this.#sleep(backoff.initialMs);
       } catch (err) {
         if (this.#stopped) break;
         // Doubling per consecutive failure; any success (list, watch connected) resets it.
         const delay = Math.min(backoff.initialMs * 2 ** Math.min(this.#failures, 20), backoff.maxMs);
         this.#markFailed(err, delay);
-        await this.#sleep(jitter(delay));
+        await this.#sleep(this.#jitter(delay));
       }
     }
   }
@@ -242,7 +249,7 @@ export class Reflector<T> {
         else if (err) reject(err instanceof Error ? err : new Error(describe(err)));
         else resolve('ended');
       };
-      const timeout = this.#o.watchTimeoutSeconds ?? Math.floor(300 * (1 + Math.random()));
+      const timeout = this.#o.watchTimeoutSeconds ?? Math.floor(300 * (1 + this.#timers.random()));
       const query = { ...this.#o.query, resourceVersion: this.#rv, allowWatchBookmarks: 'true', timeoutSeconds: String(timeout) };
       const onEvent = (type: string, obj: unknown): void => {
         if (settled || local.signal.aborted) return;
@@ -305,16 +312,21 @@ export class Reflector<T> {
 
   #sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
+      const timer = this.#timers.after(ms, () => {
         this.#wake = undefined;
         resolve();
-      }, ms);
+      });
       this.#wake = () => {
-        clearTimeout(timer);
+        timer.cancel();
         this.#wake = undefined;
         resolve();
       };
     });
+  }
+
+  /** ±20% around `ms`, so replicas that failed together do not retry together. */
+  #jitter(ms: number): number {
+    return Math.round(ms * (0.8 + this.#timers.random() * 0.4));
   }
 }
 
@@ -344,10 +356,6 @@ export function describe(err: unknown): string {
   const cause = (err as { cause?: unknown }).cause;
   const code = isRecord(err) && typeof err.code === 'string' ? err.code : isRecord(cause) && typeof cause.code === 'string' ? cause.code : undefined;
   return code ? `${code}: ${err.message}` : err.message;
-}
-
-function jitter(ms: number): number {
-  return Math.round(ms * (0.8 + Math.random() * 0.4));
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {

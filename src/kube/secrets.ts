@@ -3,7 +3,7 @@
  * Secrets in the webhook's own namespace.
  */
 import type { CoreV1Api } from '@kubernetes/client-node';
-import type { SecretReader } from '../verify/endpoints.js';
+import type { SecretReader } from '../ports.js';
 
 function statusOf(err: unknown): number | undefined {
   const c = (err as { code?: unknown } | null)?.code;

@@ -10,19 +10,11 @@
 import { Observable, type CoreV1Api, type ConfigurationOptions, type KubernetesObject, type RequestContext, type ResponseContext, type Watch } from '@kubernetes/client-node';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
+import type { ServiceAccountInfo, ServiceAccountLookup as AdmissionServiceAccounts } from '../ports.js';
 import { describe, keyOf, ReflectedCache, statusOf } from './reflector.js';
 
-export interface ServiceAccountInfo {
-  readonly namespace: string;
-  readonly name: string;
-  /** Only the annotations kept (see {@link IDENTITY_ANNOTATION_PREFIXES}). */
-  readonly annotations: Readonly<Record<string, string>>;
-}
-
-/** What admission needs of ServiceAccounts. */
-export interface ServiceAccountLookup {
-  /** From the cache; on a miss, one direct GET bounded by `waitMs` (default 200). undefined = unknown. */
-  get(namespace: string, name: string): Promise<ServiceAccountInfo | undefined>;
+/** The admission port (from the cache; on a miss, one direct GET bounded by `waitMs`, default 200), and whether the cache synced. */
+export interface ServiceAccountLookup extends AdmissionServiceAccounts {
   synced(): boolean;
 }
 

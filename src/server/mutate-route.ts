@@ -17,7 +17,7 @@ import {
   type Evaluation,
 } from '../core/admission.js';
 import type { IdentityInput, Mode, VerifyAnswers } from '../core/pod.js';
-import type { ServiceAccountInfo } from '../core/identity/wiring.js';
+import type { AdmissionObserver, NamespaceInfo, NodePlatforms, ServiceAccountInfo, ServiceAccountLookup, Verifier } from '../ports.js';
 import { parsePlatform, type Platform } from '../core/platforms.js';
 import type { ConfigSource } from '../config/watch.js';
 import type { Config } from '../config/schema.js';
@@ -26,40 +26,20 @@ import type { AdmissionResult, Metrics } from '../metrics.js';
 import { parseTimeoutParam } from './json-body.js';
 import { clip } from '../core/text.js';
 
-/** Answers registry checks for verified rules (see the verification module). */
-export interface Verifier {
-  /** Resolve within `budgetMs`; never rejects. */
-  verify(targets: readonly string[], budgetMs: number, opts?: { platforms?: readonly string[] | undefined }): Promise<VerifyAnswers>;
-}
-
-/**
- * Receives every decided admission (the report, later stages) after its answer is fixed.
- * Each runs on its own: one that throws is logged and counted
- * (`mirrorgate_observer_failures_total{observer}`), never changes the answer, and does
- * not keep the others from running.
- */
-export interface AdmissionObserver {
-  /** Label in logs and metrics. */
-  readonly name?: string;
-  observe(event: { request: AdmissionRequest; evaluation: Evaluation; mode: Mode }): void;
-}
-
 export interface MutateDeps {
   readonly config: ConfigSource;
   readonly metrics: Metrics;
   readonly log: Logger;
   /** Monotonic milliseconds. */
   readonly now: () => number;
-  /** Per-namespace mode override (namespace label), when known. */
-  readonly namespaceMode?: ((namespace: string) => Mode | undefined) | undefined;
-  /** A namespace's labels (rule scoping by namespaceSelector); undefined when not known. */
-  readonly namespaceLabels?: ((namespace: string) => Readonly<Record<string, string>> | undefined) | undefined;
+  /** Per-namespace mode override and labels (namespace cache), when there is a cluster. */
+  readonly namespaces?: NamespaceInfo | undefined;
   /** The platforms of the cluster's nodes (node cache), for `verification.platforms: nodes`. */
-  readonly nodePlatforms?: (() => readonly Platform[]) | undefined;
+  readonly nodes?: NodePlatforms | undefined;
   readonly verifier?: Verifier | undefined;
   readonly observers?: readonly AdmissionObserver[] | undefined;
   /** ServiceAccount annotations for identity wiring (cache, then a bounded direct GET). */
-  readonly serviceAccounts?: { get(namespace: string, name: string): Promise<ServiceAccountInfo | undefined> } | undefined;
+  readonly serviceAccounts?: ServiceAccountLookup | undefined;
 }
 
 interface MutateQuery {
@@ -98,9 +78,9 @@ async function handle(deps: MutateDeps, admissionLine: (fields: LineFields) => v
   let label = 'other';
   try {
     const config = deps.config.current();
-    mode = config.mode === 'audit' ? 'audit' : (deps.namespaceMode?.(request.namespace) ?? config.mode);
+    mode = config.mode === 'audit' ? 'audit' : (deps.namespaces?.mode(request.namespace) ?? config.mode);
     const identity = await identityInput(deps, request, config);
-    const context = { namespaceLabels: deps.namespaceLabels?.(request.namespace), platforms: availablePlatforms(deps, config) };
+    const context = { namespaceLabels: deps.namespaces?.labels(request.namespace), platforms: availablePlatforms(deps, config) };
     evaluation = evaluate(request, config.settings, mode, undefined, identity, context);
     label = evaluation.label;
     if (evaluation.error !== undefined) {
@@ -221,7 +201,7 @@ async function identityInput(deps: MutateDeps, request: AdmissionRequest, config
 function availablePlatforms(deps: MutateDeps, config: Config): readonly Platform[] | undefined {
   const p = config.verification.platforms;
   if (p === 'off') return undefined;
-  if (p === 'nodes') return deps.nodePlatforms?.();
+  if (p === 'nodes') return deps.nodes?.platforms();
   return p.flatMap((text) => parsePlatform(text) ?? []);
 }
 

@@ -11,15 +11,7 @@ import type { RegistryEndpoint } from '../registry/client.js';
 import { registrySettingsKey } from '../core/reference.js';
 import { credentialsFromDockerConfig } from '../registry/docker-config.js';
 import { isCloudAuth, type CloudSources } from '../registry/cloud/sources.js';
-
-/**
- * Reads a `kubernetes.io/dockerconfigjson` Secret of the webhook's own namespace: the
- * decoded `.dockerconfigjson` payload, or `undefined` when the Secret does not exist.
- * Implemented by the Kubernetes adapter; absent with `--no-kube`.
- */
-export interface SecretReader {
-  readDockerConfig(name: string): Promise<string | undefined>;
-}
+import type { SecretReader } from '../ports.js';
 
 /** The subset of a pino logger used here. */
 export interface EndpointLog {

@@ -9,8 +9,8 @@ import type { VerifyAnswers } from '../core/pod.js';
 import type { Metrics } from '../metrics.js';
 import { RegistryClient, type RegistryLog } from '../registry/client.js';
 import type { CloudSources } from '../registry/cloud/sources.js';
-import type { Verifier } from '../server/mutate-route.js';
-import { loadEndpoints, type EndpointTable, type SecretReader } from './endpoints.js';
+import type { SecretReader, Verifier } from '../ports.js';
+import { loadEndpoints, type EndpointTable } from './endpoints.js';
 import { RegistryVerifier, type ManifestChecker, type VerifierLog } from './verifier.js';
 
 export interface VerificationDeps {

@@ -17,7 +17,7 @@ import type { VerificationSettings } from '../config/schema.js';
 import type { Metrics, RegistryCheckResult } from '../metrics.js';
 import { REGISTRY_CHECK_RESULTS } from '../metrics.js';
 import type { ManifestCheck, RegistryEndpoint } from '../registry/client.js';
-import type { Verifier } from '../server/mutate-route.js';
+import { systemTimers, type TimerHandle, type Timers, type Verifier } from '../ports.js';
 import { endpointFor, type EndpointTable } from './endpoints.js';
 
 /** What the verifier needs of the registry client. */
@@ -55,6 +55,8 @@ export interface RegistryVerifierOptions {
   readonly log: VerifierLog;
   /** Monotonic milliseconds: cache expiry, circuit pauses, check durations. */
   readonly now: () => number;
+  /** Deadlines of checks and of an admission's wait (default: the system's). */
+  readonly timers?: Timers | undefined;
   readonly settings: VerificationSettings;
   readonly endpoints?: EndpointTable | undefined;
   /** Registries whose check counters are pre-set to zero (besides those in `endpoints`). */
@@ -121,12 +123,14 @@ export class RegistryVerifier implements Verifier {
   /** Registry requests in flight, by registry host. */
   readonly #perRegistry = new Map<string, number>();
   readonly #circuits = new Map<string, Circuit>();
+  readonly #timers: Timers;
 
   constructor(opts: RegistryVerifierOptions) {
     this.#client = opts.client;
     this.#metrics = opts.metrics;
     this.#log = opts.log;
     this.#now = opts.now;
+    this.#timers = opts.timers ?? systemTimers;
     this.#maxEntries = Math.max(1, opts.maxCacheEntries ?? DEFAULT_MAX_CACHE_ENTRIES);
     this.#failures = Math.max(1, opts.circuit?.failures ?? 3);
     this.#openMs = opts.circuit?.openMs ?? 1000;
@@ -208,12 +212,12 @@ export class RegistryVerifier implements Verifier {
     }
     if (pending.length > 0) {
       const deadlineMs = Math.max(0, Math.min(settings.timeoutMs, budgetMs));
-      let timer: NodeJS.Timeout | undefined;
+      let timer: TimerHandle | undefined;
       const expired = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, deadlineMs);
+        timer = this.#timers.after(deadlineMs, resolve);
       });
       await Promise.race([Promise.all(pending), expired]);
-      clearTimeout(timer);
+      timer?.cancel();
     }
     // In the order asked, whatever order the registries answered in (stable logs and tests).
     const ordered = new Map<string, VerifyOutcome>();
@@ -310,7 +314,7 @@ export class RegistryVerifier implements Verifier {
     // The request's own limit: the longest any admission waits. It is not tied to the
     // admission that started it, so a shorter ?timeout= does not cut it for the others.
     const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), settings.timeoutMs);
+    const timer = this.#timers.after(settings.timeoutMs, () => controller.abort());
     const started = this.#now();
     let check: ManifestCheck;
     try {
@@ -324,7 +328,7 @@ export class RegistryVerifier implements Verifier {
       // The client never throws; be safe anyway, an admission must not fail on it.
       check = { result: 'error', reason: err instanceof Error ? err.message : String(err) };
     } finally {
-      clearTimeout(timer);
+      timer.cancel();
     }
     const result: RegistryCheckResult = check.result;
     const label = this.#metrics.registryLabel(registry);

@@ -65,7 +65,7 @@ t.test('audit mode: warnings and audit annotations, no patch, no denial', async 
 });
 
 t.test('namespace audit override in an enforcing cluster', async (t) => {
-  const { app } = testApp(undefined, { namespaceMode: (ns) => (ns === 'trial' ? 'audit' : undefined) });
+  const { app } = testApp(undefined, { namespaces: { mode: (ns) => (ns === 'trial' ? 'audit' : undefined), labels: () => undefined } });
   const { body } = review({ namespace: 'trial', object: { metadata: {}, spec: { containers: [{ name: 'x', image: 'evil.io/x:1' }] } } });
   const out = (await app.inject({ method: 'POST', url: '/mutate', headers: json, payload: body })).json();
   t.equal(out.response.allowed, true);
@@ -209,7 +209,7 @@ t.test('internal error answers a well-formed review per failurePolicy', async (t
   for (const failurePolicy of ['Ignore', 'Fail'] as const) {
     t.test(failurePolicy, async (t) => {
       const broken = testApp({ ...testAppConfig(), failurePolicy }, {
-        namespaceMode: () => { throw new Error('namespace lookup exploded'); },
+        namespaces: { mode: () => { throw new Error('namespace lookup exploded'); }, labels: () => undefined },
       });
       const { uid, body } = review();
       const out = (await broken.app.inject({ method: 'POST', url: '/mutate', headers: json, payload: body })).json();

@@ -169,7 +169,7 @@ t.test('platform-aware checks: an index counts only with every platform the pod 
     t.equal(await nodes.waitForSync(5000), true);
     const list = api.requests.find((r) => r.path === '/api/v1/nodes' && !r.watch);
     t.ok(list, 'nodes are listed (RBAC: list, watch on nodes)');
-    const w = await webhook(config(), { nodePlatforms: () => nodes.platforms() });
+    const w = await webhook(config(), { nodes });
     t.teardown(() => w.verification.close());
     const kept = await w.admit('armonly:1');
     t.equal(imageOf(kept), undefined, 'an amd64 node exists: the arm64-only index is not enough');

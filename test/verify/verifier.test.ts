@@ -12,6 +12,8 @@ import { createMetrics, type Metrics } from '../../src/metrics.js';
 import { RegistryClient, type RegistryEndpoint } from '../../src/registry/client.js';
 import { MAX_CHECKS_PER_ADMISSION, MAX_IN_FLIGHT_PER_REGISTRY, RegistryVerifier } from '../../src/verify/verifier.js';
 import { LogSink } from '../support/app.js';
+import { FakeTimers } from '../support/fake-timers.js';
+import { waitFor } from '../support/kube-api.js';
 import { pushImage, pushIndex, startRegistry, type TestRegistry } from '../support/registry.js';
 
 const SETTINGS: VerificationSettings = { timeoutMs: 2000, cacheSeconds: { present: 3600, absent: 30 }, onUnreachable: 'original', platforms: 'off' };
@@ -55,7 +57,7 @@ interface Rig {
   client: RegistryClient;
 }
 
-function rig(endpoints: RegistryEndpoint[], settings: Partial<VerificationSettings> = {}, extra: { maxCacheEntries?: number } = {}): Rig {
+function rig(endpoints: RegistryEndpoint[], settings: Partial<VerificationSettings> = {}, extra: { maxCacheEntries?: number; timers?: FakeTimers } = {}): Rig {
   const logs = new LogSink();
   const log = createLogger({ level: 'debug', destination: logs });
   const metrics = createMetrics({ defaultMetrics: false });
@@ -69,6 +71,7 @@ function rig(endpoints: RegistryEndpoint[], settings: Partial<VerificationSettin
     settings: { ...SETTINGS, ...settings },
     endpoints: new Map(endpoints.map((e) => [e.host, e])),
     maxCacheEntries: extra.maxCacheEntries,
+    timers: extra.timers,
   });
   return { verifier, metrics, logs, clock, client };
 }
@@ -268,15 +271,24 @@ t.test('a registry that accepts and never answers: unreachable by the deadline; 
       }),
   );
   const host = `127.0.0.1:${(hole.address() as net.AddressInfo).port}`;
-  const { verifier, metrics, client } = rig([{ host, insecure: true }], { timeoutMs: 150, onUnreachable: 'deny' });
+  // The deadlines run on fake timers: they pass when the test says, not on a busy machine's clock.
+  const timers = new FakeTimers();
+  const { verifier, metrics, client } = rig([{ host, insecure: true }], { timeoutMs: 150, onUnreachable: 'deny' }, { timers });
   t.teardown(() => client.close());
   const targets = [1, 2, 3].map((i) => `${host}/mirror/app:${i}`);
-  const answers = await verifier.verify(targets, 10_000);
+  let settled = false;
+  const pending = verifier.verify(targets, 10_000).finally(() => (settled = true));
+  // Three request deadlines (timeoutMs) and the admission's own (the smaller of timeoutMs and its budget).
+  await waitFor('the checks and the admission to start their deadlines', () => timers.delays.length === 4);
+  t.same(timers.delays, [150, 150, 150, 150]);
+  await waitFor('the checks to reach the registry', () => connections > 0);
+  t.equal(settled, false, 'no answer before the deadline');
+  timers.advance(150);
+  const answers = await pending;
   t.same([...answers.outcomes.values()], ['unreachable', 'unreachable', 'unreachable']);
   t.equal(answers.onUnreachable, 'deny');
   // The requests were cut by timeoutMs (the admission's deadline also ended then).
-  await new Promise((r) => setTimeout(r, 50));
-  t.equal(await checks(metrics, host, 'error'), 3);
+  await waitFor('the cut requests to be counted', async () => (await checks(metrics, host, 'error')) === 3);
   const seen = connections;
   t.equal((await verifier.verify([`${host}/mirror/app:4`], 10_000)).outcomes.get(`${host}/mirror/app:4`), 'unreachable');
   t.equal(connections, seen, 'no new connection while the circuit is open');
