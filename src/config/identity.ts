@@ -17,6 +17,8 @@ import {
   AZURE_DEFAULT_TOKEN_EXPIRATION,
   AZURE_MAX_TOKEN_EXPIRATION,
   AZURE_MIN_TOKEN_EXPIRATION,
+  AZURE_LAYOUTS,
+  type AzureLayout,
   type AzureSettings,
 } from '../core/identity/azure.js';
 import {
@@ -24,15 +26,16 @@ import {
   GCP_DEFAULT_TOKEN_EXPIRATION,
   GCP_MAX_TOKEN_EXPIRATION,
   GCP_MIN_TOKEN_EXPIRATION,
+  GCP_VOLUME_MODE,
   type GcpSettings,
 } from '../core/identity/gcp.js';
 import type { IdentitySettings } from '../core/identity/wiring.js';
 import type { Problem } from '../core/rules.js';
 
-export const IDENTITY_KEYS = ['aws', 'gcp', 'azure', 'onUnknownServiceAccount', 'serviceAccountWaitMs'] as const;
+export const IDENTITY_KEYS = ['aws', 'gcp', 'azure', 'onUnknownServiceAccount', 'serviceAccountWaitMs', 'onInvalidAnnotation'] as const;
 export const AWS_KEYS = ['enabled', 'region', 'tokenExpiration', 'audience', 'fsGroup', 'stsRegionalEndpoints'] as const;
-export const GCP_KEYS = ['enabled', 'tokenExpiration', 'audience', 'region'] as const;
-export const AZURE_KEYS = ['enabled', 'authorityHost', 'tokenExpiration', 'audience', 'tenantId'] as const;
+export const GCP_KEYS = ['enabled', 'tokenExpiration', 'audience', 'region', 'tokenVolumeMode'] as const;
+export const AZURE_KEYS = ['enabled', 'authorityHost', 'tokenExpiration', 'audience', 'tenantId', 'layout'] as const;
 
 type Raw = Record<string, unknown>;
 
@@ -78,6 +81,13 @@ class Reader {
     this.problems.push({ path, message: `must be a non-empty string without surrounding spaces (got ${JSON.stringify(v)})` });
     return undefined;
   }
+  oneOf<T extends string>(obj: Raw, key: string, path: string, allowed: readonly T[], dflt: T): T {
+    const v = obj[key];
+    if (v === undefined || v === null) return dflt;
+    if (typeof v === 'string' && (allowed as readonly string[]).includes(v)) return v as T;
+    this.problems.push({ path, message: `must be one of ${allowed.join(', ')} (got ${JSON.stringify(v)})` });
+    return dflt;
+  }
   integer(obj: Raw, key: string, path: string, min: number, max: number): number | undefined {
     const v = obj[key];
     if (v === undefined || v === null) return undefined;
@@ -98,6 +108,12 @@ export interface IdentityLookup {
   readonly onUnknown: 'admit' | 'deny';
   /** Bound on the direct lookup after a cache miss (the ServiceAccount created a moment ago). */
   readonly waitMs: number;
+  /**
+   * An identity annotation the upstream webhook rejects (a token expiration out of range,
+   * a half-configured GCP ServiceAccount): deny the pod as upstream does, or admit it with
+   * a warning (the provider's relaxed answer: clamped, or unwired).
+   */
+  readonly onInvalid: 'deny' | 'warn';
 }
 
 export function validateIdentityConfig(raw: unknown, path = 'identity'): { settings: IdentitySettings; lookup: IdentityLookup; problems: Problem[] } {
@@ -127,6 +143,7 @@ export function validateIdentityConfig(raw: unknown, path = 'identity'): { setti
     audience: r.string(gcpRaw, 'audience', gcpAt('audience')) ?? GCP_DEFAULT_AUDIENCE,
     tokenExpiration: r.integer(gcpRaw, 'tokenExpiration', gcpAt('tokenExpiration'), GCP_MIN_TOKEN_EXPIRATION, GCP_MAX_TOKEN_EXPIRATION) ?? GCP_DEFAULT_TOKEN_EXPIRATION,
     region: r.string(gcpRaw, 'region', gcpAt('region')),
+    tokenVolumeMode: fileMode(r, gcpRaw, gcpAt('tokenVolumeMode')),
   };
 
   const azureRaw = r.section(root, 'azure', AZURE_KEYS) ?? {};
@@ -136,6 +153,7 @@ export function validateIdentityConfig(raw: unknown, path = 'identity'): { setti
     tokenExpiration: r.integer(azureRaw, 'tokenExpiration', azureAt('tokenExpiration'), AZURE_MIN_TOKEN_EXPIRATION, AZURE_MAX_TOKEN_EXPIRATION) ?? AZURE_DEFAULT_TOKEN_EXPIRATION,
     authorityHost: authorityHost(r, azureRaw, azureAt('authorityHost')),
     tenantId: r.string(azureRaw, 'tenantId', azureAt('tenantId')),
+    layout: r.oneOf<AzureLayout>(azureRaw, 'layout', azureAt('layout'), AZURE_LAYOUTS, 'v1.6'),
   };
 
   const settings: IdentitySettings = Object.freeze({
@@ -150,7 +168,8 @@ export function validateIdentityConfig(raw: unknown, path = 'identity'): { setti
   // The whole admission has the API server's timeout (10 s by default); a lookup must
   // stay a small part of it.
   const waitMs = r.integer(root, 'serviceAccountWaitMs', r.at('serviceAccountWaitMs'), 0, 5000) ?? 200;
-  const lookup: IdentityLookup = Object.freeze({ onUnknown: onUnknown === 'deny' ? 'deny' : 'admit', waitMs });
+  const onInvalid = r.oneOf(root, 'onInvalidAnnotation', r.at('onInvalidAnnotation'), ['deny', 'warn'] as const, 'deny');
+  const lookup: IdentityLookup = Object.freeze({ onUnknown: onUnknown === 'deny' ? 'deny' : 'admit', waitMs, onInvalid });
   return { settings, lookup, problems: r.problems };
 }
 
@@ -170,4 +189,16 @@ function authorityHost(r: Reader, obj: Raw, path: string): string {
     return AZURE_DEFAULT_AUTHORITY_HOST;
   }
   return v;
+}
+
+/**
+ * A file mode written as a quoted octal string ("0440"): a YAML number would be read as
+ * decimal (0440 is 440, mode 0670) without a word, so numbers are refused.
+ */
+function fileMode(r: Reader, obj: Raw, path: string): number {
+  const v = obj.tokenVolumeMode;
+  if (v === undefined || v === null) return GCP_VOLUME_MODE;
+  if (typeof v === 'string' && /^0?[0-7]{3}$/.test(v)) return parseInt(v, 8);
+  r.problems.push({ path, message: `must be an octal mode as a quoted string, such as "0440" or "0400" (got ${JSON.stringify(v)})` });
+  return GCP_VOLUME_MODE;
 }

@@ -121,6 +121,8 @@ export interface IdentityInput {
   readonly serviceAccount: ServiceAccountInfo | undefined;
   /** What an unknown ServiceAccount means: admit without wiring (with a warning), or deny. */
   readonly onUnknown: 'admit' | 'deny';
+  /** An identity annotation upstream rejects: deny (default), or admit with a warning. */
+  readonly onInvalid?: 'deny' | 'warn' | undefined;
 }
 
 export interface PlanInput {
@@ -357,6 +359,7 @@ function planPodOnce(input: PlanInput, settings: Settings, verify?: VerifyAnswer
       warnings.push(`mirrorgate: would wire workload identity: ${wiring.applied.join(', ')}`);
     }
     if (wiring.unknown !== undefined) warnings.push(wiring.unknown);
+    for (const p of wiring.problems) warnings.push(input.identity?.onInvalid === 'warn' ? `mirrorgate: ${p}` : `mirrorgate: would deny: ${p}`);
     if (violations.length > 0 || unreachableDenials.length > 0) {
       auditAnnotations.violations = JSON.stringify([
         ...violations.map((d) => ({ container: clip(d.container.name, MAX_NAME_QUOTED), image: d.final === undefined ? undefined : clip(d.final, MAX_REFERENCE_LENGTH), reason: d.violation })),
@@ -387,6 +390,10 @@ function planPodOnce(input: PlanInput, settings: Settings, verify?: VerifyAnswer
   }
   if (wiring.unknown !== undefined && input.identity?.onUnknown === 'deny') {
     problems.push(`${wiring.unknown.replace(/^mirrorgate: /, '')} (identity.onUnknownServiceAccount: deny; retry once it exists)`);
+  }
+  const denyInvalid = input.identity?.onInvalid !== 'warn';
+  if (denyInvalid && wiring.problems.length > 0) {
+    problems.push(`workload identity: ${wiring.problems.join('; ')} (identity.onInvalidAnnotation: deny)`);
   }
   if (problems.length > 0) {
     if (violations.length > 0) auditAnnotations.violations = JSON.stringify(violations.map((d) => ({ container: clip(d.container.name, MAX_NAME_QUOTED), image: d.final === undefined ? undefined : clip(d.final, MAX_REFERENCE_LENGTH), reason: d.violation })));
@@ -420,6 +427,7 @@ function planPodOnce(input: PlanInput, settings: Settings, verify?: VerifyAnswer
     operations.push(...pullSecretOps(pod, judged, settings.pullSecrets, ctx));
     operations.push(...wiring.operations);
     warnings.push(...wiring.warnings);
+    for (const p of wiring.problems) warnings.push(`mirrorgate: ${p}`);
     if (wiring.unknown !== undefined) warnings.push(wiring.unknown);
     if (wiring.applied.length > 0) auditAnnotations.wired = wiring.applied.join(',');
   }
@@ -462,8 +470,8 @@ function summarise(warnings: string[]): string[] {
 }
 
 /** Identity wiring for a CREATE, or nothing; `unknown` is the warning for an unknown ServiceAccount. */
-function identityPlan(input: PlanInput): { operations: Operation[]; annotations: Record<string, string>; warnings: string[]; applied: string[]; unknown: string | undefined } {
-  const none = { operations: [], annotations: {}, warnings: [], applied: [], unknown: undefined };
+function identityPlan(input: PlanInput): { operations: Operation[]; annotations: Record<string, string>; warnings: string[]; problems: string[]; applied: string[]; unknown: string | undefined } {
+  const none = { operations: [], annotations: {}, warnings: [], problems: [], applied: [], unknown: undefined };
   const id = input.identity;
   if (id === undefined || input.operation !== 'CREATE' || input.subResource !== '' || input.raw === undefined) return none;
   if (id.lookup === 'unknown') {

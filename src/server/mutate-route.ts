@@ -194,6 +194,7 @@ async function identityInput(deps: MutateDeps, request: AdmissionRequest, config
     lookup: sa === undefined ? 'unknown' : 'found',
     serviceAccount: sa ?? { ...target, annotations: {} },
     onUnknown: lookup.onUnknown,
+    onInvalid: lookup.onInvalid,
   };
 }
 

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fastJsonPatch, { type Operation } from 'fast-json-patch';
 import t from 'tap';
+import { azureVolumeName } from '../../src/core/identity/azure.js';
 import { serve, type Running } from '../../src/serve.js';
 import { patchOf, review } from '../support/app.js';
 import { getText, metricSample, postJson } from '../support/http.js';
@@ -63,7 +64,8 @@ const MOUNTS: Record<string, string> = {
   'gcp-iam-token': '/var/run/secrets/sts.googleapis.com/serviceaccount',
   'external-credential-config': '/var/run/secrets/workload-identity',
   'gcloud-config': '/var/run/secrets/gcloud/config',
-  'azure-identity-token': '/var/run/secrets/azure/tokens',
+  // v1.6.0's per-pod name: these pods have generateName "web-" and no name yet.
+  [azureVolumeName('', 'web-')]: '/var/run/secrets/azure/wi',
 };
 
 function config(mode: 'enforce' | 'audit', onUnknown: 'admit' | 'deny'): string {
@@ -191,13 +193,13 @@ t.test('identity wiring through /mutate against the loopback Kubernetes API', as
       GOOGLE_APPLICATION_CREDENTIALS: '/var/run/secrets/workload-identity/federation.json',
       AZURE_CLIENT_ID: ANNOTATIONS['azure.workload.identity/client-id'],
       AZURE_TENANT_ID: ANNOTATIONS['azure.workload.identity/tenant-id'],
-      AZURE_FEDERATED_TOKEN_FILE: '/var/run/secrets/azure/tokens/azure-identity-token',
+      AZURE_FEDERATED_TOKEN_FILE: '/var/run/secrets/azure/wi/token/azure-identity-token',
     });
     t.equal(after.spec.initContainers?.[0]?.restartPolicy, 'Always', 'native sidecar keeps restartPolicy');
     const volumes = Object.fromEntries((after.spec.volumes ?? []).map((v) => [v.name, v]));
     t.same(Object.keys(volumes).sort(), Object.keys(MOUNTS).sort(), 'one volume per mount');
     t.match(volumes['aws-iam-token'], { projected: { sources: [{ serviceAccountToken: { audience: 'sts.amazonaws.com', expirationSeconds: 86400, path: 'token' } }] } });
-    t.match(volumes['azure-identity-token'], { projected: { sources: [{ serviceAccountToken: { audience: 'api://AzureADTokenExchange', path: 'azure-identity-token' } }] } });
+    t.match(volumes[azureVolumeName('', 'web-')], { projected: { sources: [{ serviceAccountToken: { audience: 'api://AzureADTokenExchange', path: 'token/azure-identity-token' } }] } });
     t.match(volumes['gcp-iam-token'], { projected: { sources: [{ serviceAccountToken: { audience: 'sts.googleapis.com' } }] } });
     t.match(after.metadata.annotations?.['cloud.google.com/external-credentials-json'], /"type":"external_account"/);
     t.match(JSON.parse(after.metadata.annotations?.['mirrorgate.io/original-images'] ?? '{}'), { web: 'nginx:1.14.2' });

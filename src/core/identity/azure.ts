@@ -3,7 +3,9 @@
  * `azure.workload.identity/use: "true"` gets the projected token and the env the Azure
  * SDKs read. Pure.
  */
-import { parseGoInt, splitNames, type ProviderWiring } from './common.js';
+import { parseGoInt, quoted, splitNames, type PlanResult, type ProviderWiring } from './common.js';
+import { isObject, type JsonObject } from '../json.js';
+import { sha256Hex } from '../sha256.js';
 
 // Label and annotation names: pkg/webhook/consts.go.
 /** Pod label; upstream selects pods with it in its webhook's objectSelector. */
@@ -25,14 +27,22 @@ export const AZURE_DEFAULT_TOKEN_EXPIRATION = 3600;
 /** go-autorest azure.PublicCloud.ActiveDirectoryEndpoint, upstream's default (pkg/webhook/webhook.go getAzureAuthorityHost). */
 export const AZURE_DEFAULT_AUTHORITY_HOST = 'https://login.microsoftonline.com/';
 /**
- * Released versions (v1.x, TokenFilePathName / TokenFileMountPath) name the volume and the
- * token file `azure-identity-token` under /var/run/secrets/azure/tokens. Upstream's main
- * branch is moving to per-pod names; workloads read the path from AZURE_FEDERATED_TOKEN_FILE,
- * so either is compatible.
+ * Token layout of the current release, v1.6.0 (consts.go ProjectedVolumeNamePrefix,
+ * TokenFilePath, VolumeMountPath): the volume is named per pod (the prefix and the first
+ * 30 hex digits of the SHA-256 of the pod's name) and mounted at /var/run/secrets/azure/wi.
  */
-export const AZURE_VOLUME_NAME = 'azure-identity-token';
-export const AZURE_TOKEN_PATH = 'azure-identity-token';
-export const AZURE_MOUNT_PATH = '/var/run/secrets/azure/tokens';
+export const AZURE_VOLUME_PREFIX = 'azure-workload-identity-reserved-';
+export const AZURE_TOKEN_PATH = 'token/azure-identity-token';
+export const AZURE_MOUNT_PATH = '/var/run/secrets/azure/wi';
+/** v1.5.1's layout (TokenFilePathName, TokenFileMountPath), kept by `layout: v1.5`. */
+export const AZURE_V15_VOLUME_NAME = 'azure-identity-token';
+export const AZURE_V15_TOKEN_PATH = 'azure-identity-token';
+export const AZURE_V15_MOUNT_PATH = '/var/run/secrets/azure/tokens';
+/** Pod annotations of upstream's proxy sidecar, which mirrorgate does not inject; their values are still checked as upstream does. */
+export const AZURE_INJECT_PROXY_ANNOTATION = 'azure.workload.identity/inject-proxy-sidecar';
+export const AZURE_PROXY_PORT_ANNOTATION = 'azure.workload.identity/proxy-sidecar-port';
+export const AZURE_LAYOUTS = ['v1.6', 'v1.5'] as const;
+export type AzureLayout = (typeof AZURE_LAYOUTS)[number];
 
 export const AZURE_ENV_CLIENT_ID = 'AZURE_CLIENT_ID';
 export const AZURE_ENV_TENANT_ID = 'AZURE_TENANT_ID';
@@ -46,12 +56,20 @@ export interface AzureSettings {
   readonly authorityHost: string;
   /** The cluster's tenant, used when the ServiceAccount names none (upstream AZURE_TENANT_ID). */
   readonly tenantId: string | undefined;
+  /** Which release's token layout: v1.6 (default) or v1.5. */
+  readonly layout: AzureLayout;
 }
 
 export interface AzureInput {
   readonly podLabels: Readonly<Record<string, string>>;
   readonly podAnnotations: Readonly<Record<string, string>>;
   readonly saAnnotations: Readonly<Record<string, string>>;
+  /** metadata.name, else generateName; upstream names the volume after it. */
+  readonly podName: string;
+  readonly podGenerateName: string;
+  readonly hostNetwork: boolean;
+  /** The pod's spec.volumes as received (layout v1.5 looks for its token there). */
+  readonly volumes: readonly unknown[];
 }
 
 /** What Azure needs in the pod; same shape as the other providers' (see wiring.ts). */
@@ -59,71 +77,109 @@ export type AzureWiring = ProviderWiring & { readonly fsGroup: undefined };
 
 
 /**
- * Decide the Azure wiring. Only a pod with the label is wired (the ServiceAccount's
- * annotations alone do nothing, as upstream). Each variable is added on its own when the
- * container lacks it and its value is not empty (pkg/webhook/webhook.go addEnvironmentVariables).
+ * The per-pod volume name of v1.6.0 (webhook.go buildVolumeName): the pod's name, or its
+ * generateName followed by " (prefix)" when it has none yet.
  */
-export function planAzure(input: AzureInput, settings: AzureSettings): { wiring: AzureWiring | undefined; warnings: string[] } {
+export function azureVolumeName(podName: string, generateName: string): string {
+  const name = podName !== '' ? podName : `${generateName} (prefix)`;
+  const hash = sha256Hex(name);
+  return AZURE_VOLUME_PREFIX + hash.slice(0, 63 - AZURE_VOLUME_PREFIX.length);
+}
+
+/**
+ * Decide the Azure wiring. Only a pod with the label is wired (the ServiceAccount's
+ * annotations alone do nothing, as upstream's objectSelector). Each variable is added on its
+ * own when the container lacks it and its value is not empty (webhook.go
+ * addEnvironmentVariables). `problems` are what upstream denies the pod for (a token
+ * expiration that is not an integer in 3600..86400; the proxy sidecar asked for with
+ * hostNetwork or an unparsable port); the wiring beside them is the relaxed answer.
+ */
+export function planAzure(input: AzureInput, settings: AzureSettings): PlanResult<AzureWiring> {
   const warnings: string[] = [];
-  if (input.podLabels[AZURE_USE_LABEL] !== 'true') return { wiring: undefined, warnings };
+  const problems: string[] = [];
+  if (input.podLabels[AZURE_USE_LABEL] !== 'true') return { wiring: undefined, warnings, problems };
+
+  if (input.podAnnotations[AZURE_INJECT_PROXY_ANNOTATION] !== undefined) {
+    // Upstream checks these before anything else (Handle, getProxyPort); mirrorgate
+    // injects no proxy, but a pod upstream refuses is refused here too.
+    if (input.hostNetwork) problems.push(`pod has hostNetwork and ${AZURE_INJECT_PROXY_ANNOTATION}: no proxy sidecar possible`);
+    const port = input.podAnnotations[AZURE_PROXY_PORT_ANNOTATION];
+    if (port !== undefined && parseGoInt(port, 32) === undefined) problems.push(`pod ${AZURE_PROXY_PORT_ANNOTATION}: ${quoted(port)} is not an integer`);
+    warnings.push('mirrorgate: Azure proxy sidecar not injected: inject-proxy-sidecar is not supported');
+  }
 
   const clientId = input.saAnnotations[AZURE_CLIENT_ID_ANNOTATION] ?? '';
   // Upstream takes the annotation whenever present, even empty (getTenantID).
   const tenantId = input.saAnnotations[AZURE_TENANT_ID_ANNOTATION] ?? settings.tenantId ?? '';
-  const expirationSeconds = tokenExpiration(input, settings, warnings);
+  const expirationSeconds = tokenExpiration(input, settings, problems);
+
+  const v15 = settings.layout === 'v1.5';
+  const volumeName = v15 ? AZURE_V15_VOLUME_NAME : azureVolumeName(input.podName, input.podGenerateName);
+  const tokenPath = v15 ? AZURE_V15_TOKEN_PATH : AZURE_TOKEN_PATH;
+  const mountPath = v15 ? AZURE_V15_MOUNT_PATH : AZURE_MOUNT_PATH;
 
   const envGroups = [
     { name: AZURE_ENV_CLIENT_ID, value: clientId },
     { name: AZURE_ENV_TENANT_ID, value: tenantId },
-    { name: AZURE_ENV_TOKEN_FILE, value: `${AZURE_MOUNT_PATH}/${AZURE_TOKEN_PATH}` },
+    { name: AZURE_ENV_TOKEN_FILE, value: `${mountPath}/${tokenPath}` },
     { name: AZURE_ENV_AUTHORITY_HOST, value: settings.authorityHost },
   ]
     .filter((e) => e.value !== '')
     .map((e) => [e]);
 
+  const volume: JsonObject = {
+    name: volumeName,
+    projected: { sources: [{ serviceAccountToken: { path: tokenPath, expirationSeconds, audience: settings.audience } }] },
+  };
+  // v1.5.1 (addProjectedServiceAccountTokenVolume) adds no volume when any projected volume
+  // already serves a token at its path; v1.6.0 replaces the volume of its name.
+  const volumes = v15 && input.volumes.some(servesV15Token) ? [] : [volume];
   return {
     wiring: {
-      volumes: [
-        {
-          name: AZURE_VOLUME_NAME,
-          projected: {
-            sources: [{ serviceAccountToken: { path: AZURE_TOKEN_PATH, expirationSeconds, audience: settings.audience } }],
-          },
-        },
-      ],
+      volumes,
+      replaceVolumes: !v15,
       envGroups,
-      mounts: [{ name: AZURE_VOLUME_NAME, mountPath: AZURE_MOUNT_PATH, readOnly: true }],
+      mounts: [{ name: volumeName, mountPath, readOnly: true }],
+      replaceMounts: !v15,
       skipContainers: splitNames(input.podAnnotations[AZURE_SKIP_CONTAINERS_ANNOTATION], ';'),
       annotations: {},
       fsGroup: undefined,
     },
     warnings,
+    problems,
   };
 }
 
+/** A projected volume with a serviceAccountToken source at v1.5's path, whatever its name. */
+function servesV15Token(volume: unknown): boolean {
+  if (!isObject(volume) || !isObject(volume.projected) || !Array.isArray(volume.projected.sources)) return false;
+  return (volume.projected.sources as unknown[]).some((s) => isObject(s) && isObject(s.serviceAccountToken) && s.serviceAccountToken.path === AZURE_V15_TOKEN_PATH);
+}
+
 /**
- * Pod annotation, else ServiceAccount annotation (empty counts as unset), else config.
- * Upstream rejects the pod when the value is not an integer in 3600..86400; we admit it
- * with the nearest bound (or the next source for a non-integer) and a warning.
+ * Pod annotation, else ServiceAccount annotation (empty counts as unset), else config
+ * (getServiceAccountTokenExpiration). Upstream rejects a value that is not an integer in
+ * 3600..86400; the relaxed answer takes the nearest bound, or the next source for a
+ * non-integer.
  */
-function tokenExpiration(input: AzureInput, settings: AzureSettings, warnings: string[]): number {
+function tokenExpiration(input: AzureInput, settings: AzureSettings, problems: string[]): number {
   let value = settings.tokenExpiration;
+  let source = 'identity.azure.tokenExpiration:';
   for (const [from, annotations] of [['pod', input.podAnnotations], ['ServiceAccount', input.saAnnotations]] as const) {
     const raw = annotations[AZURE_TOKEN_EXPIRATION_ANNOTATION];
     if (raw === undefined || raw === '') continue;
     const parsed = parseGoInt(raw);
     if (parsed === undefined) {
-      warnings.push(`mirrorgate: Azure token expiration on the ${from} is not an integer; ignored`);
+      problems.push(`${from} ${AZURE_TOKEN_EXPIRATION_ANNOTATION}: ${quoted(raw)} is not an integer`);
       continue;
     }
     value = parsed;
+    source = `${from} ${AZURE_TOKEN_EXPIRATION_ANNOTATION}:`;
     break;
   }
   const bounded = Math.min(AZURE_MAX_TOKEN_EXPIRATION, Math.max(AZURE_MIN_TOKEN_EXPIRATION, value));
   if (bounded !== value) {
-    warnings.push(`mirrorgate: Azure token expiration ${value} is outside ${AZURE_MIN_TOKEN_EXPIRATION}..${AZURE_MAX_TOKEN_EXPIRATION}; using ${bounded}`);
+    problems.push(`${source} ${value} is outside ${AZURE_MIN_TOKEN_EXPIRATION}..${AZURE_MAX_TOKEN_EXPIRATION}`);
   }
   return bounded;
 }
-
-

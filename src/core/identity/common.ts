@@ -15,9 +15,18 @@ export interface VolumeMount {
 /** What a provider needs in the pod; wiring.ts turns it into patch operations. */
 export interface ProviderWiring {
   readonly volumes: readonly JsonObject[];
+  /**
+   * A volume of the same name the pod already has is replaced (upstream's add-or-replace);
+   * otherwise the pod's own is kept.
+   */
+  readonly replaceVolumes?: boolean;
+  /** Set in every wired container whatever it had: an entry of the same name is replaced in place. Applied before envGroups. */
+  readonly envReplace?: readonly EnvVar[];
   /** A group is added to a container whole, and only when none of its names is set there. */
   readonly envGroups: readonly (readonly EnvVar[])[];
   readonly mounts: readonly VolumeMount[];
+  /** A mount of the same name the container already has is replaced in place; otherwise it is kept. */
+  readonly replaceMounts?: boolean;
   readonly skipContainers: ReadonlySet<string>;
   /**
    * A container is left untouched (no env, no mount) when, for every group here, its own
@@ -28,12 +37,29 @@ export interface ProviderWiring {
   readonly fsGroup: number | undefined;
 }
 
-/** Go's strconv.ParseInt(s, 10, 64): optional sign, decimal digits, int64 range. */
-export function parseGoInt(s: string): number | undefined {
+/**
+ * What a planner decided. `problems` are the reasons the upstream webhook would deny the
+ * pod (invalid annotations); the caller denies, or admits with them as warnings
+ * (`identity.onInvalidAnnotation`), in which case `wiring` is what is applied regardless.
+ */
+export interface PlanResult<W extends ProviderWiring = ProviderWiring> {
+  readonly wiring: W | undefined;
+  readonly warnings: string[];
+  readonly problems?: string[];
+}
+
+/** Go's strconv.ParseInt(s, 10, bits): optional sign, decimal digits, in range. */
+export function parseGoInt(s: string, bits: 32 | 64 = 64): number | undefined {
   if (!/^[+-]?[0-9]+$/.test(s)) return undefined;
   const n = BigInt(s);
-  if (n > 9223372036854775807n || n < -9223372036854775808n) return undefined;
+  const max = (1n << BigInt(bits - 1)) - 1n;
+  if (n > max || n < -max - 1n) return undefined;
   return Number(n);
+}
+
+/** A value as a message quotes it, cut so a hostile annotation cannot make it long. */
+export function quoted(value: string): string {
+  return JSON.stringify(value.length > 20 ? `${value.slice(0, 20)}…` : value);
 }
 
 /** Names separated by `separator`, each trimmed (and unquoted when `unquote`), empty ones dropped. */

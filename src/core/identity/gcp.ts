@@ -7,7 +7,7 @@
  *
  * On GKE, `iam.gke.io/gcp-service-account` needs no pod change, so it is not handled here.
  */
-import { parseGoInt, splitNames, type EnvVar, type ProviderWiring } from './common.js';
+import { parseGoInt, quoted, splitNames, type EnvVar, type PlanResult, type ProviderWiring } from './common.js';
 import type { JsonObject } from '../json.js';
 
 // Annotation names: webhooks/annotations.go; domain: webhooks/constants.go AnnotationDomainDefault.
@@ -39,8 +39,12 @@ export const GCP_DEFAULT_TOKEN_EXPIRATION = 86400;
 export const GCP_MIN_TOKEN_EXPIRATION = 3600;
 /** No upstream ceiling; kube-apiserver rejects projected tokens over 2^32 seconds. */
 export const GCP_MAX_TOKEN_EXPIRATION = 2 ** 32;
-/** VolumeModeDefault 0440. */
+/** VolumeModeDefault 0440, the default of upstream's --token-default-mode (its unit tests set 0400). */
 export const GCP_VOLUME_MODE = 0o440;
+/** GCloudSetupInitContainerName: upstream's own init container, never wired. */
+export const GCP_GCLOUD_SETUP_CONTAINER = 'gcloud-setup';
+/** ServiceAccount: the gcloud-setup container's runAsUser; only checked, as upstream parses it. */
+export const GCP_RUN_AS_USER_ANNOTATION = `${GCP_ANNOTATION_DOMAIN}/gcloud-run-as-user`;
 export const GCP_TOKEN_VOLUME_NAME = 'gcp-iam-token';
 export const GCP_TOKEN_MOUNT_PATH = '/var/run/secrets/sts.googleapis.com/serviceaccount';
 export const GCP_TOKEN_PATH = 'token';
@@ -68,6 +72,8 @@ export interface GcpSettings {
   readonly tokenExpiration: number;
   /** Sets CLOUDSDK_COMPUTE_REGION when a container has none (upstream --gcp-default-region). */
   readonly region: string | undefined;
+  /** defaultMode of the token and credential volumes (upstream --token-default-mode). */
+  readonly tokenVolumeMode: number;
 }
 
 export interface GcpInput {
@@ -81,39 +87,59 @@ export type GcpWiring = ProviderWiring & { readonly fsGroup: undefined };
 
 /**
  * Decide the GCP wiring. Triggered by the provider annotation (with the email, unless
- * token-exchange-mode is direct-access). Where upstream rejects the pod (a half-configured
- * ServiceAccount, a malformed provider or mode), we admit it unwired with a warning.
+ * token-exchange-mode is direct-access). `problems` are what upstream denies the pod for,
+ * checked in its order (webhooks/identityconfig.go NewGCPWorkloadIdentityConfig, then
+ * mutatepod.go): an unparsable token-expiration or gcloud-run-as-user, an unknown
+ * injection-mode (even on a ServiceAccount without the other annotations), one of provider
+ * and email without the other, a malformed provider. The relaxed answer leaves a pod with
+ * a configuration problem unwired, and one with a bad token-expiration wired with the next
+ * source's value.
+ *
+ * `injection-mode: direct` gives upstream's direct mode exactly. Unset or `gcloud`
+ * (upstream's gcloud-setup init container, which needs the gcloud image) is served the
+ * same way, plus the gcloud CLI's config directory so gcloud works without that container.
  */
-export function planGcp(input: GcpInput, settings: GcpSettings): { wiring: GcpWiring | undefined; warnings: string[] } {
+export function planGcp(input: GcpInput, settings: GcpSettings): PlanResult<GcpWiring> {
   const warnings: string[] = [];
+  const problems: string[] = [];
   const sa = input.saAnnotations;
   const provider = sa[GCP_PROVIDER_ANNOTATION];
   let email = sa[GCP_SERVICE_ACCOUNT_EMAIL_ANNOTATION];
-  if (provider === undefined && email === undefined) return { wiring: undefined, warnings };
+  const none = { wiring: undefined, warnings, problems };
+
+  const saExpiration = sa[GCP_TOKEN_EXPIRATION_ANNOTATION];
+  if (saExpiration !== undefined && parseGoInt(saExpiration) === undefined) {
+    problems.push(`ServiceAccount ${GCP_TOKEN_EXPIRATION_ANNOTATION}: ${quoted(saExpiration)} is not an integer`);
+  }
+  const runAsUser = sa[GCP_RUN_AS_USER_ANNOTATION];
+  if (runAsUser !== undefined && parseGoInt(runAsUser) === undefined) {
+    problems.push(`ServiceAccount ${GCP_RUN_AS_USER_ANNOTATION}: ${quoted(runAsUser)} is not an integer`);
+  }
+  const injection = sa[GCP_INJECTION_MODE_ANNOTATION]?.toLowerCase();
+  const badInjection = injection !== undefined && injection !== 'direct' && injection !== 'gcloud';
+  if (badInjection) problems.push(`ServiceAccount ${GCP_INJECTION_MODE_ANNOTATION} must be direct or gcloud`);
+  if (provider === undefined && email === undefined) return none;
 
   const exchange = (sa[GCP_TOKEN_EXCHANGE_MODE_ANNOTATION] ?? 'service-account').toLowerCase();
   if (exchange !== 'service-account' && exchange !== 'direct-access') {
-    warnings.push(`mirrorgate: GCP wiring skipped: ${GCP_TOKEN_EXCHANGE_MODE_ANNOTATION} must be service-account or direct-access`);
-    return { wiring: undefined, warnings };
+    problems.push(`ServiceAccount ${GCP_TOKEN_EXCHANGE_MODE_ANNOTATION} must be service-account or direct-access`);
+    return none;
   }
-  if (exchange === 'direct-access') email = undefined; // upstream ignores it: no impersonation
+  if (exchange === 'direct-access') email = undefined; // no impersonation
   if (provider === undefined || (exchange === 'service-account' && email === undefined)) {
-    warnings.push('mirrorgate: GCP wiring skipped: the ServiceAccount needs workload-identity-provider and service-account-email');
-    return { wiring: undefined, warnings };
+    problems.push('ServiceAccount needs both workload-identity-provider and service-account-email');
+    return none;
   }
   if (!PROVIDER_FORMAT.test(provider)) {
-    warnings.push(`mirrorgate: GCP wiring skipped: ${GCP_PROVIDER_ANNOTATION} is not projects/.../providers/...`);
-    return { wiring: undefined, warnings };
+    problems.push(`ServiceAccount ${GCP_PROVIDER_ANNOTATION} is not projects/…/providers/…`);
+    return none;
   }
-  const injection = sa[GCP_INJECTION_MODE_ANNOTATION]?.toLowerCase();
-  if (injection !== undefined && injection !== 'direct' && injection !== 'gcloud') {
-    warnings.push(`mirrorgate: GCP wiring skipped: ${GCP_INJECTION_MODE_ANNOTATION} must be direct or gcloud`);
-    return { wiring: undefined, warnings };
-  }
+  if (badInjection) return none;
+  const direct = injection === 'direct';
   if (injection === 'gcloud') warnings.push('mirrorgate: GCP injection-mode gcloud is not supported; credentials injected directly');
 
   const audience = sa[GCP_AUDIENCE_ANNOTATION] ?? settings.audience;
-  const expirationSeconds = tokenExpiration(input, settings, warnings);
+  const expirationSeconds = tokenExpiration(input, settings, warnings, problems);
   const project = sa[GCP_PROJECT_ID_ANNOTATION] ?? (email === undefined ? undefined : PROJECT_FROM_EMAIL.exec(email)?.[1]);
   const credentialsFile = `${GCP_CREDENTIALS_MOUNT_PATH}/${GCP_CREDENTIALS_FILE}`;
 
@@ -125,49 +151,58 @@ export function planGcp(input: GcpInput, settings: GcpSettings): { wiring: GcpWi
   annotations[GCP_TOKEN_EXPIRATION_ANNOTATION] = String(expirationSeconds);
   annotations[GCP_EXTERNAL_CREDENTIALS_ANNOTATION] = externalAccountJson(provider, email);
 
-  // Upstream replaces GOOGLE_APPLICATION_CREDENTIALS, CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE
-  // and CLOUDSDK_CONFIG; we never overwrite what a container sets, so each is added only when absent.
-  const envGroups: EnvVar[][] = [
-    [{ name: GCP_ENV_APPLICATION_CREDENTIALS, value: credentialsFile }],
-    [{ name: GCP_ENV_CREDENTIAL_FILE_OVERRIDE, value: credentialsFile }],
-    [{ name: GCP_ENV_CLOUDSDK_CONFIG, value: GCP_GCLOUD_CONFIG_MOUNT_PATH }],
-  ];
+  // mutatepod_parts.go envVarsToAddOrReplace: replaced whatever the container had, so the
+  // credential file is always ours; envVarsToAddIfNotPresent: the container's own wins.
+  const envReplace: EnvVar[] = [{ name: GCP_ENV_APPLICATION_CREDENTIALS, value: credentialsFile }];
+  if (!direct) envReplace.push({ name: GCP_ENV_CLOUDSDK_CONFIG, value: GCP_GCLOUD_CONFIG_MOUNT_PATH });
+  const envGroups: EnvVar[][] = [];
   if (settings.region !== undefined) envGroups.push([{ name: GCP_ENV_COMPUTE_REGION, value: settings.region }]);
   if (project !== undefined && project !== '') envGroups.push([{ name: GCP_ENV_CORE_PROJECT, value: project }]);
+  if (!direct) envGroups.push([{ name: GCP_ENV_CREDENTIAL_FILE_OVERRIDE, value: credentialsFile }]);
 
-  // webhooks/mutatepod_parts.go: k8sSATokenVolume, externalCredConfigVolume, gcloudConfigVolume.
+  // mutatepod_parts.go: k8sSATokenVolume, externalCredConfigVolume, gcloudConfigVolume.
+  const mode = settings.tokenVolumeMode;
   const volumes: JsonObject[] = [
     {
       name: GCP_TOKEN_VOLUME_NAME,
       projected: {
         sources: [{ serviceAccountToken: { audience, expirationSeconds, path: GCP_TOKEN_PATH } }],
-        defaultMode: GCP_VOLUME_MODE,
+        defaultMode: mode,
       },
     },
     {
       name: GCP_CREDENTIALS_VOLUME_NAME,
       downwardAPI: {
         items: [{ path: GCP_CREDENTIALS_FILE, fieldRef: { apiVersion: 'v1', fieldPath: `metadata.annotations['${GCP_EXTERNAL_CREDENTIALS_ANNOTATION}']` } }],
-        defaultMode: GCP_VOLUME_MODE,
+        defaultMode: mode,
       },
     },
-    { name: GCP_GCLOUD_CONFIG_VOLUME_NAME, emptyDir: {} },
   ];
+  const mounts = [
+    { name: GCP_TOKEN_VOLUME_NAME, readOnly: true, mountPath: GCP_TOKEN_MOUNT_PATH },
+    { name: GCP_CREDENTIALS_VOLUME_NAME, readOnly: true, mountPath: GCP_CREDENTIALS_MOUNT_PATH },
+  ];
+  if (!direct) {
+    volumes.push({ name: GCP_GCLOUD_CONFIG_VOLUME_NAME, emptyDir: {} });
+    // gcloud writes its state here, so this one is writable.
+    mounts.push({ name: GCP_GCLOUD_CONFIG_VOLUME_NAME, mountPath: GCP_GCLOUD_CONFIG_MOUNT_PATH } as (typeof mounts)[number]);
+  }
+  const skip = new Set(splitNames(input.podAnnotations[GCP_SKIP_CONTAINERS_ANNOTATION], ','));
+  skip.add(GCP_GCLOUD_SETUP_CONTAINER);
   return {
     wiring: {
       volumes,
+      replaceVolumes: true,
+      envReplace,
       envGroups,
-      mounts: [
-        { name: GCP_TOKEN_VOLUME_NAME, readOnly: true, mountPath: GCP_TOKEN_MOUNT_PATH },
-        { name: GCP_CREDENTIALS_VOLUME_NAME, readOnly: true, mountPath: GCP_CREDENTIALS_MOUNT_PATH },
-        // gcloud writes its state here, so this one is writable.
-        { name: GCP_GCLOUD_CONFIG_VOLUME_NAME, mountPath: GCP_GCLOUD_CONFIG_MOUNT_PATH },
-      ],
-      skipContainers: splitNames(input.podAnnotations[GCP_SKIP_CONTAINERS_ANNOTATION], ','),
+      mounts,
+      replaceMounts: true,
+      skipContainers: skip,
       annotations,
       fsGroup: undefined,
     },
     warnings,
+    problems,
   };
 }
 
@@ -195,16 +230,20 @@ export function externalAccountJson(provider: string, email: string | undefined)
     .replace(/\u2029/g, '\\u2029');
 }
 
-/** Pod annotation, else ServiceAccount annotation, else config; raised to the 1h minimum. */
-function tokenExpiration(input: GcpInput, settings: GcpSettings, warnings: string[]): number {
+/**
+ * Pod annotation, else ServiceAccount annotation, else config; raised to the 1h minimum as
+ * upstream does. A non-integer is a problem (upstream denies); the relaxed answer takes the
+ * next source.
+ */
+function tokenExpiration(input: GcpInput, settings: GcpSettings, warnings: string[], problems: string[]): number {
   let value = settings.tokenExpiration;
   for (const [from, annotations] of [['pod', input.podAnnotations], ['ServiceAccount', input.saAnnotations]] as const) {
     const raw = annotations[GCP_TOKEN_EXPIRATION_ANNOTATION];
     if (raw === undefined) continue;
     const parsed = parseGoInt(raw);
     if (parsed === undefined) {
-      // Upstream rejects the pod; we fall back to the next source.
-      warnings.push(`mirrorgate: ${GCP_TOKEN_EXPIRATION_ANNOTATION} on the ${from} is not an integer; ignored`);
+      // The ServiceAccount's was reported with the configuration.
+      if (from === 'pod') problems.push(`pod ${GCP_TOKEN_EXPIRATION_ANNOTATION}: ${quoted(raw)} is not an integer`);
       continue;
     }
     value = parsed;
@@ -220,5 +259,3 @@ function tokenExpiration(input: GcpInput, settings: GcpSettings, warnings: strin
   }
   return value;
 }
-
-

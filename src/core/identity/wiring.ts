@@ -6,7 +6,7 @@
  * plans nothing (the API server may call again under `reinvocationPolicy: IfNeeded`).
  * Pure: no I/O.
  */
-import type { ProviderWiring } from './common.js';
+import type { PlanResult, ProviderWiring } from './common.js';
 import type { Operation } from 'fast-json-patch';
 import { isObject, type JsonObject } from '../json.js';
 import { planAws, type AwsSettings } from './aws.js';
@@ -39,6 +39,12 @@ export interface IdentityPlan {
   readonly annotations: Record<string, string>;
   /** For the admission response, each under 120 characters. */
   readonly warnings: string[];
+  /**
+   * Why the upstream webhook would deny this pod (invalid identity annotations), each under
+   * 110 characters; the caller denies or, relaxed, admits with them as warnings. The
+   * operations are the relaxed answer.
+   */
+  readonly problems: string[];
   /** Providers that changed something in this pod (empty on a second pass). */
   readonly applied: IdentityProvider[];
 }
@@ -55,7 +61,7 @@ const LISTS = ['initContainers', 'containers'] as const;
  * want the same env name or mount path in a container, the first one wins.
  */
 export function planIdentity(pod: JsonObject, sa: ServiceAccountInfo | undefined, settings: IdentitySettings): IdentityPlan {
-  const plan: IdentityPlan = { operations: [], annotations: {}, warnings: [], applied: [] };
+  const plan: IdentityPlan = { operations: [], annotations: {}, warnings: [], problems: [], applied: [] };
   const spec = pod.spec;
   if (sa === undefined || !isObject(spec)) return plan;
   const metadata = isObject(pod.metadata) ? pod.metadata : {};
@@ -64,8 +70,9 @@ export function planIdentity(pod: JsonObject, sa: ServiceAccountInfo | undefined
   const volumes: readonly unknown[] = Array.isArray(spec.volumes) ? (spec.volumes as unknown[]) : [];
 
   const wirings: { provider: IdentityProvider; wiring: ProviderWiring }[] = [];
-  const take = (provider: IdentityProvider, result: { wiring: ProviderWiring | undefined; warnings: string[] }): void => {
+  const take = (provider: IdentityProvider, result: PlanResult): void => {
     plan.warnings.push(...result.warnings);
+    plan.problems.push(...(result.problems ?? []));
     if (result.wiring !== undefined) wirings.push({ provider, wiring: result.wiring });
   };
   const saAnnotations = sa.annotations;
@@ -73,7 +80,11 @@ export function planIdentity(pod: JsonObject, sa: ServiceAccountInfo | undefined
     take('aws', planAws({ podAnnotations, saAnnotations, nodeSelector: stringMap(spec.nodeSelector), volumes }, settings.aws));
   }
   if (settings.gcp !== undefined) take('gcp', planGcp({ podAnnotations, saAnnotations }, settings.gcp));
-  if (settings.azure !== undefined) take('azure', planAzure({ podLabels, podAnnotations, saAnnotations }, settings.azure));
+  if (settings.azure !== undefined) {
+    const podName = typeof metadata.name === 'string' ? metadata.name : '';
+    const podGenerateName = typeof metadata.generateName === 'string' ? metadata.generateName : '';
+    take('azure', planAzure({ podLabels, podAnnotations, saAnnotations, podName, podGenerateName, hostNetwork: spec.hostNetwork === true, volumes }, settings.azure));
+  }
   if (wirings.length === 0) return plan;
 
   const changed = new Set<IdentityProvider>();
@@ -90,6 +101,8 @@ export function planIdentity(pod: JsonObject, sa: ServiceAccountInfo | undefined
         plan.warnings.push(`mirrorgate: container "${c.name}": malformed env or volumeMounts; identity not wired`);
         return;
       }
+      const ownEnvList: readonly unknown[] = Array.isArray(env) ? (env as unknown[]) : [];
+      const ownMountList: readonly unknown[] = Array.isArray(mounts) ? (mounts as unknown[]) : [];
       const envNames = new Set(namesOf(env, 'name'));
       const ownEnv = new Set(envNames);
       const mountNames = new Set(namesOf(mounts, 'name'));
@@ -100,6 +113,16 @@ export function planIdentity(pod: JsonObject, sa: ServiceAccountInfo | undefined
         if (wiring.skipContainers.has(c.name)) continue;
         const complete = wiring.completeWhen;
         if (complete !== undefined && complete.length > 0 && complete.every((g) => g.some((n) => ownEnv.has(n)))) continue;
+        for (const e of wiring.envReplace ?? []) {
+          if (envNames.has(e.name) && !ownEnv.has(e.name)) continue; // an earlier provider's
+          envNames.add(e.name);
+          const value = { name: e.name, value: e.value };
+          const i = indexByName(ownEnvList, e.name);
+          if (i === -1) newEnv.push(value);
+          else if (!sameJson(ownEnvList[i], value)) plan.operations.push({ op: 'replace', path: `${at}/env/${i}`, value });
+          else continue;
+          changed.add(provider);
+        }
         for (const group of wiring.envGroups) {
           if (group.some((e) => envNames.has(e.name))) continue;
           for (const e of group) {
@@ -109,6 +132,17 @@ export function planIdentity(pod: JsonObject, sa: ServiceAccountInfo | undefined
           changed.add(provider);
         }
         for (const m of wiring.mounts) {
+          const i = wiring.replaceMounts === true ? indexByName(ownMountList, m.name) : -1;
+          if (i !== -1) {
+            // Replaced in place, unless its new path is another mount's (the API server
+            // rejects two mounts at one path).
+            const own = ownMountList[i] as JsonObject;
+            if (sameJson(own, m) || (own.mountPath !== m.mountPath && mountPaths.has(m.mountPath))) continue;
+            mountPaths.add(m.mountPath);
+            plan.operations.push({ op: 'replace', path: `${at}/volumeMounts/${i}`, value: { ...m } });
+            changed.add(provider);
+            continue;
+          }
           // The API server rejects two mounts at one path, so an existing mount there wins.
           if (mountNames.has(m.name) || mountPaths.has(m.mountPath)) continue;
           mountNames.add(m.name);
@@ -123,13 +157,24 @@ export function planIdentity(pod: JsonObject, sa: ServiceAccountInfo | undefined
   }
 
   // Volumes are added whenever a provider applies, even if every container was skipped,
-  // as upstream does; an existing volume of the same name is kept as it is.
+  // as upstream does; an existing volume of the same name is replaced when the provider
+  // says so (upstream's add-or-replace), else kept as it is.
   const volumeNames = new Set(namesOf(volumes, 'name'));
   const newVolumes: JsonObject[] = [];
+  const replacedVolumes = new Set<string>();
   for (const { provider, wiring } of wirings) {
     for (const v of wiring.volumes) {
       const name = v.name;
-      if (typeof name !== 'string' || volumeNames.has(name)) continue;
+      if (typeof name !== 'string') continue;
+      const i = wiring.replaceVolumes === true && !replacedVolumes.has(name) ? indexByName(volumes, name) : -1;
+      if (i !== -1) {
+        replacedVolumes.add(name);
+        if (sameJson(volumes[i], v)) continue;
+        plan.operations.push({ op: 'replace', path: `/spec/volumes/${i}`, value: v });
+        changed.add(provider);
+        continue;
+      }
+      if (volumeNames.has(name)) continue;
       volumeNames.add(name);
       newVolumes.push(v);
       changed.add(provider);
@@ -168,6 +213,23 @@ function appendOps(path: string, exists: boolean, items: readonly JsonObject[]):
   if (items.length === 0) return [];
   if (!exists) return [{ op: 'add', path, value: items }];
   return items.map((value) => ({ op: 'add', path: `${path}/-`, value }));
+}
+
+/** Index of the first object in `list` whose name is `name`, or -1. */
+function indexByName(list: readonly unknown[], name: string): number {
+  return list.findIndex((item) => isObject(item) && item.name === name);
+}
+
+/** Same JSON value (key order ignored). */
+function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (Array.isArray(a) || Array.isArray(b)) {
+    return Array.isArray(a) && Array.isArray(b) && a.length === b.length && a.every((x, i) => sameJson(x, b[i]));
+  }
+  if (!isObject(a) || !isObject(b)) return false;
+  const ka = Object.keys(a).filter((k) => a[k] !== undefined);
+  const kb = Object.keys(b).filter((k) => b[k] !== undefined);
+  return ka.length === kb.length && ka.every((k) => sameJson(a[k], b[k]));
 }
 
 /** The string `field` of each object in a list (others ignored). */

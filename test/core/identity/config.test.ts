@@ -5,8 +5,8 @@ import { validateIdentityConfig } from '../../../src/config/identity.js';
 
 const DEFAULTS = {
   aws: { audience: 'sts.amazonaws.com', tokenExpiration: 86400, region: undefined, stsRegionalEndpoints: false, fsGroup: undefined },
-  gcp: { audience: 'sts.googleapis.com', tokenExpiration: 86400, region: undefined },
-  azure: { audience: 'api://AzureADTokenExchange', tokenExpiration: 3600, authorityHost: 'https://login.microsoftonline.com/', tenantId: undefined },
+  gcp: { audience: 'sts.googleapis.com', tokenExpiration: 86400, region: undefined, tokenVolumeMode: 0o440 },
+  azure: { audience: 'api://AzureADTokenExchange', tokenExpiration: 3600, authorityHost: 'https://login.microsoftonline.com/', tenantId: undefined, layout: 'v1.6' },
 };
 
 t.test('valid sections', async (t) => {
@@ -25,14 +25,15 @@ t.test('valid sections', async (t) => {
     { name: 'aws bounds', raw: { aws: { tokenExpiration: 600, fsGroup: 0 } }, expected: { ...DEFAULTS, aws: { ...DEFAULTS.aws, tokenExpiration: 600, fsGroup: 0 } } },
     {
       name: 'gcp options',
-      raw: { gcp: { tokenExpiration: 3600, audience: '//iam.googleapis.com/projects/1/x', region: 'europe-west1' } },
-      expected: { ...DEFAULTS, gcp: { audience: '//iam.googleapis.com/projects/1/x', tokenExpiration: 3600, region: 'europe-west1' } },
+      raw: { gcp: { tokenExpiration: 3600, audience: '//iam.googleapis.com/projects/1/x', region: 'europe-west1', tokenVolumeMode: '0400' } },
+      expected: { ...DEFAULTS, gcp: { audience: '//iam.googleapis.com/projects/1/x', tokenExpiration: 3600, region: 'europe-west1', tokenVolumeMode: 0o400 } },
     },
     {
       name: 'azure options',
-      raw: { azure: { authorityHost: 'https://login.microsoftonline.us/', tokenExpiration: 86400, tenantId: 't', audience: 'api://custom' } },
-      expected: { ...DEFAULTS, azure: { audience: 'api://custom', tokenExpiration: 86400, authorityHost: 'https://login.microsoftonline.us/', tenantId: 't' } },
+      raw: { azure: { authorityHost: 'https://login.microsoftonline.us/', tokenExpiration: 86400, tenantId: 't', audience: 'api://custom', layout: 'v1.5' } },
+      expected: { ...DEFAULTS, azure: { audience: 'api://custom', tokenExpiration: 86400, authorityHost: 'https://login.microsoftonline.us/', tenantId: 't', layout: 'v1.5' } },
     },
+    { name: 'gcp mode without the leading zero', raw: { gcp: { tokenVolumeMode: '644' } }, expected: { ...DEFAULTS, gcp: { ...DEFAULTS.gcp, tokenVolumeMode: 0o644 } } },
   ];
   for (const c of cases) {
     t.test(c.name, async (t) => {
@@ -48,7 +49,12 @@ t.test('every problem by path', async (t) => {
   const cases: { name: string; raw: unknown; paths: string[]; match?: RegExp }[] = [
     { name: 'not a mapping', raw: 'aws', paths: ['identity'] },
     { name: 'list', raw: ['aws'], paths: ['identity'] },
-    { name: 'unknown provider', raw: { alibaba: {} }, paths: ['identity.alibaba'], match: /unknown key \(allowed: aws, gcp, azure, onUnknownServiceAccount, serviceAccountWaitMs\)/ },
+    { name: 'unknown provider', raw: { alibaba: {} }, paths: ['identity.alibaba'], match: /unknown key \(allowed: aws, gcp, azure, onUnknownServiceAccount, serviceAccountWaitMs, onInvalidAnnotation\)/ },
+    { name: 'bad onInvalidAnnotation', raw: { onInvalidAnnotation: 'admit' }, paths: ['identity.onInvalidAnnotation'], match: /one of deny, warn/ },
+    { name: 'azure layout unknown', raw: { azure: { layout: '1.6' } }, paths: ['identity.azure.layout'], match: /one of v1\.6, v1\.5/ },
+    { name: 'gcp mode as a YAML number (decimal 440 would be 0670)', raw: { gcp: { tokenVolumeMode: 440 } }, paths: ['identity.gcp.tokenVolumeMode'], match: /quoted string/ },
+    { name: 'gcp mode not octal', raw: { gcp: { tokenVolumeMode: '0448' } }, paths: ['identity.gcp.tokenVolumeMode'] },
+    { name: 'gcp mode too long', raw: { gcp: { tokenVolumeMode: '04400' } }, paths: ['identity.gcp.tokenVolumeMode'] },
     { name: 'bad onUnknownServiceAccount', raw: { onUnknownServiceAccount: 'allow' }, paths: ['identity.onUnknownServiceAccount'], match: /admit, deny/ },
     { name: 'serviceAccountWaitMs out of range', raw: { serviceAccountWaitMs: 60000 }, paths: ['identity.serviceAccountWaitMs'] },
     { name: 'provider not a mapping', raw: { aws: true }, paths: ['identity.aws'], match: /mapping/ },
@@ -87,6 +93,12 @@ t.test('bad fields fall back to defaults, so the settings stay usable', async (t
   t.equal(r.settings.aws?.tokenExpiration, 86400);
   t.equal(r.settings.aws?.region, undefined);
   t.equal(r.settings.azure?.authorityHost, 'https://login.microsoftonline.com/');
+});
+
+t.test('onInvalidAnnotation: deny by default, as upstream; warn relaxes', async (t) => {
+  t.equal(validateIdentityConfig(undefined).lookup.onInvalid, 'deny');
+  t.equal(validateIdentityConfig({ onInvalidAnnotation: 'warn' }).lookup.onInvalid, 'warn');
+  t.equal(validateIdentityConfig({ onInvalidAnnotation: 'deny' }).lookup.onInvalid, 'deny');
 });
 
 t.test('another path prefix', async (t) => {

@@ -5,8 +5,9 @@ import { externalAccountJson, planGcp, type GcpSettings } from '../../../src/cor
 
 const ROLE = 'arn:aws:iam::111122223333:role/s3-reader';
 const AWS: AwsSettings = { audience: 'sts.amazonaws.com', tokenExpiration: 86400, region: undefined, stsRegionalEndpoints: false, fsGroup: undefined };
-const GCP: GcpSettings = { audience: 'sts.googleapis.com', tokenExpiration: 86400, region: undefined };
-const AZURE: AzureSettings = { audience: 'api://AzureADTokenExchange', tokenExpiration: 3600, authorityHost: 'https://login.microsoftonline.com/', tenantId: undefined };
+const GCP: GcpSettings = { audience: 'sts.googleapis.com', tokenExpiration: 86400, region: undefined, tokenVolumeMode: 0o440 };
+const AZURE: AzureSettings = { audience: 'api://AzureADTokenExchange', tokenExpiration: 3600, authorityHost: 'https://login.microsoftonline.com/', tenantId: undefined, layout: 'v1.6' };
+const AZURE_POD = { podName: 'web', podGenerateName: '', hostNetwork: false, volumes: [] };
 const PROVIDER = 'projects/12345/locations/global/workloadIdentityPools/pool/providers/cluster';
 
 function awsToken(wiring: { volumes: readonly any[] } | undefined): any {
@@ -105,15 +106,45 @@ t.test('GCP external_account credential JSON as upstream renders it', async (t) 
 
 t.test('GCP triggers, modes and precedence', async (t) => {
   const base = { 'cloud.google.com/workload-identity-provider': PROVIDER, 'cloud.google.com/service-account-email': 'x@proj.iam.gserviceaccount.com' };
-  const cases: { name: string; sa: Record<string, string>; pod?: Record<string, string>; wired: boolean; warnings: number; check?: (w: any) => void }[] = [
+  const cases: { name: string; sa: Record<string, string>; pod?: Record<string, string>; wired: boolean; warnings: number; problems?: number; check?: (w: any) => void }[] = [
     { name: 'nothing annotated', sa: {}, wired: false, warnings: 0 },
     { name: 'both annotations', sa: base, wired: true, warnings: 0 },
-    { name: 'email alone', sa: { 'cloud.google.com/service-account-email': 'x@proj.iam.gserviceaccount.com' }, wired: false, warnings: 1 },
-    { name: 'malformed provider', sa: { ...base, 'cloud.google.com/workload-identity-provider': 'pool/cluster' }, wired: false, warnings: 1 },
+    { name: 'email alone', sa: { 'cloud.google.com/service-account-email': 'x@proj.iam.gserviceaccount.com' }, wired: false, warnings: 0, problems: 1 },
+    { name: 'malformed provider', sa: { ...base, 'cloud.google.com/workload-identity-provider': 'pool/cluster' }, wired: false, warnings: 0, problems: 1 },
     { name: 'injection-mode gcloud is injected directly, with a warning', sa: { ...base, 'cloud.google.com/injection-mode': 'gcloud' }, wired: true, warnings: 1 },
     { name: 'injection-mode DIRECT (case-insensitive)', sa: { ...base, 'cloud.google.com/injection-mode': 'DIRECT' }, wired: true, warnings: 0 },
-    { name: 'unknown injection-mode', sa: { ...base, 'cloud.google.com/injection-mode': 'sidecar' }, wired: false, warnings: 1 },
-    { name: 'unknown token-exchange-mode', sa: { ...base, 'cloud.google.com/token-exchange-mode': 'magic' }, wired: false, warnings: 1 },
+    { name: 'unknown injection-mode', sa: { ...base, 'cloud.google.com/injection-mode': 'sidecar' }, wired: false, warnings: 0, problems: 1 },
+    { name: 'unknown injection-mode on an otherwise unannotated ServiceAccount (upstream checks it first)', sa: { 'cloud.google.com/injection-mode': 'sidecar' }, wired: false, warnings: 0, problems: 1 },
+    { name: 'bad token-expiration on an otherwise unannotated ServiceAccount', sa: { 'cloud.google.com/token-expiration': '1d' }, wired: false, warnings: 0, problems: 1 },
+    { name: 'bad gcloud-run-as-user: a problem, wired when relaxed', sa: { ...base, 'cloud.google.com/gcloud-run-as-user': 'nobody' }, wired: true, warnings: 0, problems: 1 },
+    { name: 'unknown token-exchange-mode', sa: { ...base, 'cloud.google.com/token-exchange-mode': 'magic' }, wired: false, warnings: 0, problems: 1 },
+    {
+      name: 'injection-mode direct: upstream direct mode exactly (no gcloud config, no override)',
+      sa: { ...base, 'cloud.google.com/injection-mode': 'direct' },
+      wired: true,
+      warnings: 0,
+      check: (w) => {
+        t.same(w.volumes.map((v: any) => v.name), ['gcp-iam-token', 'external-credential-config']);
+        t.same(w.mounts.map((m: any) => m.name), ['gcp-iam-token', 'external-credential-config']);
+        t.same(w.envReplace.map((e: any) => e.name), ['GOOGLE_APPLICATION_CREDENTIALS']);
+        t.same(w.envGroups.flat().map((e: any) => e.name), ['CLOUDSDK_CORE_PROJECT']);
+      },
+    },
+    {
+      name: 'unset injection-mode: the gcloud config directory too; reserved names replaced; gcloud-setup skipped',
+      sa: base,
+      wired: true,
+      warnings: 0,
+      check: (w) => {
+        t.same(w.volumes.map((v: any) => v.name), ['gcp-iam-token', 'external-credential-config', 'gcloud-config']);
+        t.same(w.envReplace.map((e: any) => e.name), ['GOOGLE_APPLICATION_CREDENTIALS', 'CLOUDSDK_CONFIG']);
+        t.equal(w.replaceVolumes, true);
+        t.equal(w.replaceMounts, true);
+        t.ok(w.skipContainers.has('gcloud-setup'));
+        t.equal(w.volumes[0].projected.defaultMode, 0o440);
+        t.equal(w.volumes[1].downwardAPI.defaultMode, 0o440);
+      },
+    },
     {
       name: 'project from the email',
       sa: base,
@@ -130,11 +161,12 @@ t.test('GCP triggers, modes and precedence', async (t) => {
       check: (w) => t.equal(w.annotations['cloud.google.com/token-expiration'], '5400'),
     },
     {
-      name: 'invalid pod token-expiration falls back to the ServiceAccount',
+      name: 'invalid pod token-expiration: a problem; relaxed, the ServiceAccount value',
       sa: { ...base, 'cloud.google.com/token-expiration': '7200' },
       pod: { 'cloud.google.com/token-expiration': 'soon' },
       wired: true,
-      warnings: 1,
+      warnings: 0,
+      problems: 1,
       check: (w) => t.equal(w.volumes[0].projected.sources[0].serviceAccountToken.expirationSeconds, 7200),
     },
   ];
@@ -143,6 +175,8 @@ t.test('GCP triggers, modes and precedence', async (t) => {
       const r = planGcp({ podAnnotations: c.pod ?? {}, saAnnotations: c.sa }, GCP);
       t.equal(r.wiring !== undefined, c.wired);
       t.equal(r.warnings.length, c.warnings, r.warnings.join(' | '));
+      t.equal(r.problems?.length ?? 0, c.problems ?? 0, (r.problems ?? []).join(' | '));
+      for (const p of r.problems ?? []) t.ok(p.length <= 110, `problem short enough for a warning: ${p}`);
       if (c.check && r.wiring) c.check(r.wiring);
     });
   }
@@ -159,6 +193,7 @@ t.test('Azure: env only when non-empty, tenant precedence, expiration bounds, sk
     tenant?: string;
     expiration: number;
     warnings: number;
+    problems?: number;
   }[] = [
     { name: 'no client, no tenant', sa: {}, env: ['AZURE_FEDERATED_TOKEN_FILE', 'AZURE_AUTHORITY_HOST'], expiration: 3600, warnings: 0 },
     {
@@ -181,13 +216,16 @@ t.test('Azure: env only when non-empty, tenant precedence, expiration bounds, sk
     },
     { name: 'pod expiration over SA', sa: { 'azure.workload.identity/service-account-token-expiration': '7200' }, pod: { 'azure.workload.identity/service-account-token-expiration': '5400' }, env: ['AZURE_FEDERATED_TOKEN_FILE', 'AZURE_AUTHORITY_HOST'], expiration: 5400, warnings: 0 },
     { name: 'empty pod expiration means unset', sa: { 'azure.workload.identity/service-account-token-expiration': '7200' }, pod: { 'azure.workload.identity/service-account-token-expiration': '' }, env: ['AZURE_FEDERATED_TOKEN_FILE', 'AZURE_AUTHORITY_HOST'], expiration: 7200, warnings: 0 },
-    { name: 'below 3600 raised', sa: { 'azure.workload.identity/service-account-token-expiration': '600' }, env: ['AZURE_FEDERATED_TOKEN_FILE', 'AZURE_AUTHORITY_HOST'], expiration: 3600, warnings: 1 },
+    { name: 'below 3600: a problem; relaxed, raised', sa: { 'azure.workload.identity/service-account-token-expiration': '600' }, env: ['AZURE_FEDERATED_TOKEN_FILE', 'AZURE_AUTHORITY_HOST'], expiration: 3600, warnings: 0, problems: 1 },
+    { name: '86401: a problem; relaxed, lowered', pod: { 'azure.workload.identity/service-account-token-expiration': '86401' }, sa: {}, env: ['AZURE_FEDERATED_TOKEN_FILE', 'AZURE_AUTHORITY_HOST'], expiration: 86400, warnings: 0, problems: 1 },
+    { name: 'invalid pod value: a problem; relaxed, the ServiceAccount value', pod: { 'azure.workload.identity/service-account-token-expiration': '3600s' }, sa: { 'azure.workload.identity/service-account-token-expiration': '4800' }, env: ['AZURE_FEDERATED_TOKEN_FILE', 'AZURE_AUTHORITY_HOST'], expiration: 4800, warnings: 0, problems: 1 },
     { name: 'bounds kept', sa: { 'azure.workload.identity/service-account-token-expiration': '86400' }, env: ['AZURE_FEDERATED_TOKEN_FILE', 'AZURE_AUTHORITY_HOST'], expiration: 86400, warnings: 0 },
-    { name: 'invalid falls back to config', sa: { 'azure.workload.identity/service-account-token-expiration': '1d' }, settings: { tokenExpiration: 7200 }, env: ['AZURE_FEDERATED_TOKEN_FILE', 'AZURE_AUTHORITY_HOST'], expiration: 7200, warnings: 1 },
+    { name: 'invalid: a problem; relaxed, the config value', sa: { 'azure.workload.identity/service-account-token-expiration': '1d' }, settings: { tokenExpiration: 7200 }, env: ['AZURE_FEDERATED_TOKEN_FILE', 'AZURE_AUTHORITY_HOST'], expiration: 7200, warnings: 0, problems: 1 },
   ];
   for (const c of cases) {
     t.test(c.name, async (t) => {
-      const r = planAzure({ podLabels: label, podAnnotations: c.pod ?? {}, saAnnotations: c.sa }, { ...AZURE, ...c.settings });
+      const r = planAzure({ ...AZURE_POD, podLabels: label, podAnnotations: c.pod ?? {}, saAnnotations: c.sa }, { ...AZURE, ...c.settings });
+      t.equal(r.problems?.length ?? 0, c.problems ?? 0, (r.problems ?? []).join(' | '));
       const env = r.wiring?.envGroups.flat() ?? [];
       t.same(env.map((e) => e.name), c.env);
       if (c.tenant !== undefined) t.equal(env.find((e) => e.name === 'AZURE_TENANT_ID')?.value, c.tenant);
@@ -196,12 +234,38 @@ t.test('Azure: env only when non-empty, tenant precedence, expiration bounds, sk
     });
   }
   t.test('skip-containers: semicolons, trimmed; commas are part of a name', async (t) => {
-    const r = planAzure({ podLabels: label, podAnnotations: { 'azure.workload.identity/skip-containers': ' a ;b;; c,d ' }, saAnnotations: {} }, AZURE);
+    const r = planAzure({ ...AZURE_POD, podLabels: label, podAnnotations: { 'azure.workload.identity/skip-containers': ' a ;b;; c,d ' }, saAnnotations: {} }, AZURE);
     t.same([...(r.wiring?.skipContainers ?? [])], ['a', 'b', 'c,d']);
   });
-  t.test('inject-proxy-sidecar is ignored', async (t) => {
-    const r = planAzure({ podLabels: label, podAnnotations: { 'azure.workload.identity/inject-proxy-sidecar': 'true' }, saAnnotations: {} }, AZURE);
+  t.test('inject-proxy-sidecar: no proxy, a warning; hostNetwork or a bad port are problems as upstream', async (t) => {
+    const proxy = { 'azure.workload.identity/inject-proxy-sidecar': 'true' };
+    let r = planAzure({ ...AZURE_POD, podLabels: label, podAnnotations: proxy, saAnnotations: {} }, AZURE);
     t.equal(r.wiring?.volumes.length, 1);
-    t.same(r.warnings, []);
+    t.equal(r.warnings.length, 1);
+    t.same(r.problems, []);
+    r = planAzure({ ...AZURE_POD, hostNetwork: true, podLabels: label, podAnnotations: proxy, saAnnotations: {} }, AZURE);
+    t.match(r.problems, [/hostNetwork/]);
+    r = planAzure({ ...AZURE_POD, podLabels: label, podAnnotations: { ...proxy, 'azure.workload.identity/proxy-sidecar-port': '2147483648' }, saAnnotations: {} }, AZURE);
+    t.match(r.problems, [/proxy-sidecar-port: "2147483648" is not an integer/], 'int32 as upstream parses it');
+    r = planAzure({ ...AZURE_POD, hostNetwork: true, podLabels: label, podAnnotations: { 'azure.workload.identity/proxy-sidecar-port': 'x' }, saAnnotations: {} }, AZURE);
+    t.same(r.problems, [], 'without inject-proxy-sidecar neither is looked at');
+  });
+  t.test('layouts: v1.6 names the volume per pod; v1.5 keeps azure-identity-token', async (t) => {
+    let r = planAzure({ ...AZURE_POD, podLabels: label, podAnnotations: {}, saAnnotations: {} }, AZURE);
+    const v = r.wiring?.volumes[0] as any;
+    t.match(v.name, /^azure-workload-identity-reserved-[0-9a-f]{30}$/);
+    t.equal(v.name.length, 63);
+    t.equal(v.projected.sources[0].serviceAccountToken.path, 'token/azure-identity-token');
+    t.same(r.wiring?.mounts, [{ name: v.name, mountPath: '/var/run/secrets/azure/wi', readOnly: true }]);
+    t.equal(r.wiring?.replaceVolumes, true);
+    const gen = planAzure({ ...AZURE_POD, podName: '', podGenerateName: 'web-', podLabels: label, podAnnotations: {}, saAnnotations: {} }, AZURE);
+    t.not((gen.wiring?.volumes[0] as any).name, v.name, 'generateName hashes with " (prefix)"');
+    r = planAzure({ ...AZURE_POD, podLabels: label, podAnnotations: {}, saAnnotations: {} }, { ...AZURE, layout: 'v1.5' });
+    t.equal((r.wiring?.volumes[0] as any).name, 'azure-identity-token');
+    t.same(r.wiring?.mounts, [{ name: 'azure-identity-token', mountPath: '/var/run/secrets/azure/tokens', readOnly: true }]);
+    t.equal(r.wiring?.envGroups.flat().find((e) => e.name === 'AZURE_FEDERATED_TOKEN_FILE')?.value, '/var/run/secrets/azure/tokens/azure-identity-token');
+    const served = [{ name: 'other', projected: { sources: [{ serviceAccountToken: { path: 'azure-identity-token' } }] } }];
+    r = planAzure({ ...AZURE_POD, volumes: served, podLabels: label, podAnnotations: {}, saAnnotations: {} }, { ...AZURE, layout: 'v1.5' });
+    t.same(r.wiring?.volumes, [], 'v1.5: a projected token at its path under any name means no volume');
   });
 });

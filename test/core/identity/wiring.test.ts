@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import fjp from 'fast-json-patch';
 import t from 'tap';
 import { validateIdentityConfig } from '../../../src/config/identity.js';
+import { azureVolumeName } from '../../../src/core/identity/azure.js';
 import { planIdentity, type IdentityPlan, type IdentitySettings, type ServiceAccountInfo } from '../../../src/core/identity/wiring.js';
 
 const { applyPatch, deepClone } = fjp;
@@ -15,6 +16,8 @@ interface Fixture {
   pod: Pod;
   expectedPod: Pod;
   expectedWarnings: string[];
+  /** What upstream would deny the pod for (the plan's problems); none when absent. */
+  expectedProblems?: string[];
   expectedApplied: string[];
 }
 
@@ -55,6 +58,8 @@ t.test('golden fixtures', async (t) => {
       t.same(f.pod, before, 'the input pod is not modified');
       t.same(apply(f.pod, plan), f.expectedPod, 'patched pod');
       t.same(plan.warnings, f.expectedWarnings, 'warnings');
+      t.same(plan.problems, f.expectedProblems ?? [], 'problems');
+      for (const p of plan.problems) t.ok(p.length <= 110, `problem short enough for a warning: ${p}`);
       t.same(plan.applied, f.expectedApplied, 'applied');
       for (const w of plan.warnings) t.ok(w.length < 120, `warning under 120 characters: ${w}`);
 
@@ -128,7 +133,7 @@ t.test('several providers on a pod without volumes create the list in one operat
   t.equal(volumeOps.length, 1);
   t.same(
     (volumeOps[0] as { value: { name: string }[] }).value.map((v) => v.name),
-    ['aws-iam-token', 'gcp-iam-token', 'external-credential-config', 'gcloud-config', 'azure-identity-token'],
+    ['aws-iam-token', 'gcp-iam-token', 'external-credential-config', 'gcloud-config', azureVolumeName('web', '')],
   );
   t.same(plan.applied, ['aws', 'gcp', 'azure']);
 });
@@ -162,7 +167,7 @@ t.test('fields the planner does not know survive, and only wired paths change', 
 t.test('an env name or mount path set by one provider is not added again by another', async (t) => {
   // Both AWS and a user value: AWS_REGION set by the container blocks the AWS region group.
   const settings = settingsOf({ aws: { region: 'eu-west-1' } });
-  const p = pod({ containers: [{ name: 'app', env: [{ name: 'AWS_DEFAULT_REGION', value: 'us-east-1' }], volumeMounts: [{ name: 'mine', mountPath: '/var/run/secrets/azure/tokens' }] }] }, { name: 'web', labels: AZURE_LABEL });
+  const p = pod({ containers: [{ name: 'app', env: [{ name: 'AWS_DEFAULT_REGION', value: 'us-east-1' }], volumeMounts: [{ name: 'mine', mountPath: '/var/run/secrets/azure/wi' }] }] }, { name: 'web', labels: AZURE_LABEL });
   const out = apply(p, planIdentity(p, EVERY_SA, settings));
   const env = out.spec.containers[0].env as { name: string }[];
   const counts = new Map<string, number>();
@@ -171,7 +176,7 @@ t.test('an env name or mount path set by one provider is not added again by anot
   t.notOk(counts.has('AWS_REGION'), 'a container that sets one region variable gets neither');
   const paths = (out.spec.containers[0].volumeMounts as { mountPath: string }[]).map((m) => m.mountPath);
   t.equal(new Set(paths).size, paths.length, 'mount paths unique');
-  t.equal(paths.filter((x) => x === '/var/run/secrets/azure/tokens').length, 1, 'the existing mount at the Azure path is kept');
+  t.equal(paths.filter((x) => x === '/var/run/secrets/azure/wi').length, 1, 'the existing mount at the Azure path is kept');
 });
 
 t.test('fsGroup', async (t) => {
@@ -207,7 +212,7 @@ t.test('nothing is planned', async (t) => {
   for (const c of cases) {
     t.test(c.name, async (t) => {
       const plan = planIdentity(c.pod, c.sa, c.settings ?? ALL);
-      t.same(plan, { operations: [], annotations: {}, warnings: [], applied: [] });
+      t.same(plan, { operations: [], annotations: {}, warnings: [], problems: [], applied: [] });
     });
   }
 });
@@ -229,4 +234,51 @@ t.test('GCP annotations: only the ones that differ are returned, our values win'
   const tampered = pod({ containers: [{ name: 'app' }] }, { annotations: { ...first.annotations, 'cloud.google.com/external-credentials-json': '{"type":"other"}' } });
   const plan = planIdentity(tampered, gcpSa, ALL);
   t.same(plan.annotations, { 'cloud.google.com/external-credentials-json': first.annotations['cloud.google.com/external-credentials-json'] });
+});
+
+t.test('reserved names are replaced in place (GCP, Azure v1.6), kept where the provider says so', async (t) => {
+  const gcpSa = sa({
+    'cloud.google.com/workload-identity-provider': 'projects/1/locations/global/workloadIdentityPools/p/providers/k',
+    'cloud.google.com/service-account-email': 'x@proj.iam.gserviceaccount.com',
+    'cloud.google.com/injection-mode': 'direct',
+  });
+  const p = pod({
+    containers: [
+      { name: 'app', env: [{ name: 'GOOGLE_APPLICATION_CREDENTIALS', value: '/mine.json' }, { name: 'KEEP', value: '1' }], volumeMounts: [{ name: 'gcp-iam-token', mountPath: '/to/be/replaced' }] },
+      { name: 'gcloud-setup', image: 'busybox' },
+    ],
+    volumes: [{ name: 'gcp-iam-token', emptyDir: {} }, { name: 'other', emptyDir: {} }],
+  });
+  const plan = planIdentity(p, gcpSa, ALL);
+  t.same(
+    plan.operations.filter((o) => o.op === 'replace').map((o) => o.path),
+    ['/spec/containers/0/env/0', '/spec/containers/0/volumeMounts/0', '/spec/volumes/0'],
+  );
+  const out = apply(p, plan);
+  t.same(out.spec.containers[0].env[0], { name: 'GOOGLE_APPLICATION_CREDENTIALS', value: '/var/run/secrets/workload-identity/federation.json' });
+  t.same(out.spec.containers[0].volumeMounts[0], { name: 'gcp-iam-token', readOnly: true, mountPath: '/var/run/secrets/sts.googleapis.com/serviceaccount' });
+  t.equal(out.spec.volumes[0].projected.defaultMode, 0o440);
+  t.same(out.spec.containers[1], { name: 'gcloud-setup', image: 'busybox' }, 'upstream\'s gcloud-setup container is never wired');
+  t.same(planIdentity(out, gcpSa, ALL).operations, [], 'second pass: nothing');
+
+  const name = azureVolumeName('web', '');
+  const az = pod({ containers: [{ name: 'app', volumeMounts: [{ name, mountPath: '/old' }] }], volumes: [{ name, projected: { sources: [{ serviceAccountToken: { path: 'my-projected-volume', audience: 'aud' } }] } }] }, { name: 'web', labels: AZURE_LABEL });
+  const azOut = apply(az, planIdentity(az, sa({}), ALL));
+  t.same(azOut.spec.volumes, [{ name, projected: { sources: [{ serviceAccountToken: { path: 'token/azure-identity-token', expirationSeconds: 3600, audience: 'api://AzureADTokenExchange' } }] } }], 'v1.6 overrides its volume');
+  t.same(azOut.spec.containers[0].volumeMounts, [{ name, mountPath: '/var/run/secrets/azure/wi', readOnly: true }]);
+  const v15 = settingsOf({ azure: { layout: 'v1.5' } });
+  const old = pod({ containers: [{ name: 'app', volumeMounts: [{ name: 'azure-identity-token', mountPath: '/mine' }] }], volumes: [{ name: 'azure-identity-token', emptyDir: {} }] }, { name: 'web', labels: AZURE_LABEL });
+  const oldOut = apply(old, planIdentity(old, sa({}), v15));
+  t.same(oldOut.spec.volumes, old.spec.volumes, 'v1.5 keeps a volume of its name');
+  t.same(oldOut.spec.containers[0].volumeMounts, old.spec.containers[0].volumeMounts, 'v1.5 keeps a mount of its name');
+});
+
+t.test('GCP tokenVolumeMode from the config', async (t) => {
+  const settings = settingsOf({ gcp: { tokenVolumeMode: '0400' } });
+  const gcpSa = sa({
+    'cloud.google.com/workload-identity-provider': 'projects/1/locations/global/workloadIdentityPools/p/providers/k',
+    'cloud.google.com/service-account-email': 'x@proj.iam.gserviceaccount.com',
+  });
+  const out = apply(pod({ containers: [{ name: 'app' }] }), planIdentity(pod({ containers: [{ name: 'app' }] }), gcpSa, settings));
+  t.same(out.spec.volumes.filter((v: Pod) => v.projected ?? v.downwardAPI).map((v: Pod) => (v.projected ?? v.downwardAPI).defaultMode), [0o400, 0o400]);
 });
