@@ -44,7 +44,7 @@ export async function admit(config: unknown, pod: Json, accounts: Accounts, name
     const { uid, body } = review({ namespace, object: pod });
     const res = await app.inject({ method: 'POST', url: '/mutate', payload: body });
     if (res.statusCode !== 200) throw new Error(`/mutate answered ${res.statusCode}: ${res.body}`);
-    const response = (res.json() as { response: Json }).response;
+    const response = res.json<{ response: Json }>().response;
     if (response.uid !== uid) throw new Error('answer for another request');
     const ops = patchOf(response) as Operation[] | undefined;
     const final = ops === undefined ? pod : (fjp.applyPatch(fjp.deepClone(pod), ops, true, false).newDocument as Json);
