@@ -11,6 +11,7 @@
  * that case is tested in test/kube/identity-e2e.test.ts.)
  */
 import t from 'tap';
+import { azureVolumeName } from '../../src/core/identity/azure.js';
 import { kubectl } from '../support/k8s-tools.js';
 import { realKubeTestOptions } from '../support/kube-apiserver.js';
 import { eventually, startRealCluster, type Obj } from '../support/real-cluster.js';
@@ -27,13 +28,17 @@ const ANNOTATIONS = {
   'azure.workload.identity/tenant-id': '00000000-0000-0000-0000-0000000000aa',
 };
 
-const MOUNTS: Record<string, string> = {
-  'aws-iam-token': '/var/run/secrets/eks.amazonaws.com/serviceaccount',
-  'gcp-iam-token': '/var/run/secrets/sts.googleapis.com/serviceaccount',
-  'external-credential-config': '/var/run/secrets/workload-identity',
-  'gcloud-config': '/var/run/secrets/gcloud/config',
-  'azure-identity-token': '/var/run/secrets/azure/tokens',
-};
+/** The mounts of the three clouds in pod `podName` (Azure v1.6.0 names its volume after the pod). */
+function mountsFor(podName: string): Record<string, string> {
+  return {
+    'aws-iam-token': '/var/run/secrets/eks.amazonaws.com/serviceaccount',
+    'gcp-iam-token': '/var/run/secrets/sts.googleapis.com/serviceaccount',
+    'external-credential-config': '/var/run/secrets/workload-identity',
+    'gcloud-config': '/var/run/secrets/gcloud/config',
+    [azureVolumeName(podName, '')]: '/var/run/secrets/azure/wi',
+  };
+}
+const MOUNTS = mountsFor('web-1');
 
 /** A pod as a ReplicaSet controller would send it: two containers and a native sidecar. */
 function workloadPod(name: string, serviceAccountName: string | undefined): Obj {
@@ -87,7 +92,7 @@ t.test('Workload Identity through the real API server', realKubeTestOptions(), a
       GOOGLE_APPLICATION_CREDENTIALS: '/var/run/secrets/workload-identity/federation.json',
       AZURE_CLIENT_ID: ANNOTATIONS['azure.workload.identity/client-id'],
       AZURE_TENANT_ID: ANNOTATIONS['azure.workload.identity/tenant-id'],
-      AZURE_FEDERATED_TOKEN_FILE: '/var/run/secrets/azure/tokens/azure-identity-token',
+      AZURE_FEDERATED_TOKEN_FILE: '/var/run/secrets/azure/wi/token/azure-identity-token',
     });
     for (const c of [web, worker, proxy]) t.match(mountsOf(c), MOUNTS, `${c?.name as string}: the three clouds' mounts`);
     t.equal(proxy?.restartPolicy, 'Always', 'the native sidecar keeps restartPolicy');
@@ -95,7 +100,7 @@ t.test('Workload Identity through the real API server', realKubeTestOptions(), a
     for (const name of Object.keys(MOUNTS)) t.ok(volumes[name], `volume ${name}`);
     t.ok(Object.keys(volumes).some((n) => n.startsWith('kube-api-access-')), "the ServiceAccount plugin's own token volume is there too");
     t.match(volumes['aws-iam-token'], { projected: { sources: [{ serviceAccountToken: { audience: 'sts.amazonaws.com', expirationSeconds: 86400, path: 'token' } }] } });
-    t.match(volumes['azure-identity-token'], { projected: { sources: [{ serviceAccountToken: { audience: 'api://AzureADTokenExchange', path: 'azure-identity-token' } }] } });
+    t.match(volumes[azureVolumeName('web-1', '')], { projected: { sources: [{ serviceAccountToken: { audience: 'api://AzureADTokenExchange', path: 'token/azure-identity-token' } }] } });
     t.match(volumes['gcp-iam-token'], { projected: { sources: [{ serviceAccountToken: { audience: 'sts.googleapis.com' } }] } });
     t.match(JSON.parse(stored.metadata.annotations['cloud.google.com/external-credentials-json'] as string), { type: 'external_account' });
   });
@@ -141,7 +146,7 @@ t.test('Workload Identity through the real API server', realKubeTestOptions(), a
     const stored = await kube.must<Obj>('GET', '/api/v1/namespaces/team-audit/pods/audited');
     t.equal(stored.spec.containers[0].image, 'nginx:1.14.2');
     t.same(envOf(stored.spec.containers[1]), {}, 'nothing wired');
-    t.notOk((stored.spec.volumes as Obj[]).some((v) => v.name in MOUNTS));
+    t.notOk((stored.spec.volumes as Obj[]).some((v) => v.name in mountsFor('audited')));
   });
 
   await t.test('kubectl debug on a wired pod: the ephemeral container is rewritten, never wired', async (t) => {
