@@ -87,6 +87,8 @@ function firstMismatch(pod: Json, pointers: Record<string, unknown>): string | u
   return undefined;
 }
 
+const README = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+
 for (const suite of SUITES) {
   const fixture = JSON.parse(readFileSync(new URL(suite.file, import.meta.url), 'utf8')) as Fixture;
   t.test(`${fixture.upstream.repository} ${fixture.upstream.tag}`, async (t) => {
@@ -94,6 +96,10 @@ for (const suite of SUITES) {
     t.equal(fixture.cases.length, suite.cases, 'cases converted (README figures)');
     t.equal(fixture.cases.filter((c) => c.difference !== undefined).length, suite.differences, 'documented differences (README table)');
     t.equal(new Set(fixture.cases.map((c) => c.id)).size, fixture.cases.length, 'ids unique');
+    for (const c of fixture.cases.filter((x) => x.difference !== undefined)) {
+      const name = c.id.slice(c.id.lastIndexOf('/') + 1);
+      t.ok(README.includes(c.test) && README.includes(`"${name}"`), `README's compatibility table names ${c.test} "${name}"`);
+    }
     for (const c of fixture.cases) {
       t.test(`${c.id} (line ${c.line})`, async (t) => {
         const accounts = c.serviceAccount === null ? {} : { [`${c.namespace}/${c.serviceAccount.name}`]: c.serviceAccount.annotations };
