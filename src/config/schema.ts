@@ -494,7 +494,8 @@ export function parseConfig(text: string, source = 'config'): Config {
   return validateConfig(raw, source);
 }
 
-function deepFreeze<T>(value: T): T {
+/** Freeze `value` and everything it holds (objects already frozen are taken as frozen through). */
+export function deepFreeze<T>(value: T): T {
   if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
     Object.freeze(value);
     for (const v of Object.values(value)) deepFreeze(v);

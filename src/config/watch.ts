@@ -7,6 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import { watch, watchFile, unwatchFile, type FSWatcher } from 'node:fs';
 import { dirname } from 'node:path';
+import { compileOffThread } from './compile.js';
 import { ConfigError, parseConfig, type Config } from './schema.js';
 
 /** Read and validate a config file. Throws ConfigError (unreadable files included). */
@@ -48,7 +49,12 @@ export class ConfigWatcher implements ConfigSource {
     private readonly path: string,
     initial: { config: Config; text: string },
     private readonly events: ConfigWatcherEvents,
-    private readonly opts: { intervalMs?: number; debounceMs?: number } = {},
+    private readonly opts: {
+      intervalMs?: number;
+      debounceMs?: number;
+      /** Parses, validates and compiles a new version; off the main thread by default (see compile.ts). */
+      compile?: (text: string, source: string) => Promise<Config>;
+    } = {},
   ) {
     this.#config = initial.config;
     this.#text = initial.text;
@@ -116,11 +122,13 @@ export class ConfigWatcher implements ConfigSource {
     this.#text = text;
     let config: Config;
     try {
-      config = parseConfig(text, this.path);
+      // Never on the thread that answers admissions: a large config takes seconds.
+      config = await (this.opts.compile ?? compileOffThread)(text, this.path);
     } catch (err) {
       this.events.onReject(err instanceof Error ? err : new Error(String(err)));
       return;
     }
+    if (this.#stopped) return;
     this.#config = config;
     this.events.onReload(config);
   }

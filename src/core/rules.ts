@@ -326,16 +326,35 @@ const indexes = new WeakMap<readonly Rule[], RuleIndexes>();
 function indexOf(rules: readonly Rule[]): RuleIndexes {
   let built = indexes.get(rules);
   if (built === undefined) {
-    const froms = new PatternIndex<Rule>();
-    const targets = new PatternIndex<RegistryPattern>();
-    for (const r of rules) {
-      froms.add(r.from, r);
-      for (const t of r.targets) targets.add(t.to, t.to);
-    }
-    built = { froms, targets };
-    indexes.set(rules, built);
+    const builder = new RuleIndexBuilder();
+    builder.add(rules);
+    built = builder.finish(rules);
   }
   return built;
+}
+
+/**
+ * Builds the lookup index of a rule list a part at a time, so that a reload can adopt a
+ * large rule list in slices between admissions instead of on the first admission after
+ * it. `finish(rules)` makes it the index of `rules`, which must hold exactly the rules
+ * added, in order.
+ */
+export class RuleIndexBuilder {
+  readonly #froms = new PatternIndex<Rule>();
+  readonly #targets = new PatternIndex<RegistryPattern>();
+
+  add(rules: readonly Rule[]): void {
+    for (const r of rules) {
+      this.#froms.add(r.from, r);
+      for (const t of r.targets) this.#targets.add(t.to, t.to);
+    }
+  }
+
+  finish(rules: readonly Rule[]): RuleIndexes {
+    const built = { froms: this.#froms, targets: this.#targets };
+    indexes.set(rules, built);
+    return built;
+  }
 }
 
 /** Is the reference already on some rule's target (so rewriting it again is wrong)? */

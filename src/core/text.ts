@@ -14,7 +14,17 @@ export const MAX_QUOTED = 256;
  */
 export function clip(text: string, max: number = MAX_QUOTED): string {
   if (text.length <= max) return text;
-  return `${text.slice(0, max)}…(${text.length} chars)`;
+  return `${detached(text.slice(0, max))}…(${text.length} chars)`;
+}
+
+/**
+ * A copy of `part` that holds no reference to the string it was cut from. V8 represents
+ * a slice of a long string as a view on it, so a 256-character cut kept in the report
+ * would keep the whole megabyte it came from alive. JSON round-trips every string
+ * exactly (lone surrogates included).
+ */
+function detached(part: string): string {
+  return JSON.parse(JSON.stringify(part)) as string;
 }
 
 /** {@link clip}, then JSON-quoted, so a hostile string cannot forge lines or quotes. */

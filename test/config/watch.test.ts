@@ -13,7 +13,7 @@ async function tempConfig(t: { teardown(fn: () => unknown): void }, text: string
   return file;
 }
 
-function until(cond: () => boolean, ms = 5000): Promise<void> {
+function until(cond: () => boolean, ms = 60_000): Promise<void> {
   const start = Date.now();
   return new Promise((resolve, reject) => {
     const tick = (): void => {

@@ -1,9 +1,22 @@
 /** Start the real CLI (TypeScript through tsx) as a process, for tests of what a pod runs. */
 import { spawn, type ChildProcess } from 'node:child_process';
 
+export interface CliOptions {
+  /**
+   * `dist`: the built `dist/cli.js` under plain `node` (what the image runs; `make test`
+   * builds it first), with no TypeScript loader and none of the test runner's
+   * `NODE_OPTIONS` in the process. Default `src`: `src/cli.ts` through tsx.
+   */
+  readonly entry?: 'src' | 'dist' | undefined;
+  /** Options for node itself, before the script (e.g. `--max-old-space-size=96`). */
+  readonly nodeArgs?: readonly string[] | undefined;
+}
+
 /** Start `mirrorgate serve ...` and resolve once it logs that it is listening. */
-export function startCli(args: string[]): Promise<{ child: ChildProcess; lines: string[]; url: string; metricsUrl: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+export function startCli(args: string[], opts: CliOptions = {}): Promise<{ child: ChildProcess; lines: string[]; url: string; metricsUrl: string }> {
+  const script = opts.entry === 'dist' ? ['dist/cli.js'] : ['--import', 'tsx', 'src/cli.ts'];
+  const env = opts.entry === 'dist' ? { ...process.env, NODE_OPTIONS: '' } : process.env;
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), ...script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
   const lines: string[] = [];
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`cli did not start: ${lines.join('\n')}`)), 60_000);

@@ -1,0 +1,41 @@
+/**
+ * Worker thread entry of {@link compileOffThread}: parses, validates and compiles one
+ * config text, and posts the result in the shape compile.ts adopts (see there). Runs no
+ * I/O of its own; the text comes in `workerData`.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { serialize } from 'node:v8';
+import { clip } from '../core/text.js';
+import { ConfigError, parseConfig } from './schema.js';
+import { RULES_PER_PART, type CompileInput, type CompileOutput } from './compile.js';
+
+const { text, source } = workerData as CompileInput;
+const port = parentPort;
+
+function toArrayBuffer(b: Buffer): ArrayBuffer {
+  // v8.serialize returns a Buffer of its own (not from the shared pool): its ArrayBuffer can be transferred.
+  return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? (b.buffer as ArrayBuffer) : (b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer);
+}
+
+let out: CompileOutput;
+const transfer: ArrayBuffer[] = [];
+try {
+  const config = parseConfig(text, source);
+  const rules = config.ruleSet.rules;
+  const inputs = config.file.rules;
+  const parts: ArrayBuffer[] = [];
+  for (let i = 0; i < Math.max(rules.length, inputs.length); i += RULES_PER_PART) {
+    parts.push(toArrayBuffer(serialize({ rules: rules.slice(i, i + RULES_PER_PART), inputs: inputs.slice(i, i + RULES_PER_PART) })));
+  }
+  // Everything else, with the rule lists emptied: they come in the parts.
+  const shell = { ...config, ruleSet: { ...config.ruleSet, rules: [] }, file: { ...config.file, rules: [] }, settings: { ...config.settings, ruleSet: undefined } };
+  const rest = toArrayBuffer(serialize(shell));
+  transfer.push(...parts, rest);
+  out = { kind: 'ok', parts, rest };
+} catch (err) {
+  if (err instanceof ConfigError) {
+    // Values can be megabytes: only as much as a config error lists crosses over.
+    out = { kind: 'invalid', problems: err.problems.map((p) => ({ path: clip(p.path, 1024), message: clip(p.message, 1024) })) };
+  } else out = { kind: 'failed', message: clip(err instanceof Error ? err.message : String(err), 1024) };
+}
+port?.postMessage(out, transfer);
