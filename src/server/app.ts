@@ -5,6 +5,8 @@
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { ServerOptions as HttpsServerOptions } from 'node:https';
 import type { Logger } from '../logger.js';
+import { errored, reviewOf } from '../core/admission.js';
+import { clip } from '../core/text.js';
 import { BodyError, parseJsonBody } from './json-body.js';
 import { healthRoutes, type Readiness } from './health-route.js';
 import { HEADERS_TIMEOUT_MS, MAX_RECEIVE_MS, installLimits } from './limits.js';
@@ -71,7 +73,12 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
           : code === 415
             ? `unsupported content type ${JSON.stringify(req.headers['content-type'] ?? '')}: send application/json`
             : err.message;
-      req.log.warn({ status: code, error: message, url: req.url }, 'rejected request');
+      req.log.warn({ status: code, uid: err instanceof BodyError ? err.uid : undefined, error: clip(message, 1024), url: clip(req.url, 1024) }, 'rejected request');
+      // A body that could not be parsed but carries a readable uid gets an answer the API
+      // server can match: allowed false, code 400 (as controller-runtime's Errored).
+      if (err instanceof BodyError && err.uid !== undefined && code === 400) {
+        return reply.code(200).send(reviewOf(errored(err.uid, 400, `mirrorgate: ${clip(message, 1024)}`)));
+      }
       return reply.code(code).send({ error: code === 413 ? 'Payload Too Large' : code === 415 ? 'Unsupported Media Type' : 'Bad Request', message });
     }
     req.log.error({ err, url: req.url }, 'unhandled error');

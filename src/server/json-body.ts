@@ -12,6 +12,8 @@ export class BodyError extends Error {
     message: string,
     readonly statusCode: number,
     readonly code: string,
+    /** The review's `request.uid`, when the body could be read far enough to find one. */
+    readonly uid?: string,
   ) {
     super(message);
     this.name = 'BodyError';
@@ -56,10 +58,10 @@ export function parseJsonBody(text: string): unknown {
   try {
     value = JSON.parse(text);
   } catch (err) {
-    throw new BodyError(`malformed JSON: ${(err as Error).message}`, 400, 'MG_BODY_MALFORMED');
+    throw new BodyError(`malformed JSON: ${(err as Error).message}`, 400, 'MG_BODY_MALFORMED', uidInText(text));
   }
   if (depthExceeds(value, MAX_JSON_DEPTH)) {
-    throw new BodyError(`JSON nested deeper than ${MAX_JSON_DEPTH} levels`, 400, 'MG_BODY_TOO_DEEP');
+    throw new BodyError(`JSON nested deeper than ${MAX_JSON_DEPTH} levels`, 400, 'MG_BODY_TOO_DEEP', readableUid(value));
   }
   return value;
 }
@@ -72,4 +74,81 @@ export function parseTimeoutParam(value: unknown): number | undefined {
   const n = Number(m[1]);
   const unit = m[2] === 'ms' ? 1 : m[2] === 's' ? 1000 : 60_000;
   return n * unit;
+}
+
+/** The longest uid answered back (as decodeReview: the API server's are 36-character UUIDs). */
+const MAX_UID = 256;
+
+/**
+ * `request.uid` of a parsed review, when it is a non-empty string of at most 256
+ * characters: the uid a too-deep review is answered with.
+ */
+export function readableUid(value: unknown): string | undefined {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined;
+  const request = (value as { request?: unknown }).request;
+  if (request === null || typeof request !== 'object' || Array.isArray(request)) return undefined;
+  const uid = (request as { uid?: unknown }).uid;
+  return typeof uid === 'string' && uid !== '' && uid.length <= MAX_UID ? uid : undefined;
+}
+
+/**
+ * `request.uid` read from the text of a body that is not valid JSON, as far as it goes:
+ * a scan over its tokens, keeping track of the keys of the two outer objects, that stops
+ * at the first string it cannot read. The last string found at `request.uid` before
+ * that (JSON.parse also keeps the last of duplicate keys), under the same conditions as
+ * {@link readableUid}. Never recurses; linear in the text.
+ */
+export function uidInText(text: string): string | undefined {
+  /** Per open container: whether it is an object, and its current key. */
+  const objects: boolean[] = [];
+  const keys: (string | undefined)[] = [];
+  let expectKey = false;
+  let found: string | undefined;
+  const n = text.length;
+  let i = 0;
+  while (i < n) {
+    const c = text.charCodeAt(i);
+    if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      objects.push(c === 0x7b);
+      keys.push(undefined);
+      expectKey = c === 0x7b;
+      i++;
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      objects.pop();
+      keys.pop();
+      expectKey = false;
+      i++;
+    } else if (c === 0x2c /* , */) {
+      expectKey = objects[objects.length - 1] === true;
+      i++;
+    } else if (c === 0x22 /* " */) {
+      // The closing quote: the next one not escaped.
+      let j = i + 1;
+      while (j < n) {
+        const d = text.charCodeAt(j);
+        if (d === 0x5c /* \ */) j += 2;
+        else if (d === 0x22) break;
+        else j++;
+      }
+      if (j >= n) break;
+      const depth = objects.length;
+      // Only keys and values of the two outer objects matter: decode nothing else.
+      if (depth >= 1 && depth <= 2) {
+        let s: string;
+        try {
+          s = JSON.parse(text.slice(i, j + 1)) as string;
+        } catch {
+          break;
+        }
+        if (expectKey) {
+          keys[depth - 1] = s;
+          expectKey = false;
+        } else if (depth === 2 && objects[0] === true && objects[1] === true && keys[0] === 'request' && keys[1] === 'uid') {
+          found = s;
+        }
+      } else expectKey = false;
+      i = j + 1;
+    } else i++;
+  }
+  return found !== undefined && found !== '' && found.length <= MAX_UID ? found : undefined;
 }

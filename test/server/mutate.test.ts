@@ -112,7 +112,9 @@ const malformed: { name: string; payload: string | Buffer; headers?: Record<stri
   { name: 'missing uid', payload: JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { kind: {} } }), status: 400, message: /request.uid/ },
   { name: 'uid of the wrong type', payload: JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 5 } }), status: 400, message: /request.uid/ },
   { name: 'deeply nested JSON', payload: '['.repeat(100_000) + ']'.repeat(100_000), status: 400, message: /nested deeper than 100/ },
-  { name: 'deeply nested inside a valid review', payload: JSON.stringify(review({ object: { metadata: {}, spec: { x: nest(150) } } }).body), status: 400, message: /nested deeper/ },
+  { name: 'deeply nested with a uid too long to answer', payload: JSON.stringify({ request: { uid: 'u'.repeat(257), x: nest(150) } }), status: 400, message: /nested deeper/ },
+  { name: 'malformed JSON with a uid too long to answer', payload: `{"request":{"uid":"${'u'.repeat(257)}",`, status: 400, message: /malformed JSON/ },
+  { name: 'malformed JSON with a uid below request.object only', payload: '{"request":{"object":{"uid":"abc"},', status: 400, message: /malformed JSON/ },
   { name: 'wrong content type', payload: 'x', headers: { 'content-type': 'text/plain' }, status: 415, message: /application\/json/ },
   { name: 'over 8 MiB', payload: Buffer.alloc(8 * 1024 * 1024 + 10, 0x20), status: 413, message: /larger than/ },
 ];
@@ -143,10 +145,19 @@ t.test('a review with a readable uid is always answered with it: allowed false, 
     { name: 'containers of the wrong type', ...review({ object: { spec: { containers: { name: 'x' } } } }), message: /request.object.spec.containers: must be an array/ },
     { name: 'a malformed kind', ...review({ kind: 'Pod' as never }), message: /request.kind must be/ },
     { name: 'an oldObject that is not an object', ...review({ operation: 'UPDATE', oldObject: 'x' }), message: /request.oldObject must be an object/ },
+    { name: 'JSON nested deeper than 100 levels inside the pod', ...review({ object: { metadata: {}, spec: { x: nest(150) } } }), message: /nested deeper than 100/ },
   ];
-  for (const c of cases) {
+  // Bodies that are not JSON at all, but carry the uid before they break.
+  const cut = review();
+  const unclosed = review();
+  const bodies: { name: string; uid: string; payload: string; message: RegExp }[] = [
+    ...cases.map((c) => ({ name: c.name, uid: c.uid, payload: JSON.stringify(c.body), message: c.message })),
+    { name: 'a review cut off in the middle of the pod', uid: cut.uid, payload: JSON.stringify(cut.body).slice(0, -40), message: /malformed JSON/ },
+    { name: 'a review with garbage after the uid', uid: unclosed.uid, payload: `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"${unclosed.uid}","object":{"spec":}}}`, message: /malformed JSON/ },
+  ];
+  for (const c of bodies) {
     const uid = c.uid;
-    const res = await app.inject({ method: 'POST', url: '/mutate?timeout=10s', headers: json, payload: JSON.stringify(c.body) });
+    const res = await app.inject({ method: 'POST', url: '/mutate?timeout=10s', headers: json, payload: c.payload });
     t.equal(res.statusCode, 200, c.name);
     const out = res.json();
     t.equal(out.kind, 'AdmissionReview', c.name);
