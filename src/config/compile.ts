@@ -45,6 +45,8 @@ export interface CompileOptions {
   readonly timeoutMs?: number | undefined;
   /** Starts the deadline timer (default `setTimeout`, unref'd). */
   readonly setTimer?: ((fn: () => void, ms: number) => { clear(): void }) | undefined;
+  /** Aborting stops the worker (the watcher stops): the compile is refused. */
+  readonly signal?: AbortSignal | undefined;
 }
 
 /** Parse, validate and compile `text` off the main thread. Throws ConfigError as parseConfig does. */
@@ -98,6 +100,9 @@ function runWorker(input: CompileInput, opts: CompileOptions): Promise<CompileOu
       settle({ kind: 'failed', message: err.code === 'ERR_WORKER_OUT_OF_MEMORY' ? `compiling needs more than ${memoryMb} MiB of memory` : `compiling failed: ${err.message}` }),
     );
     worker.once('exit', (code) => settle({ kind: 'failed', message: `the compiling thread exited (${code}) without an answer` }));
+    const abort = (): void => settle({ kind: 'failed', message: 'abandoned: the config watcher stopped' });
+    if (opts.signal?.aborted) abort();
+    else opts.signal?.addEventListener('abort', abort, { once: true });
   });
 }
 

@@ -44,6 +44,8 @@ export class ConfigWatcher implements ConfigSource {
   #checking = false;
   #again = false;
   #stopped = false;
+  /** Stops a compile still running when the watcher stops. */
+  readonly #abort = new AbortController();
 
   constructor(
     private readonly path: string,
@@ -53,7 +55,7 @@ export class ConfigWatcher implements ConfigSource {
       intervalMs?: number;
       debounceMs?: number;
       /** Parses, validates and compiles a new version; off the main thread by default (see compile.ts). */
-      compile?: (text: string, source: string) => Promise<Config>;
+      compile?: (text: string, source: string, signal: AbortSignal) => Promise<Config>;
     } = {},
   ) {
     this.#config = initial.config;
@@ -78,6 +80,7 @@ export class ConfigWatcher implements ConfigSource {
 
   stop(): void {
     this.#stopped = true;
+    this.#abort.abort();
     unwatchFile(this.path);
     this.#watcher?.close();
     if (this.#timer) clearTimeout(this.#timer);
@@ -123,9 +126,10 @@ export class ConfigWatcher implements ConfigSource {
     let config: Config;
     try {
       // Never on the thread that answers admissions: a large config takes seconds.
-      config = await (this.opts.compile ?? compileOffThread)(text, this.path);
+      const compile = this.opts.compile ?? ((t: string, source: string, signal: AbortSignal) => compileOffThread(t, source, { signal }));
+      config = await compile(text, this.path, this.#abort.signal);
     } catch (err) {
-      this.events.onReject(err instanceof Error ? err : new Error(String(err)));
+      if (!this.#stopped) this.events.onReject(err instanceof Error ? err : new Error(String(err)));
       return;
     }
     if (this.#stopped) return;

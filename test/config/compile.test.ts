@@ -104,6 +104,11 @@ t.test('a compile that needs more memory than allowed, or more time, is a refuse
   };
   await t.rejects(compileOffThread(RICH, 'cfg.yaml', { setTimer: fireAtOnce, timeoutMs: 5000 }), /compiling took longer than 5 s; abandoned/);
   t.ok(cleared, 'the deadline is cleared once settled');
+  // Stopping the watcher abandons a compile in progress.
+  const stop = new AbortController();
+  const pending = compileOffThread(manyRules(20_000, 'mirror.example.com/d'), 'cfg.yaml', { signal: stop.signal });
+  stop.abort();
+  await t.rejects(pending, /abandoned: the config watcher stopped/);
 });
 
 t.test('admissions are answered, with the config in force, while a large reload is adopted', async (t) => {
