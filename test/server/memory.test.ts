@@ -1,6 +1,7 @@
 /**
  * The hostile mix against the real process: `node dist/cli.js serve --no-kube` with the
- * example config, run as the image runs it (plain node, no flags, certificate files).
+ * example config, run as the image runs it (plain node, certificate files), with the heap
+ * V8 would get in the Deployment's container (see POD_OLD_SPACE_MB).
  * Each attack is sent in full and waited for by its answers (or the server closing the
  * connection); then the process's peak RSS (VmHWM, reset before each attack through
  * /proc/PID/clear_refs) and its heap (sampled from /metrics while the attack runs, each
@@ -19,8 +20,15 @@ import { tempDir } from '../support/serve.js';
 
 const MiB = 1024 * 1024;
 /** What the README's limits table promises under these attacks (the Deployment's limit is 256 Mi). */
-const MAX_PEAK_RSS = 224 * MiB;
-const MAX_HEAP_USED = 96 * MiB;
+const MAX_PEAK_RSS = 208 * MiB;
+const MAX_HEAP_USED = 64 * MiB;
+/**
+ * The old generation V8 gets in the Deployment's container: Node sizes V8's heap from the
+ * cgroup's memory limit (uv_get_constrained_memory), and V8 gives the old generation half
+ * of it on 64-bit. This machine has no such limit (V8 would size the heap from 24 GiB and
+ * collect far later than in a pod), so the process gets the pod's figure explicitly.
+ */
+const POD_OLD_SPACE_MB = 128;
 
 interface Proc {
   pid: number;
@@ -160,7 +168,7 @@ t.test('the hostile mix: peak RSS and heap stay under the stated bounds', async 
   await ensureCertificates(certs, defaultServingNames('mirrorgate', 'mirrorgate'));
   const { child, lines, url, metricsUrl } = await startCli(
     ['serve', '--config', join(dir, 'config.yaml'), '--no-kube', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--tls-cert', join(certs, 'tls.crt'), '--tls-key', join(certs, 'tls.key'), '--shutdown-delay', '0s'],
-    { entry: 'dist' },
+    { entry: 'dist', nodeArgs: [`--max-old-space-size=${POD_OLD_SPACE_MB}`] },
   );
   t.teardown(() => child.kill('SIGKILL'));
   const p: Proc = { pid: child.pid as number, url: url.replace(/\/mutate$/, ''), metricsUrl, ca: await readFile(join(dir, 'certs', 'ca.crt'), 'utf8'), lines };
