@@ -36,8 +36,9 @@ test-deps:
 test: install test-deps build typecheck lint
 	npm test
 
+# Ctrl-C stops it at once: no endpoints to wait for locally (--shutdown-delay 0s).
 run: build
-	node dist/cli.js serve --config $(CONFIG) --no-kube --host $(HOST) --port $(PORT) --metrics-port $(METRICS_PORT) --certs-dir $(CERTS_DIR)
+	node dist/cli.js serve --config $(CONFIG) --no-kube --host $(HOST) --port $(PORT) --metrics-port $(METRICS_PORT) --certs-dir $(CERTS_DIR) --shutdown-delay 0s
 
 bench: build
 	npm run bench

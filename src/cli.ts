@@ -8,6 +8,7 @@ import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hostname } from 'node:os';
+import { stringify as stringifyYaml } from 'yaml';
 import type { RotationPolicy } from './kube/cert-rotation.js';
 import { KubeConfigError } from './kube/errors.js';
 import type { Report } from './report/rewrites.js';
@@ -15,7 +16,7 @@ import { createLogger, flushLogger } from './logger.js';
 import { fetchReport } from './report/fetch.js';
 import { copyCommands, formatTable, pendingImages, worklistCsv } from './report/format.js';
 import type { ReportContext } from './report/worklist.js';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { commandHelp, commandUsage, overview, parseCommand, UsageError, wantsHelp, type CommandSpec } from './cli-help.js';
 import { ConfigError } from './config/schema.js';
 import { loadConfigFile } from './config/watch.js';
 import { decideRewrite } from './core/rules.js';
@@ -28,34 +29,6 @@ import { endpointFor, loadEndpoints } from './verify/endpoints.js';
 import { CloudSources } from './registry/cloud/sources.js';
 import { formatScanJson, formatScanText, scanExitCode, scanPaths } from './scan/scan.js';
 
-export class UsageError extends Error {
-  readonly code = 'MG_USAGE';
-}
-
-const USAGE = `mirrorgate: rewrite third-party container images to your mirror at pod admission
-
-Usage:
-  mirrorgate serve --config FILE [--port 8443] [--metrics-port 9090] [--host 0.0.0.0]
-                   [--tls-cert FILE --tls-key FILE | --manage-certs [--webhook-name mirrorgate]]
-                   [--certs-dir ./certs] [--kubeconfig FILE | --no-kube] [--shutdown-delay 5s]
-                   [--drain-timeout 15s]
-  mirrorgate report [--kubeconfig FILE [--namespace mirrorgate] | --url URL] [--output table|json]
-                   [--images [--output csv]] [--copy-commands gcrane|skopeo|crane [--config FILE]]
-  mirrorgate certs [--service mirrorgate] [--namespace mirrorgate] [--webhook-name mirrorgate]
-                   [--kubeconfig FILE | --out-dir DIR]
-  mirrorgate rewrite --config FILE [--output text|json] IMAGE...
-  mirrorgate copy --config FILE [--missing [--url http://127.0.0.1:9090 | --kubeconfig FILE]]
-                   [--platform os/arch[/variant]] IMAGE...
-  mirrorgate scan --config FILE [--write] [--check] [--output text|json] PATH...
-                   (Kubernetes YAML and Dockerfiles in files or folders; --check exits 1
-                   while third-party references remain)
-  mirrorgate help | --help
-  mirrorgate version | --version
-
-Exit codes: 0 success, 1 runtime failure, 2 usage or config error.
-Environment (set by the Deployment): POD_NAME (the report key), POD_NAMESPACE,
-MIRRORGATE_SERVICE (default mirrorgate).`;
-
 interface Io {
   out(line: string): void;
   err(line: string): void;
@@ -67,14 +40,6 @@ const stdio: Io = {
   out: (l) => process.stdout.write(`${l}\n`),
   err: (l) => process.stderr.write(`${l}\n`),
 };
-
-function parse<const O extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: O) {
-  try {
-    return parseArgs({ args, options, allowPositionals: true, strict: true });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-}
 
 function str(v: unknown): string | undefined {
   return typeof v === 'string' ? v : undefined;
@@ -100,23 +65,142 @@ function requireConfig(values: { config?: string | boolean | undefined }): strin
   return config;
 }
 
+const KUBECONFIG_DEFAULT = 'in-cluster in a pod, else $KUBECONFIG or ~/.kube/config';
+
+const SERVE: CommandSpec = {
+  name: 'serve',
+  summary: 'run the webhook (HTTPS) and its metrics and report port (HTTP)',
+  synopsis: [
+    '--config FILE [--port 8443] [--metrics-port 9090] [--host 0.0.0.0]',
+    '[--metrics-host ADDR] [--tls-cert FILE --tls-key FILE | --manage-certs [--webhook-name mirrorgate]]',
+    '[--certs-dir ./certs] [--kubeconfig FILE | --no-kube] [--shutdown-delay 5s]',
+    '[--drain-timeout 15s]',
+  ],
+  description: [
+    'Serve POST /mutate (AdmissionReview admission.k8s.io/v1), /healthz and /readyz on the webhook',
+    'port, /metrics, /report and /report.html on the metrics port. The config file is reloaded when',
+    'it changes; an invalid new version is refused and the last good one stays. SIGTERM or SIGINT:',
+    'not ready at once, serve for --shutdown-delay, drain, write the report, exit 0.',
+  ],
+  flags: {
+    config: { type: 'string', value: 'FILE', default: 'required', help: 'the config file (YAML or JSON; README, "Configuration")' },
+    port: { type: 'string', value: 'N', default: '8443', help: 'webhook port (TLS 1.2+)' },
+    'metrics-port': { type: 'string', value: 'N', default: '9090', help: 'metrics and report port (plain HTTP)' },
+    host: { type: 'string', value: 'ADDR', default: '0.0.0.0', help: 'address both ports listen on' },
+    'metrics-host': { type: 'string', value: 'ADDR', default: 'the --host address', help: 'address of the metrics port alone' },
+    'tls-cert': { type: 'string', value: 'FILE', default: 'none: created in --certs-dir', help: 'serving certificate (PEM), reloaded when the file changes; with --tls-key' },
+    'tls-key': { type: 'string', value: 'FILE', default: 'none', help: 'private key of --tls-cert (PEM)' },
+    'certs-dir': { type: 'string', value: 'DIR', default: './certs', help: 'without --tls-cert: ca.crt, tls.crt and tls.key are created here once and reused' },
+    'manage-certs': { type: 'boolean', default: 'off', help: 'keep Secret mirrorgate-tls and the caBundle of --webhook-name current through the API (create, renew, rotate the CA)' },
+    'webhook-name': { type: 'string', value: 'NAME', default: 'mirrorgate', help: 'the MutatingWebhookConfiguration whose caBundle --manage-certs keeps' },
+    kubeconfig: { type: 'string', value: 'FILE', default: KUBECONFIG_DEFAULT, help: 'Kubernetes access for the caches, the report and certificates' },
+    'no-kube': { type: 'boolean', default: 'off', help: 'run without a cluster: no caches, no identity wiring, no report persistence' },
+    'shutdown-delay': { type: 'string', value: 'DURATION', default: '5s', help: 'after SIGTERM/SIGINT, keep serving this long while endpoints update (0s locally)' },
+    'drain-timeout': { type: 'string', value: 'DURATION', default: '15s', help: 'then wait at most this long for requests in flight before cutting them' },
+  },
+};
+
+const REWRITE: CommandSpec = {
+  name: 'rewrite',
+  summary: 'print what the rules and the policy decide for each image, without a request',
+  synopsis: ['--config FILE [--output text|json] IMAGE...'],
+  description: [
+    'For each IMAGE: rewritten (with the rule that matched) or unchanged (with the reason:',
+    'no-rule, on-target, excluded, target-invalid) or invalid, and the policy verdict on the',
+    'final image. Scoped rules (namespaces, selectors) do not apply: there is no pod here.',
+    'Exit 1 when an image is invalid or denied by the policy (e.g. an image no rule rewrites',
+    'and that is not from an allowed registry), else 0.',
+  ],
+  flags: {
+    config: { type: 'string', value: 'FILE', default: 'required', help: 'the config file' },
+    output: { type: 'string', value: 'text|json', default: 'text', help: 'json: one object per image with decision, reason, detail, result, rule, policy' },
+  },
+};
+
+const COPY: CommandSpec = {
+  name: 'copy',
+  summary: 'copy images digest-exact to their rewrite targets',
+  synopsis: [
+    '--config FILE [--missing [--url URL | --kubeconfig FILE [--namespace NS]]]',
+    '[--platform os/arch[/variant]] IMAGE...',
+  ],
+  description: [
+    'Copy each IMAGE (the whole multi-arch index unless --platform) to the target the config\'s',
+    'rules give it, with the registries: settings for both sides. One line per image; exit 1',
+    'naming each image that failed.',
+  ],
+  flags: {
+    config: { type: 'string', value: 'FILE', default: 'required', help: 'the config file (rules and registries)' },
+    missing: { type: 'boolean', default: 'off', help: 'also copy the report\'s images missing from the mirror' },
+    url: { type: 'string', value: 'URL', default: 'http://127.0.0.1:9090', help: 'with --missing: a running instance\'s metrics port to read the report from' },
+    kubeconfig: { type: 'string', value: 'FILE', default: 'none (use --url)', help: 'with --missing: read the report ConfigMap from the cluster instead' },
+    namespace: { type: 'string', value: 'NS', default: '$POD_NAMESPACE, else mirrorgate', help: 'with --kubeconfig: mirrorgate\'s namespace' },
+    platform: { type: 'string', value: 'os/arch[/variant]', default: 'all platforms', help: 'copy only this platform\'s manifest of an index (the target tag then names it)' },
+  },
+};
+
+const SCAN: CommandSpec = {
+  name: 'scan',
+  summary: 'find (and rewrite) third-party images in Kubernetes YAML and Dockerfiles',
+  synopsis: ['--config FILE [--write] [--check] [--output text|json] PATH...'],
+  description: [
+    'PATH: files or folders of Kubernetes YAML (every workload kind, multi-document files) and',
+    'Dockerfiles. Lists third-party references by registry and what they become.',
+    'Exit 1 with --check while third-party references remain (after --write: those it could not rewrite).',
+  ],
+  flags: {
+    config: { type: 'string', value: 'FILE', default: 'required', help: 'the config file (rules and policy)' },
+    write: { type: 'boolean', default: 'off', help: 'rewrite the files in place, comments and formatting kept' },
+    check: { type: 'boolean', default: 'off', help: 'exit 1 while third-party references remain (for CI)' },
+    output: { type: 'string', value: 'text|json', default: 'text', help: 'output format' },
+  },
+};
+
+const REPORT: CommandSpec = {
+  name: 'report',
+  summary: 'print the report: what was rewritten, would be, was denied, per source registry',
+  synopsis: [
+    '[--url URL | --kubeconfig FILE [--namespace mirrorgate]] [--output table|json]',
+    '[--images [--output csv]] [--copy-commands gcrane|skopeo|crane [--config FILE]]',
+  ],
+  description: [
+    'From a running instance (--url, its metrics port) or from the cluster\'s ConfigMap',
+    'mirrorgate-report (merged over replicas).',
+  ],
+  flags: {
+    url: { type: 'string', value: 'URL', default: 'none: read the ConfigMap', help: 'a running instance\'s metrics port, e.g. http://127.0.0.1:9090 after a port-forward' },
+    kubeconfig: { type: 'string', value: 'FILE', default: KUBECONFIG_DEFAULT, help: 'the cluster to read the ConfigMap from' },
+    namespace: { type: 'string', value: 'NS', default: '$POD_NAMESPACE, else mirrorgate', help: 'mirrorgate\'s namespace' },
+    output: { type: 'string', value: 'table|json|csv', default: 'table', help: 'csv only with --images (the worklist)' },
+    images: { type: 'boolean', default: 'off', help: 'the images still pulled from outside, with their targets' },
+    'copy-commands': { type: 'string', value: 'gcrane|skopeo|crane', default: 'off', help: 'print a copy command per pending image for that tool' },
+    config: { type: 'string', value: 'FILE', default: 'none', help: 'registries (plain HTTP, CA) and policy for the copy commands and the worklist' },
+  },
+};
+
+const CERTS: CommandSpec = {
+  name: 'certs',
+  summary: 'create or renew the CA and serving certificate once (cluster or files)',
+  synopsis: [
+    '[--service mirrorgate] [--namespace mirrorgate] [--webhook-name mirrorgate]',
+    '[--kubeconfig FILE | --out-dir DIR]',
+  ],
+  description: [
+    'With the cluster: the reconcile serve --manage-certs runs, once (Secret mirrorgate-tls and',
+    'the webhook\'s caBundle). With --out-dir: ca.crt, ca.key, tls.crt, tls.key and the Secret as',
+    'secret.yaml (YAML, mode 0600) in DIR, and the caBundle to paste; the CA is reused on later runs.',
+  ],
+  flags: {
+    service: { type: 'string', value: 'NAME', default: 'mirrorgate', help: 'the Service the certificate is for' },
+    namespace: { type: 'string', value: 'NS', default: 'mirrorgate', help: 'its namespace (DNS names and the Secret\'s namespace)' },
+    'webhook-name': { type: 'string', value: 'NAME', default: 'mirrorgate', help: 'the MutatingWebhookConfiguration whose caBundle is kept (cluster only)' },
+    kubeconfig: { type: 'string', value: 'FILE', default: KUBECONFIG_DEFAULT, help: 'the cluster' },
+    'out-dir': { type: 'string', value: 'DIR', default: 'none: use the cluster', help: 'write files instead of using the cluster' },
+  },
+};
+
 async function cmdServe(args: string[], io: Io): Promise<number> {
-  const { values, positionals } = parse(args, {
-    config: { type: 'string' },
-    port: { type: 'string' },
-    'metrics-port': { type: 'string' },
-    host: { type: 'string' },
-    'metrics-host': { type: 'string' },
-    'tls-cert': { type: 'string' },
-    'tls-key': { type: 'string' },
-    'certs-dir': { type: 'string' },
-    kubeconfig: { type: 'string' },
-    'no-kube': { type: 'boolean' },
-    'shutdown-delay': { type: 'string' },
-    'drain-timeout': { type: 'string' },
-    'manage-certs': { type: 'boolean' },
-    'webhook-name': { type: 'string' },
-  });
+  const { values, positionals } = parseCommand(SERVE, args);
   if (positionals.length > 0) throw new UsageError(`serve takes no arguments (got ${positionals.join(' ')})`);
   const manageCerts = values['manage-certs'] === true;
   if (manageCerts && values['tls-cert'] !== undefined) throw new UsageError('--manage-certs and --tls-cert exclude each other');
@@ -165,7 +249,7 @@ async function cmdServe(args: string[], io: Io): Promise<number> {
 }
 
 async function cmdRewrite(args: string[], io: Io): Promise<number> {
-  const { values, positionals } = parse(args, { config: { type: 'string' }, output: { type: 'string' } });
+  const { values, positionals } = parseCommand(REWRITE, args);
   const output = str(values.output) ?? 'text';
   if (output !== 'text' && output !== 'json') throw new UsageError(`--output: text or json (got ${output})`);
   if (positionals.length === 0) throw new UsageError('rewrite needs at least one IMAGE');
@@ -176,20 +260,24 @@ async function cmdRewrite(args: string[], io: Io): Promise<number> {
     const final = d.kind === 'rewrite' ? d.rewritten : image;
     const verdict = config.policy ? judgeImage(config.policy, final) : { allowed: true as const };
     if (d.kind === 'invalid' || !verdict.allowed) failed = true;
+    // Each field one fact: decision and reason are codes, detail and policyMessage prose.
     return {
       image,
-      decision: d.kind === 'rewrite' ? 'rewrite' : d.kind === 'invalid' ? 'invalid' : `unchanged (${d.reason})`,
+      decision: d.kind,
+      reason: d.kind === 'unchanged' ? d.reason : d.kind === 'invalid' ? 'invalid-reference' : null,
+      detail: d.kind === 'invalid' ? d.reason : d.kind === 'unchanged' ? (d.detail ?? null) : null,
       result: final,
-      rule: d.kind === 'rewrite' ? `rules[${d.rule.index}] ${d.rule.from.source} -> ${d.rule.targets.map((x) => x.to.source).join(', ')}${d.rule.verify ? ' (verify)' : ''}` : undefined,
-      reason: d.kind === 'invalid' ? d.reason : d.kind === 'unchanged' ? d.detail : undefined,
-      policy: verdict.allowed ? (config.policy ? 'allowed' : 'no policy') : `denied: ${verdict.message}`,
+      rule: d.kind === 'rewrite' ? `rules[${d.rule.index}] ${d.rule.from.source} -> ${d.rule.targets.map((x) => x.to.source).join(', ')}${d.rule.verify ? ' (verify)' : ''}` : null,
+      policy: verdict.allowed ? (config.policy ? 'allowed' : 'none') : 'denied',
+      policyMessage: verdict.allowed ? null : verdict.message,
     };
   });
   if (output === 'json') io.out(JSON.stringify(results, null, 2));
   else {
     for (const r of results) {
-      const head = r.decision === 'rewrite' ? `${r.image} -> ${r.result}` : `${r.image}: ${r.decision}`;
-      io.out([head, r.rule && `  rule: ${r.rule}`, r.reason && `  reason: ${r.reason}`, `  policy: ${r.policy}`].filter(Boolean).join('\n'));
+      const head = r.decision === 'rewrite' ? `${r.image} -> ${r.result}` : `${r.image}: ${r.decision}${r.decision === 'unchanged' ? ` (${r.reason ?? ''})` : ''}`;
+      const policy = r.policy === 'denied' ? `denied: ${r.policyMessage ?? ''}` : r.policy === 'none' ? 'no policy' : r.policy;
+      io.out([head, r.rule && `  rule: ${r.rule}`, r.detail && `  reason: ${r.detail}`, `  policy: ${policy}`].filter(Boolean).join('\n'));
     }
   }
   return failed ? 1 : 0;
@@ -214,14 +302,7 @@ function copySummary(r: CopyResult): string {
 }
 
 async function cmdCopy(args: string[], io: Io): Promise<number> {
-  const { values, positionals } = parse(args, {
-    config: { type: 'string' },
-    missing: { type: 'boolean' },
-    url: { type: 'string' },
-    kubeconfig: { type: 'string' },
-    namespace: { type: 'string' },
-    platform: { type: 'string' },
-  });
+  const { values, positionals } = parseCommand(COPY, args);
   const configPath = requireConfig(values);
   const url = str(values.url);
   const kubeconfig = str(values.kubeconfig);
@@ -297,12 +378,7 @@ async function cmdCopy(args: string[], io: Io): Promise<number> {
 }
 
 async function cmdScan(args: string[], io: Io): Promise<number> {
-  const { values, positionals } = parse(args, {
-    config: { type: 'string' },
-    write: { type: 'boolean' },
-    check: { type: 'boolean' },
-    output: { type: 'string' },
-  });
+  const { values, positionals } = parseCommand(SCAN, args);
   const output = str(values.output) ?? 'text';
   if (output !== 'text' && output !== 'json') throw new UsageError(`--output: text or json (got ${output})`);
   if (positionals.length === 0) throw new UsageError('scan needs at least one PATH (a file or folder)');
@@ -343,15 +419,7 @@ function isHttpUrl(s: string): boolean {
 }
 
 async function cmdReport(args: string[], io: Io): Promise<number> {
-  const { values, positionals } = parse(args, {
-    kubeconfig: { type: 'string' },
-    namespace: { type: 'string' },
-    url: { type: 'string' },
-    output: { type: 'string' },
-    images: { type: 'boolean' },
-    'copy-commands': { type: 'string' },
-    config: { type: 'string' },
-  });
+  const { values, positionals } = parseCommand(REPORT, args);
   if (positionals.length > 0) throw new UsageError(`report takes no arguments (got ${positionals.join(' ')})`);
   if (values.url !== undefined && values.kubeconfig !== undefined) throw new UsageError('--url and --kubeconfig exclude each other');
   const output = str(values.output) ?? 'table';
@@ -360,14 +428,16 @@ async function cmdReport(args: string[], io: Io): Promise<number> {
   const tool = str(values['copy-commands']);
   if (tool !== undefined && tool !== 'gcrane' && tool !== 'skopeo' && tool !== 'crane') throw new UsageError(`--copy-commands: gcrane, skopeo or crane (got ${tool})`);
   const namespace = dnsLabel(values.namespace, 'namespace', process.env.POD_NAMESPACE ?? 'mirrorgate');
-  if (values.url !== undefined && !isHttpUrl(values.url)) throw new UsageError(`--url: not an http or https URL (like http://127.0.0.1:9090): ${values.url}`);
+  const url = str(values.url);
+  if (url !== undefined && !isHttpUrl(url)) throw new UsageError(`--url: not an http or https URL (like http://127.0.0.1:9090): ${url}`);
   // A running instance (--url) answers with the merged view; otherwise read the ConfigMap.
   const report =
-    values.url !== undefined
-      ? await fetchReport(values.url)
+    url !== undefined
+      ? await fetchReport(url)
       : await reportFromCluster(str(values.kubeconfig), namespace);
   // --config gives each registry's settings (plain HTTP, CA) and the policy to the commands.
-  const config = values.config !== undefined ? (await loadConfigFile(values.config)).config : undefined;
+  const configPath = str(values.config);
+  const config = configPath !== undefined ? (await loadConfigFile(configPath)).config : undefined;
   const policy = config?.policy;
   const ctx: ReportContext = {
     registries: config?.registries,
@@ -395,13 +465,7 @@ async function cmdReport(args: string[], io: Io): Promise<number> {
 }
 
 async function cmdCerts(args: string[], io: Io): Promise<number> {
-  const { values, positionals } = parse(args, {
-    service: { type: 'string' },
-    namespace: { type: 'string' },
-    'webhook-name': { type: 'string' },
-    kubeconfig: { type: 'string' },
-    'out-dir': { type: 'string' },
-  });
+  const { values, positionals } = parseCommand(CERTS, args);
   if (positionals.length > 0) throw new UsageError(`certs takes no arguments (got ${positionals.join(' ')})`);
   if (values['out-dir'] !== undefined && values.kubeconfig !== undefined) throw new UsageError('--out-dir and --kubeconfig exclude each other');
   const { defaultServingNames, ensureCertificates } = await import('./certs.js');
@@ -412,7 +476,9 @@ async function cmdCerts(args: string[], io: Io): Promise<number> {
   if (outDir !== undefined) {
     // Offline: files for a Secret made elsewhere (GitOps), and the caBundle to paste.
     const made = await ensureCertificates(outDir, names);
-    io.out(`${made.created ? 'wrote' : 'kept'} ${made.caFile}, ${made.certFile}, ${made.keyFile} for ${names.dnsNames.join(', ')}`);
+    // ca.key stays here (never in the Secret): a later run signs the renewed serving
+    // certificate with the same CA, so the caBundle already deployed keeps working.
+    io.out(`${made.created ? 'wrote' : 'kept'} ${made.caFile}, ${join(outDir, 'ca.key')}, ${made.certFile}, ${made.keyFile} for ${names.dnsNames.join(', ')}`);
     io.out(`caBundle: ${Buffer.from(made.caCert).toString('base64')}`);
     // The same pair as the Secret serve mounts (--tls-cert/--tls-key), ready to apply or commit
     // to a secret store: `kubectl apply -f DIR/secret.yaml`.
@@ -425,7 +491,7 @@ async function cmdCerts(args: string[], io: Io): Promise<number> {
       data: { 'ca.crt': b64(made.caCert), 'tls.crt': b64(made.cert), 'tls.key': b64(made.key) },
     };
     const secretFile = join(outDir, 'secret.yaml');
-    await writeFile(secretFile, `${JSON.stringify(secret, null, 2)}\n`, { mode: 0o600 });
+    await writeFile(secretFile, stringifyYaml(secret), { mode: 0o600 });
     await chmod(secretFile, 0o600);
     io.out(`wrote ${secretFile} (Secret ${namespace}/mirrorgate-tls)`);
     return 0;
@@ -444,39 +510,61 @@ async function cmdCerts(args: string[], io: Io): Promise<number> {
   return 0;
 }
 
+type Command = { readonly spec: CommandSpec; readonly run: (args: string[], io: Io) => Promise<number> };
+
+/** Every subcommand, in the order help lists them: a command exists only with its help. */
+export const COMMANDS: readonly Command[] = [
+  { spec: SERVE, run: cmdServe },
+  { spec: REWRITE, run: cmdRewrite },
+  { spec: SCAN, run: cmdScan },
+  { spec: COPY, run: cmdCopy },
+  { spec: REPORT, run: cmdReport },
+  { spec: CERTS, run: cmdCerts },
+];
+
+/** The overview `mirrorgate --help` prints. */
+export const USAGE = overview(COMMANDS.map((c) => c.spec));
+
 /** Run the CLI; resolves to the exit code. */
 export async function main(argv: string[], io: Io = stdio): Promise<number> {
   const [command, ...rest] = argv;
+  const found = COMMANDS.find((c) => c.spec.name === command);
   try {
+    if (found !== undefined) {
+      if (wantsHelp(rest)) {
+        io.out(commandHelp(found.spec));
+        return 0;
+      }
+      return await found.run(rest, io);
+    }
     switch (command) {
-      case 'serve':
-        return await cmdServe(rest, io);
-      case 'rewrite':
-        return await cmdRewrite(rest, io);
-      case 'copy':
-        return await cmdCopy(rest, io);
-      case 'scan':
-        return await cmdScan(rest, io);
-      case 'report':
-        return await cmdReport(rest, io);
-      case 'certs':
-        return await cmdCerts(rest, io);
       case 'version':
       case '--version':
         io.out(version());
         return 0;
-      case undefined:
       case 'help':
       case '--help':
-      case '-h':
+      case '-h': {
+        const topic = rest[0];
+        if (command === 'help' && topic !== undefined) {
+          const about = COMMANDS.find((c) => c.spec.name === topic);
+          if (about === undefined) throw new UsageError(`help: unknown command "${topic}"`);
+          io.out(commandHelp(about.spec));
+          return 0;
+        }
         io.out(USAGE);
-        return command === undefined ? 2 : 0;
+        return 0;
+      }
+      case undefined:
+        io.err(USAGE);
+        return 2;
       default:
         throw new UsageError(`unknown command "${command}"`);
     }
   } catch (err) {
     if (err instanceof UsageError) {
-      io.err(`mirrorgate: ${err.message}\n\n${USAGE}`);
+      const spec = err.command ?? found?.spec;
+      io.err(`mirrorgate: ${err.message}\n\n${spec ? commandUsage(spec) : USAGE}`);
       return 2;
     }
     if (err instanceof ConfigError || err instanceof KubeConfigError) {

@@ -8,6 +8,7 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { parse as parseYaml } from 'yaml';
 import { main } from '../src/cli.js';
 import { KEYS, TLS_SECRET } from '../src/kube/cert-rotation.js';
 import { kubeconfigFor, startKubeApi } from './support/kube-api.js';
@@ -30,7 +31,7 @@ t.test('--out-dir writes the CA and serving pair (0600), prints the caBundle, an
   const dir = join(await tempDir(t), 'certs');
   const c = capture();
   t.equal(await main(['certs', '--out-dir', dir, '--service', 'gate', '--namespace', 'infra'], c.io), 0, c.err.join('\n'));
-  t.match(c.out[0], /^wrote .*ca\.crt, .*tls\.crt, .*tls\.key for localhost, gate, gate\.infra, gate\.infra\.svc, gate\.infra\.svc\.cluster\.local$/);
+  t.match(c.out[0], /^wrote .*ca\.crt, .*ca\.key, .*tls\.crt, .*tls\.key for localhost, gate, gate\.infra, gate\.infra\.svc, gate\.infra\.svc\.cluster\.local$/);
   for (const f of ['ca.crt', 'ca.key', 'tls.crt', 'tls.key']) t.equal((await stat(join(dir, f))).mode & 0o777, 0o600, `${f} is 0600`);
 
   const ca = await readFile(join(dir, 'ca.crt'), 'utf8');
@@ -40,7 +41,10 @@ t.test('--out-dir writes the CA and serving pair (0600), prints the caBundle, an
   t.ok(leaf.verify(new X509Certificate(ca).publicKey), 'signed by the CA');
   t.equal(leaf.checkHost('gate.infra.svc', { subject: 'never' }), 'gate.infra.svc', 'valid for the name the API server calls');
 
-  const secret = JSON.parse(await readFile(join(dir, 'secret.yaml'), 'utf8'));
+  const secretText = await readFile(join(dir, 'secret.yaml'), 'utf8');
+  t.match(secretText, /^apiVersion: v1\nkind: Secret\n/, 'secret.yaml is YAML, as its name says');
+  const secret = parseYaml(secretText);
+  t.notOk('ca.key' in secret.data, 'the CA key never leaves the folder');
   t.match(secret, { apiVersion: 'v1', kind: 'Secret', type: 'kubernetes.io/tls', metadata: { name: 'mirrorgate-tls', namespace: 'infra' } });
   t.equal(unb64(secret.data['tls.crt']), await readFile(join(dir, 'tls.crt'), 'utf8'), 'the Secret holds the serving certificate');
   t.equal(unb64(secret.data['ca.crt']), ca);

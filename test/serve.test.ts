@@ -97,6 +97,28 @@ t.test('the CLI exits 0 on SIGTERM after draining', async (t) => {
   t.ok(lines.some((l) => l.includes('"shut down"')), 'logged the shutdown');
 });
 
+t.test('make run: Ctrl-C (SIGINT) stops it without the production shutdown delay', async (t) => {
+  // The flags `make run` passes, as make prints them (ports 0 and a temporary folder here).
+  const dir = await tempDir(t);
+  await writeFile(join(dir, 'config.yaml'), CONFIG);
+  const printed = await new Promise<string>((resolve, reject) => {
+    const make = spawn('make', ['-s', '-n', 'run', `CONFIG=${join(dir, 'config.yaml')}`, 'PORT=0', 'METRICS_PORT=0', `CERTS_DIR=${join(dir, 'certs')}`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    make.stdout.on('data', (d: Buffer) => (out += d.toString('utf8')));
+    make.on('error', reject);
+    make.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`make -n run: exit ${String(code)}`))));
+  });
+  const line = printed.split('\n').find((l) => l.startsWith('node dist/cli.js serve ')) ?? '';
+  const args = line.slice('node dist/cli.js '.length).split(' ');
+  t.ok(args.includes('--shutdown-delay') && args[args.indexOf('--shutdown-delay') + 1] === '0s', line);
+  const { child, lines } = await startCli(args);
+  const exitCode = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  child.kill('SIGINT');
+  t.equal(await exitCode, 0, 'exit code 0');
+  const stopping = lines.find((l) => l.includes('"shutting down: not ready, still serving while endpoints update"'));
+  t.match(JSON.parse(stopping ?? '{}'), { reason: 'SIGINT', delayMs: 0 }, 'no delay to wait out');
+});
+
 t.test('the CLI: usage and config errors exit 2 with a message', async (t) => {
   const run = (args: string[]): Promise<{ code: number | null; err: string }> =>
     new Promise((resolve) => {
@@ -135,5 +157,11 @@ t.test('mirrorgate rewrite prints each decision', async (t) => {
   out.length = 0;
   t.equal(await main(['rewrite', '--config', join(dir, 'c.yaml'), '--output', 'json', 'nginx'], io), 0);
   t.same(JSON.parse(out.join('\n'))[0].result, 'mirror.example.com/dockerhub/library/nginx');
+  out.length = 0;
+  t.equal(await main(['rewrite', '--config', join(dir, 'c.yaml'), '--output', 'json', 'nginx', 'quay.io/x/y:1', 'Bad:Ref'], io), 1);
+  const [rewritten, unchanged, invalid] = JSON.parse(out.join('\n')) as Record<string, unknown>[];
+  t.match(rewritten, { decision: 'rewrite', reason: null, rule: /^rules\[0\] docker\.io -> /, policy: 'allowed', policyMessage: null });
+  t.match(unchanged, { decision: 'unchanged', reason: 'no-rule', detail: null, result: 'quay.io/x/y:1', policy: 'denied', policyMessage: /is not from an allowed registry/ }, 'decision and reason are separate codes, prose apart');
+  t.match(invalid, { decision: 'invalid', reason: 'invalid-reference', detail: /./ });
   t.equal(await main(['rewrite', '--config', join(dir, 'c.yaml')], io), 2, 'no image is a usage error');
 });
