@@ -5,10 +5,12 @@
  * exactly what the code uses.
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import t from 'tap';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import t, { type Test } from 'tap';
 import { parseConfig } from '../src/config/schema.js';
-import { BASE, kustomize, OVERLAYS, unknownFields, validateSchema, type Obj } from './support/render.js';
+import { BASE, kustomize, MANIFESTS, OVERLAYS, unknownFields, validateSchema, type Obj } from './support/render.js';
 
 const base = await kustomize(BASE);
 const overlay = await kustomize(join(OVERLAYS, 'cert-manager'));
@@ -19,6 +21,7 @@ const identityOverlays = {
   eks: await kustomize(join(OVERLAYS, 'eks-irsa')),
   aks: await kustomize(join(OVERLAYS, 'aks-workload-identity')),
 };
+const CLUSTER_SCOPED = ['Namespace', 'ClusterRole', 'ClusterRoleBinding', 'MutatingWebhookConfiguration', 'PriorityClass'];
 const find = (objs: Obj[], kind: string, name = 'mirrorgate'): Obj => {
   const o = objs.find((x) => x.kind === kind && x.metadata?.name === name);
   if (!o) throw new Error(`no ${kind}/${name}`);
@@ -31,7 +34,7 @@ t.test('every object of the base and of every overlay validates against the API 
     const id = `${o.kind as string}/${o.metadata?.name as string}`;
     await t.resolves(validateSchema(o), `${id} schema`);
     if (!(o.apiVersion as string).startsWith('cert-manager.io/')) t.same(unknownFields(o), [], `${id} has no unknown fields`);
-    if (!['Namespace', 'ClusterRole', 'ClusterRoleBinding', 'MutatingWebhookConfiguration'].includes(o.kind as string)) {
+    if (!CLUSTER_SCOPED.includes(o.kind as string)) {
       t.equal(o.metadata?.namespace, 'mirrorgate', `${id} is in the mirrorgate namespace`);
     }
   }
@@ -114,7 +117,58 @@ t.test('cert-manager overlay: certificate for the service, served from files, an
   t.ok((dep.containers[0].volumeMounts as Obj[]).some((m) => m.name === 'tls' && m.mountPath === '/etc/mirrorgate/tls'));
   t.ok((cert.spec.dnsNames as string[]).includes('mirrorgate.mirrorgate.svc'));
   t.equal(find(overlay, 'MutatingWebhookConfiguration').metadata.annotations['cert-manager.io/inject-ca-from'], 'mirrorgate/mirrorgate-tls');
+  t.notOk(overlay.some((o) => o.kind === 'Secret'), "no empty Secret of ours: cert-manager creates and owns mirrorgate-tls");
+  t.notMatch(JSON.stringify(find(overlay, 'Role').rules), /secrets/, 'no access to any Secret');
+  t.notMatch(JSON.stringify(find(overlay, 'ClusterRole').rules), /mutatingwebhookconfigurations/, 'no caBundle patching: the CA injector fills it');
 });
+
+t.test('base: priority above ordinary workloads; static mirror pods never sent; the TLS Secret created empty', async (t) => {
+  const pc = find(base, 'PriorityClass');
+  t.equal(find(base, 'Deployment').spec.template.spec.priorityClassName, pc.metadata.name);
+  t.ok(pc.value > 0 && pc.value <= 1_000_000_000, 'a user-definable priority (system classes are above 1e9)');
+  t.equal(pc.globalDefault, false);
+  const w = find(base, 'MutatingWebhookConfiguration').webhooks[0];
+  t.same(w.matchConditions, [{ name: 'not-a-static-mirror-pod', expression: "!has(object.metadata.annotations) || !('kubernetes.io/config.mirror' in object.metadata.annotations)" }]);
+  const secret = find(base, 'Secret', 'mirrorgate-tls');
+  t.equal(secret.type, 'Opaque', 'a type the webhook keeps when it fills the Secret');
+  t.notOk('data' in secret || 'stringData' in secret, 'no data: re-applying never overwrites the certificates');
+});
+
+/** Build an overlay of ours, as a user writes one, in a temporary folder beside nothing of ours. */
+async function userOverlay(t: Test, kustomization: string): Promise<Obj[]> {
+  const dir = await mkdtemp(join(tmpdir(), 'mg-overlay-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await writeFile(join(dir, 'kustomization.yaml'), kustomization.replaceAll('MANIFESTS', relative(dir, MANIFESTS)));
+  return kustomize(dir);
+}
+
+for (const from of ['base', 'overlays/cert-manager']) {
+  t.test(`another namespace with kustomize (${from}): every field that names it follows`, async (t) => {
+    const objs = await userOverlay(t, `apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: infra
+resources: [MANIFESTS/${from}]
+transformers: [MANIFESTS/follow-namespace]
+`);
+    t.equal(objs.length, (from === 'base' ? base : overlay).length, 'the same objects');
+    for (const o of objs) {
+      await t.resolves(validateSchema(o), `${o.kind as string} schema`);
+      if (!CLUSTER_SCOPED.includes(o.kind as string)) t.equal(o.metadata.namespace, 'infra', `${o.kind as string}/${o.metadata.name as string} in infra`);
+    }
+    t.ok(find(objs, 'Namespace', 'infra'));
+    const w = find(objs, 'MutatingWebhookConfiguration');
+    t.equal(w.webhooks[0].clientConfig.service.namespace, 'infra');
+    const names = (w.webhooks[0].namespaceSelector.matchExpressions as Obj[]).find((e) => e.key === 'kubernetes.io/metadata.name');
+    t.same(names?.values, ['infra', 'cert-manager', 'kube-system'], 'its own namespace excluded, by its new name');
+    for (const b of objs.filter((o) => o.kind.endsWith('Binding'))) t.same(b.subjects, [{ kind: 'ServiceAccount', name: 'mirrorgate', namespace: 'infra' }]);
+    t.ok((find(objs, 'Deployment').spec.template.spec.containers[0].env as Obj[]).some((e) => e.name === 'POD_NAMESPACE' && e.valueFrom), 'serve learns its namespace from the pod');
+    if (from !== 'base') {
+      t.equal(w.metadata.annotations['cert-manager.io/inject-ca-from'], 'infra/mirrorgate-tls');
+      t.same(find(objs, 'Certificate', 'mirrorgate-tls').spec.dnsNames, ['mirrorgate', 'mirrorgate.infra', 'mirrorgate.infra.svc', 'mirrorgate.infra.svc.cluster.local']);
+    }
+    t.notMatch(JSON.stringify(objs), /"namespace":"mirrorgate"|mirrorgate\.mirrorgate|"mirrorgate\/|"values":\["mirrorgate"/, 'the old namespace is named nowhere');
+  });
+}
 
 /**
  * What the code does with the Kubernetes API, one line per use. RBAC must grant exactly
@@ -127,8 +181,8 @@ const USES = [
   'cluster  admissionregistration.k8s.io/mutatingwebhookconfigurations[mirrorgate] get,patch', // caBundle
   'mirrorgate  configmaps create', // kube/report-store: first flush
   'mirrorgate  configmaps[mirrorgate-report] get,update', // kube/report-store: flush and reload
-  'mirrorgate  secrets create', // --manage-certs creates mirrorgate-tls
-  'mirrorgate  secrets[mirrorgate-tls] get,update', // --manage-certs: read, renewal and CA rotation (kube/cert-rotation)
+  // No Secret create: base/secret.yaml creates mirrorgate-tls empty, --manage-certs fills it.
+  'mirrorgate  secrets[mirrorgate-tls] get,update', // --manage-certs: read, first fill, renewal and CA rotation (kube/cert-rotation)
   // registries.*.auth.secret (dockerconfigjson): get by name, added with the config (see rbac.yaml)
 ];
 

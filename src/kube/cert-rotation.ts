@@ -246,10 +246,17 @@ export function kubeCertStore(kc: KubeConfig, opts: { namespace: string; secret?
       throw new Error(`MutatingWebhookConfiguration ${opts.webhook} not found: apply the manifests first (or name it with --webhook-name)`, { cause: err });
     }
   };
+  // The manifests create the Secret empty (Opaque), so that mirrorgate needs no right to
+  // create Secrets; a replace keeps the type and the labels it was created with (helm's
+  // ownership labels among them).
+  // A Secret holding keys mirrorgate never writes was made by someone else: never overwritten.
+  let found: { type: string | undefined; labels: Record<string, string>; foreign: string[] } | undefined;
+  const ours = new Set<string>(Object.values(KEYS));
   return {
     async readSecret() {
       try {
         const s = await core.readNamespacedSecret({ name, namespace });
+        found = { type: s.type, labels: { ...(s.metadata?.labels ?? {}) }, foreign: Object.keys(s.data ?? {}).filter((k) => !ours.has(k)) };
         const data = Object.fromEntries(Object.entries(s.data ?? {}).map(([k, v]) => [k, unb64(v)]));
         return { data, annotations: { ...(s.metadata?.annotations ?? {}) }, resourceVersion: s.metadata?.resourceVersion ?? '' };
       } catch (err) {
@@ -258,15 +265,25 @@ export function kubeCertStore(kc: KubeConfig, opts: { namespace: string; secret?
       }
     },
     async writeSecret(data, annotations, resourceVersion) {
+      const existing = resourceVersion === undefined ? undefined : found;
+      if (existing !== undefined && existing.foreign.length > 0) {
+        throw new Error(`Secret ${namespace}/${name} holds keys mirrorgate does not write (${existing.foreign.join(', ')}): not overwriting it; remove it, or apply the manifests' empty one`);
+      }
       const body: V1Secret = {
         apiVersion: 'v1',
         kind: 'Secret',
-        type: 'kubernetes.io/tls',
-        metadata: { name, namespace, resourceVersion, annotations, labels: { 'app.kubernetes.io/name': 'mirrorgate', 'app.kubernetes.io/component': 'certificates' } },
+        type: existing?.type ?? 'kubernetes.io/tls',
+        metadata: { name, namespace, resourceVersion, annotations, labels: { ...existing?.labels, 'app.kubernetes.io/name': 'mirrorgate', 'app.kubernetes.io/component': 'certificates' } },
         data: Object.fromEntries(Object.entries(data).map(([k, v]) => [k, b64(v)])),
       };
-      if (resourceVersion === undefined) await core.createNamespacedSecret({ namespace, body });
-      else await core.replaceNamespacedSecret({ name, namespace, body });
+      if (resourceVersion === undefined) {
+        try {
+          await core.createNamespacedSecret({ namespace, body });
+        } catch (err) {
+          if (statusOf(err) !== 403) throw err;
+          throw new Error(`Secret ${namespace}/${name} is missing and mirrorgate may not create it: apply the manifests (they create it empty) or create it`, { cause: err });
+        }
+      } else await core.replaceNamespacedSecret({ name, namespace, body });
     },
     async readCaBundle() {
       const mwc = await readWebhookConfiguration();

@@ -7,14 +7,14 @@
  * the default render installs the same objects as the kustomize base (field by field; the
  * config compared as parsed).
  */
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import t, { type Test } from 'tap';
 import { parseConfig } from '../../src/config/schema.js';
 import { helm, helmOk } from '../support/k8s-tools.js';
-import { BASE, kustomize, parseYamlStream, unknownFields, validateSchema, type Obj } from '../support/render.js';
+import { BASE, kustomize, OVERLAYS, parseYamlStream, unknownFields, validateSchema, type Obj } from '../support/render.js';
 
 const CHART = resolve(import.meta.dirname, '../../charts/mirrorgate');
-const CLUSTER_SCOPED = new Set(['ClusterRole', 'ClusterRoleBinding', 'MutatingWebhookConfiguration']);
+const CLUSTER_SCOPED = new Set(['ClusterRole', 'ClusterRoleBinding', 'MutatingWebhookConfiguration', 'PriorityClass']);
 
 async function template(namespace: string, sets: string[], release = 'mirrorgate'): Promise<Obj[]> {
   // "json:key=value" goes through --set-json (lists and maps), the rest through --set.
@@ -56,6 +56,12 @@ t.test('defaults: self-managed certificates, audit mode, nothing optional', asyn
   t.notOk(objs.some((o) => ['ServiceMonitor', 'PrometheusRule', 'NetworkPolicy', 'Certificate', 'Issuer'].includes(o.kind as string)));
   t.equal(find(objs, 'ConfigMap').data['config.yaml'].includes('mode: audit'), true);
   t.equal(container(objs).image, 'ghcr.io/mirrorgate/mirrorgate:0.1.0');
+  const secret = find(objs, 'Secret', 'mirrorgate-tls');
+  t.equal(secret.type, 'Opaque');
+  t.notOk('data' in secret, 'created empty: the webhook fills it, an upgrade never overwrites it');
+  t.equal(find(objs, 'Deployment').spec.template.spec.priorityClassName, find(objs, 'PriorityClass').metadata.name, "the chart's own priority class");
+  const conditions = find(objs, 'MutatingWebhookConfiguration').webhooks[0].matchConditions as Obj[];
+  t.same(conditions.map((c) => c.name), ['not-a-static-mirror-pod'], 'static mirror pods are never sent');
 });
 
 t.test('the namespace comes from --namespace; it and cert-manager\'s are always excluded', async (t) => {
@@ -84,6 +90,7 @@ t.test('certificates from cert-manager: issuers, certificate for the service, CA
   t.equal(objs.filter((o) => o.kind === 'Issuer').length, 2, 'self-signed and CA issuers');
   const role = find(objs, 'Role');
   t.notOk(JSON.stringify(role.rules).includes('secrets'), 'cert-manager owns the Secret: no Secret access');
+  t.notOk(objs.some((o) => o.kind === 'Secret'), 'no empty Secret of ours: cert-manager creates it');
   t.notOk(JSON.stringify(find(objs, 'ClusterRole').rules).includes('mutatingwebhookconfigurations'), 'no caBundle patching');
 
   const own = await template('infra', ['certificates.mode=certManager', 'certificates.certManager.issuerRef.name=corp-ca', 'certificates.certManager.issuerRef.kind=ClusterIssuer']);
@@ -98,6 +105,8 @@ t.test('certificates from an existing Secret plus caBundle', async (t) => {
   await checkAll(t, objs, 'mirrorgate');
   t.equal(find(objs, 'MutatingWebhookConfiguration').webhooks[0].clientConfig.caBundle, ca);
   t.equal(find(objs, 'Deployment').spec.template.spec.volumes.find((v: Obj) => v.name === 'tls').secret.secretName, 'corp-tls');
+  t.notOk(objs.some((o) => o.kind === 'Secret'), 'the Secret is yours: the chart neither creates nor touches it');
+  t.notOk(JSON.stringify(find(objs, 'Role').rules).includes('secrets'), 'and mirrorgate may not read it through the API (it is mounted)');
 });
 
 t.test('monitoring and network policy, scheduling, selectors, digest', async (t) => {
@@ -121,16 +130,42 @@ t.test('monitoring and network policy, scheduling, selectors, digest', async (t)
   const d = find(objs, 'Deployment');
   t.equal(d.spec.replicas, 3);
   t.equal(d.spec.template.spec.priorityClassName, 'system-cluster-critical');
+  t.notOk(objs.some((o) => o.kind === 'PriorityClass'), 'no class of ours when one is named');
   t.equal(container(objs).image, `ghcr.io/mirrorgate/mirrorgate@${digest}`);
   t.equal(d.spec.template.spec.topologySpreadConstraints[0].maxSkew, 2);
   const w = find(objs, 'MutatingWebhookConfiguration').webhooks[0];
   t.equal(w.failurePolicy, 'Fail');
   t.equal(w.timeoutSeconds, 10);
   t.same(w.objectSelector, { matchLabels: { team: 'payments' } });
-  t.equal(w.matchConditions[0].name, 'not-nodes');
+  t.same(w.matchConditions.map((c: Obj) => c.name), ['not-a-static-mirror-pod', 'not-nodes'], 'yours after the built-in one');
   t.ok((w.namespaceSelector.matchExpressions as Obj[]).some((e) => e.key === 'team' && e.operator === 'Exists'));
   const secretRules = (find(objs, 'Role').rules as Obj[]).filter((r) => r.resources.includes('secrets'));
-  t.same(secretRules.map((r) => [r.resourceNames, r.verbs]), [[undefined, ['create']], [['mirrorgate-tls'], ['get', 'update']], [['mirror-creds'], ['get']]], 'secrets read by name only');
+  t.same(secretRules.map((r) => [r.resourceNames, r.verbs]), [[['mirrorgate-tls'], ['get', 'update']], [['mirror-creds'], ['get']]], 'Secrets by name only, none created');
+});
+
+t.test("mirrorgate's own cloud identity: the ServiceAccount as each kustomize overlay gives it", async (t) => {
+  const sa = (objs: Obj[]): Obj => find(objs, 'ServiceAccount');
+  const overlay = async (name: string): Promise<Obj[]> => kustomize(join(OVERLAYS, name));
+  const gke = sa(await overlay('gke-workload-identity')).metadata.annotations as Record<string, string>;
+  const eks = sa(await overlay('eks-irsa')).metadata.annotations as Record<string, string>;
+  const aksObjs = await overlay('aks-workload-identity');
+  const aks = sa(aksObjs).metadata.annotations as Record<string, string>;
+  const cases: [string, string, Record<string, string>][] = [
+    ['gcpServiceAccount', gke['iam.gke.io/gcp-service-account'] as string, gke],
+    ['awsRoleArn', eks['eks.amazonaws.com/role-arn'] as string, eks],
+    ['azureClientId', aks['azure.workload.identity/client-id'] as string, aks],
+  ];
+  for (const [value, setting, annotations] of cases) {
+    const objs = await template('infra', [`cloudIdentity.${value}=${setting}`]);
+    await checkAll(t, objs, 'infra');
+    t.same(sa(objs).metadata.annotations, annotations, `${value}: the overlay's annotations`);
+    const labels = find(objs, 'Deployment').spec.template.metadata.labels as Record<string, string>;
+    t.equal(labels['azure.workload.identity/use'], value === 'azureClientId' ? 'true' : undefined, `${value}: the AKS pod label only for Azure`);
+  }
+  t.equal(find(aksObjs, 'Deployment').spec.template.metadata.labels['azure.workload.identity/use'], 'true', 'as the AKS overlay labels them');
+  const both = await template('infra', [`cloudIdentity.gcpServiceAccount=${gke['iam.gke.io/gcp-service-account'] as string}`, 'serviceAccount.annotations.team=platform']);
+  t.same(sa(both).metadata.annotations, { ...gke, team: 'platform' }, 'serviceAccount.annotations add to them');
+  t.notOk(sa(await template('infra', [])).metadata.annotations, 'none by default');
 });
 
 t.test('values.schema.json refuses bad values', async (t) => {
@@ -146,6 +181,10 @@ t.test('values.schema.json refuses bad values', async (t) => {
     [['unknownValue=1'], /unknownValue/],
     [['metrics.port=8443'], /metrics\/port/],
     [['webhook.objectSelector.matchLabels.skip=true'], /objectSelector/],
+    [['cloudIdentity.gcpServiceAccount=mirrorgate@gmail.com'], /gcpServiceAccount/],
+    [['cloudIdentity.awsRoleArn=arn:aws:iam::1:role/x'], /awsRoleArn/],
+    [['cloudIdentity.azureClientId=not-a-uuid'], /azureClientId/],
+    [['priorityClass.value=2000000000'], /priorityClass\/value/],
   ];
   for (const [sets, message] of bad) {
     const r = await helm(['template', 'mirrorgate', CHART, ...sets.flatMap((s) => ['--set', s])]);

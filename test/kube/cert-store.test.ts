@@ -97,6 +97,29 @@ t.test('first run creates the Secret and fills the caBundle of every webhook; a 
   t.same(writes(api, mark), [], 'no write at all');
 });
 
+t.test('the Secret the manifests create empty (Opaque, helm labels) is filled in place: type, labels and annotations kept, nothing created', async (t) => {
+  const { api, store } = await setup(t);
+  const labels = { 'app.kubernetes.io/name': 'mirrorgate', 'app.kubernetes.io/managed-by': 'Helm', 'app.kubernetes.io/instance': 'mirrorgate' };
+  const annotations = { 'meta.helm.sh/release-name': 'mirrorgate', 'meta.helm.sh/release-namespace': NS };
+  api.put({ apiVersion: 'v1', kind: 'Secret', type: 'Opaque', metadata: { name: TLS_SECRET, namespace: NS, labels, annotations } });
+  const from = api.requests.length;
+  const first = await reconcile(store, policy(() => new Date()), log);
+  t.same(first.steps, ['create', 'publish-bundle']);
+  t.same(writes(api, from).filter((w) => w.includes('/secrets')), [`PUT /api/v1/namespaces/${NS}/secrets/${TLS_SECRET}`], 'replaced, never created');
+  const secret = api.get('secrets', NS, TLS_SECRET);
+  t.equal(secret?.type, 'Opaque', 'a Secret type cannot change: kept');
+  t.match(secret?.metadata.labels, { ...labels, 'app.kubernetes.io/component': 'certificates' }, "helm's ownership labels kept");
+  t.match(secret?.metadata.annotations, annotations, "helm's annotations kept");
+  t.same(Object.keys(secretData(api)).sort(), [KEYS.ca, KEYS.caKey, KEYS.cert, KEYS.key].sort());
+  t.same((await reconcile(store, policy(() => new Date()), log)).steps, [], 'then current');
+});
+
+t.test('a missing Secret mirrorgate may not create: an error that says to apply the manifests', async (t) => {
+  const { api, store } = await setup(t);
+  api.onNext({ method: 'POST', path: '/secrets', status: 403 });
+  await t.rejects(reconcile(store, policy(() => new Date()), log), /Secret mirrorgate\/mirrorgate-tls is missing and mirrorgate may not create it: apply the manifests/);
+});
+
 t.test('a webhook added without a caBundle gets it too', async (t) => {
   const { api, store } = await setup(t);
   await reconcile(store, policy(() => new Date()), log);
@@ -169,9 +192,17 @@ t.test('two replicas reconciling at once over the API create one CA', async (t) 
 });
 
 t.test('refusals that are not races surface instead of looping', async (t) => {
-  t.test('a Secret of another type', async (t) => {
+  t.test('a Secret made by someone else (keys mirrorgate never writes) is not overwritten', async (t) => {
     const { api, store } = await setup(t);
     api.put({ kind: 'Secret', metadata: { name: TLS_SECRET, namespace: NS }, type: 'Opaque', data: { note: Buffer.from('hand made').toString('base64') } });
+    await t.rejects(reconcile(store, policy(() => new Date()), log), /Secret mirrorgate\/mirrorgate-tls holds keys mirrorgate does not write \(note\): not overwriting it/);
+    t.equal(api.requests.filter((r) => r.method === 'PUT').length, 0, 'not touched');
+    t.same(Object.keys(secretData(api)), ['note']);
+  });
+  t.test('a Secret the API refuses to update (422) surfaces at once', async (t) => {
+    const { api, store } = await setup(t);
+    api.put({ kind: 'Secret', metadata: { name: TLS_SECRET, namespace: NS }, type: 'Opaque' });
+    api.onNext({ method: 'PUT', path: '/secrets', status: 422 });
     await t.rejects(reconcile(store, policy(() => new Date()), log), { code: 422 });
     t.equal(api.requests.filter((r) => r.method === 'PUT').length, 1, 'tried once');
   });

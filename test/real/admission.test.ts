@@ -145,4 +145,34 @@ t.test('the real API server calls mirrorgate', realKubeTestOptions(), async (t) 
     const own = await kube.requestAs(token, 'GET', '/api/v1/namespaces/mirrorgate/serviceaccounts/mirrorgate');
     t.equal(own.status, 200, 'while what the manifests grant works');
   });
+
+  await t.test('in its own namespace mirrorgate may create no Secret and read none but mirrorgate-tls, which it may fill', async (t) => {
+    const token = await kube.serviceAccountToken('mirrorgate', 'mirrorgate');
+    await kube.must('POST', '/api/v1/namespaces/mirrorgate/secrets', { metadata: { name: 'mirror-creds' }, stringData: { password: 'x' } });
+    const read = await kube.requestAs(token, 'GET', '/api/v1/namespaces/mirrorgate/secrets/mirror-creds');
+    t.equal(read.status, 403, 'another Secret of its namespace is not readable');
+    const create = await kube.requestAs(token, 'POST', '/api/v1/namespaces/mirrorgate/secrets', { metadata: { name: 'planted' }, stringData: { a: 'b' } });
+    t.equal(create.status, 403, 'no Secret can be created');
+    const tls = await kube.requestAs(token, 'GET', '/api/v1/namespaces/mirrorgate/secrets/mirrorgate-tls');
+    t.equal(tls.status, 200, 'the empty Secret of the manifests is readable');
+    const secret = JSON.parse(tls.body) as Obj;
+    t.equal(secret.type, 'Opaque');
+    const filled = await kube.requestAs(token, 'PUT', '/api/v1/namespaces/mirrorgate/secrets/mirrorgate-tls', { ...secret, data: { 'tls.crt': Buffer.from('x').toString('base64') } });
+    t.equal(filled.status, 200, 'and updatable, as --manage-certs fills it');
+  });
+
+  await t.test("a static pod's mirror pod is never sent to mirrorgate (matchConditions, evaluated by the API server)", async (t) => {
+    const admissions = async (): Promise<number> => {
+      const text = await (await fetch(`${cluster.mg.metricsUrl}/metrics`)).text();
+      return text.split('\n').filter((l) => l.startsWith('mirrorgate_admission_requests_total{')).reduce((n, l) => n + Number(l.split(' ').pop()), 0);
+    };
+    const before = await admissions();
+    await kube.must('POST', '/api/v1/namespaces/apps/pods', pod('ordinary', 'nginx:1.27'));
+    const counted = await admissions();
+    t.equal(counted, before + 1, 'an ordinary pod is sent (and counted)');
+    const mirror = await kube.request('POST', '/api/v1/namespaces/apps/pods', pod('static-web', 'nginx:1.27', { nodeName: 'node-a' }, { annotations: { 'kubernetes.io/config.mirror': 'c0ffee' } }));
+    t.equal(mirror.status, 201, mirror.body);
+    t.equal((JSON.parse(mirror.body) as Obj).spec.containers[0].image, 'nginx:1.27', 'stored as the kubelet sent it');
+    t.equal(await admissions(), counted, 'mirrorgate was not called');
+  });
 });

@@ -35,3 +35,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 mirrorgate-tls
 {{- end -}}
 {{- end -}}
+
+{{- define "mirrorgate.priorityClassName" -}}
+{{- if .Values.priorityClassName -}}
+{{ .Values.priorityClassName }}
+{{- else if .Values.priorityClass.create -}}
+{{ include "mirrorgate.fullname" . }}
+{{- end -}}
+{{- end -}}
