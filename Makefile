@@ -33,8 +33,15 @@ lint: install
 test-deps:
 	@bash scripts/test-deps.sh
 
+# The suite on this machine's node, then again on Node.js 24 LTS (the image's runtime and
+# what package.json's engines claim), pinned in scripts/node24.sh. Skipped when this
+# machine's node is that version already.
 test: install test-deps build typecheck lint
 	npm test
+	@node24=$$(bash scripts/node24.sh) || exit 1; \
+	if [ "$$(node --version)" = "$$($$node24 --version)" ]; then echo "make test: node is $$(node --version) already: no second run"; \
+	else echo "make test: the suite again on Node.js $$($$node24 --version)"; \
+	  PATH="$$(dirname "$$node24"):$$PATH" "$$node24" node_modules/.bin/tap; fi
 
 # Ctrl-C stops it at once: no endpoints to wait for locally (--shutdown-delay 0s).
 run: build
