@@ -1,7 +1,7 @@
 /**
  * mirrorgate as the manifests deploy it, two replicas against one real API server, each
  * with only the RBAC from manifests/base (a TokenRequest token of its ServiceAccount):
- * - managed certificates (`--manage-certs`): the replicas create the Secret and write the
+ * - managed certificates (`--manage-certs`): the replicas fill the Secret and write the
  *   caBundle, and the API server then uses that caBundle to call them (before, it could
  *   not: the base's failurePolicy Ignore let pods through unchanged);
  * - least privilege: the caches, the caBundle, the Secret and the report ConfigMap all
@@ -274,6 +274,8 @@ t.test('two replicas with managed certificates against one real API server', rea
     });
     const done = await tlsSecret(kube);
     t.equal(fp(done.data['ca.crt'] as string), fp(nextCa), 'the staged CA is the CA now');
+    // Retiring is two writes (the Secret, then the caBundle): wait for the second.
+    await eventually('the caBundle drops the old CA', async () => (await bundleFingerprints(kube)).length === 1);
     t.same(await bundleFingerprints(kube), [fp(nextCa)], 'the caBundle holds only the new CA');
     await kube.must('DELETE', '/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/canary');
     await eventually('the API server uses configurations written after the retirement', async () => (await canaryPod()) === 1);
