@@ -168,6 +168,34 @@ t.test("mirrorgate's own cloud identity: the ServiceAccount as each kustomize ov
   t.notOk(sa(await template('infra', [])).metadata.annotations, 'none by default');
 });
 
+t.test('config: every section of the webhook\'s config file goes through as given', async (t) => {
+  const objs = await template('mirrorgate', [
+    'config.mode=enforce',
+    'json:config.rules=[{"from":"docker.io","to":"mirror.example.com/dockerhub","verify":true}]',
+    'json:config.policy={"allowedRegistries":["mirror.example.com"]}',
+    'json:config.pullSecrets=[{"name":"pull","registries":["mirror.example.com"]}]',
+    'json:config.registries={"mirror.example.com":{"auth":{"secret":"mirror-creds"}}}',
+    'json:config.verification={"timeoutMs":800,"onUnreachable":"deny","platforms":["linux/amd64"]}',
+    'json:config.identity={"aws":{"enabled":false}}',
+    'json:config.report={"flushSeconds":30}',
+  ]);
+  await checkAll(t, objs, 'mirrorgate');
+  const config = parseConfig(find(objs, 'ConfigMap').data['config.yaml'] as string, 'chart');
+  t.equal(config.mode, 'enforce');
+  t.equal(config.ruleSet.rules[0]?.verify, true, 'rules');
+  t.ok(config.policy, 'policy');
+  t.same(config.pullSecrets.map((p) => p.name), ['pull'], 'pullSecrets');
+  t.same(config.registries['mirror.example.com']?.auth, { secret: 'mirror-creds' }, 'registries');
+  t.match(config.verification, { timeoutMs: 800, onUnreachable: 'deny', platforms: ['linux/amd64'] }, 'verification');
+  t.equal(config.identity.settings.aws, undefined, 'identity: aws wiring off');
+  t.ok(config.identity.settings.gcp, 'identity: the others on');
+  t.equal(config.report.flushSeconds, 30, 'report');
+  t.same((find(objs, 'Role').rules as Obj[]).find((r) => r.resourceNames?.includes('mirror-creds'))?.verbs, ['get'], 'the named credentials readable, by name');
+  const bad = await helm(['template', 'mirrorgate', CHART, '--set', 'config.logLevel=loud']);
+  t.not(bad.code, 0);
+  t.match(bad.stderr, /logLevel/, 'a bad config value fails helm install');
+});
+
 t.test('values.schema.json refuses bad values', async (t) => {
   const bad: [string[], RegExp][] = [
     [['config.mode=nonsense'], /config\/mode/],
