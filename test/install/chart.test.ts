@@ -120,6 +120,8 @@ t.test('monitoring and network policy, scheduling, selectors, digest', async (t)
     'webhook.namespaceSelector.matchExpressions[0].key=team', 'webhook.namespaceSelector.matchExpressions[0].operator=Exists',
     'topologySpreadConstraints[0].maxSkew=2', 'topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname', 'topologySpreadConstraints[0].whenUnsatisfiable=DoNotSchedule',
     'resources.limits.memory=512Mi',
+    'json:affinity={"nodeAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":{"nodeSelectorTerms":[{"matchExpressions":[{"key":"pool","operator":"In","values":["system"]}]}]}}}',
+    'json:tolerations=[{"key":"dedicated","operator":"Equal","value":"system","effect":"NoSchedule"}]',
     'config.registries.mirror\\.example\\.com.auth.secret=mirror-creds',
   ]);
   await checkAll(t, objs, 'obs');
@@ -133,6 +135,9 @@ t.test('monitoring and network policy, scheduling, selectors, digest', async (t)
   t.notOk(objs.some((o) => o.kind === 'PriorityClass'), 'no class of ours when one is named');
   t.equal(container(objs).image, `ghcr.io/mirrorgate/mirrorgate@${digest}`);
   t.equal(d.spec.template.spec.topologySpreadConstraints[0].maxSkew, 2);
+  t.same(container(objs).resources, { requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '512Mi' } }, 'resources');
+  t.same(Object.keys(d.spec.template.spec.affinity as Obj), ['nodeAffinity'], 'affinity replaces the default anti-affinity');
+  t.equal(d.spec.template.spec.tolerations[0].key, 'dedicated');
   const w = find(objs, 'MutatingWebhookConfiguration').webhooks[0];
   t.equal(w.failurePolicy, 'Fail');
   t.equal(w.timeoutSeconds, 10);
