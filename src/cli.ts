@@ -457,7 +457,7 @@ async function cmdReport(args: string[], io: Io): Promise<number> {
     }
     const pending = pendingImages(report);
     if (output === 'json') io.out(JSON.stringify(pending, null, 2));
-    else for (const p of pending) io.out(`${p.source} -> ${p.target}`);
+    else for (const p of pending) io.out(`${p.source} -> ${p.target}${p.inMirror === true ? '  (in the mirror: no copy needed)' : ''}`);
     return 0;
   }
   io.out(output === 'json' ? JSON.stringify(report, null, 2) : formatTable(report));

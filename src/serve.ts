@@ -20,6 +20,7 @@ import { createLogger, type Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { RegistryClient } from './registry/client.js';
 import { ReportCache } from './report/rewrites.js';
+import { workloadOf } from './core/workload.js';
 import { buildServer } from './server/app.js';
 import { drain } from './server/drain.js';
 import { buildMetricsServer } from './server/metrics-route.js';
@@ -122,7 +123,9 @@ export async function serve(opts: ServeOptions): Promise<Running> {
     stops.push(() => verification.close());
 
     // The report: every decision, persisted in the cluster when there is one.
-    const report = new ReportCache(wallClock, initial.config.mode);
+    // The trend counts an image pulled as it is as done when it comes from a rule's target
+    // host (the mirror) or a registry the current policy allows, as the page does.
+    const report = new ReportCache(wallClock, initial.config.mode, {}, (registry) => servedAsIs(watcher.current(), registry));
     const persister: ReportPersister | undefined =
       kube && k8s && opts.replica
         ? new k8s.reportStore.ReportPersister({ store: k8s.reportStore.configMapStore(kube.client.config, opts.namespace), cache: report, replica: opts.replica, now: wallClock, log, flushSeconds: initial.config.report.flushSeconds })
@@ -148,7 +151,10 @@ export async function serve(opts: ServeOptions): Promise<Running> {
     stops.push(() => copies.close());
 
     const observers: AdmissionObserver[] = [
-      { name: 'report', observe: ({ request, evaluation }) => report.record(evaluation.plan?.decisions ?? [], request.namespace, !evaluation.response.allowed) },
+      {
+        name: 'report',
+        observe: ({ request, evaluation }) => report.record(evaluation.plan?.decisions ?? [], request.namespace, !evaluation.response.allowed, workloadOf(request.object)),
+      },
       copyOnMissObserver({ queue: copies, log }),
     ];
     if (kube) {
@@ -208,10 +214,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
       // The page flags only what the current policy does not allow, with each registry's settings.
       context: () => {
         const config = watcher.current();
-        const policy = config.policy;
-        // A registry counts as allowed when the policy allows it for any repository (a bare host entry).
-        const asRef = (registry: string): ImageReference => ({ registry, repository: '', tag: undefined, digest: undefined, suffix: '' });
-        return { registries: config.registries, allowed: policy === undefined ? undefined : (registry: string) => judgeRef(policy, asRef(registry), registry).allowed };
+        return { registries: config.registries, allowed: allowedByPolicy(config) };
       },
     });
 
@@ -411,3 +414,25 @@ function hostForUrl(host: string): string {
   if (host === '0.0.0.0' || host === '::') return '127.0.0.1';
   return host.includes(':') ? `[${host}]` : host;
 }
+
+/** The policy's verdict on a whole registry: allowed when it allows any repository there (a bare host entry). */
+function allowedByPolicy(config: Config): ((registry: string) => boolean) | undefined {
+  const policy = config.policy;
+  if (policy === undefined) return undefined;
+  const asRef = (registry: string): ImageReference => ({ registry, repository: '', tag: undefined, digest: undefined, suffix: '' });
+  return (registry: string) => judgeRef(policy, asRef(registry), registry).allowed;
+}
+
+/** An image pulled as it is counts as migrated when it comes from a rule's target host or an allowed registry. */
+function servedAsIs(config: Config, registry: string): boolean {
+  let hosts = targetHosts.get(config);
+  if (hosts === undefined) {
+    hosts = new Set(config.ruleSet.rules.flatMap((rule) => rule.targets.map((t) => (t.target.split('/')[0] ?? '').toLowerCase())));
+    targetHosts.set(config, hosts);
+  }
+  if (hosts.has(registry.toLowerCase())) return true;
+  return allowedByPolicy(config)?.(registry) ?? false;
+}
+
+/** Target hosts per loaded config, computed once per config rather than per admission. */
+const targetHosts = new WeakMap<Config, Set<string>>();

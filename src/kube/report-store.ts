@@ -13,7 +13,7 @@
  */
 import { CoreV1Api, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
 import type { Logger } from '../logger.js';
-import { mergeReports, parseReport, type Report, type ReportCache } from '../report/rewrites.js';
+import { mergeReports, parseReport, REPORT_SCHEMA_VERSION, type Report, type ReportCache } from '../report/rewrites.js';
 
 export const REPORT_CONFIGMAP = 'mirrorgate-report';
 /** ConfigMaps are capped at 1 MiB in etcd; keep well under it. */
@@ -92,22 +92,34 @@ function decodeKey(value: string, key: string): Stored | undefined {
   }
 }
 
-/** Halve every list until the stored value fits; counts are kept, lists become overflow. */
+/**
+ * Halve every list until the stored value fits; counts are kept, lists become overflow.
+ * An image cut from `images` loses its usage with it. Only when no list is left is the
+ * trend cut, oldest hours first.
+ */
 function fit(report: Report, maxBytes: number): string {
   let r = report;
   for (;;) {
     const text = JSON.stringify(r);
     // The API server's limit is on bytes, not UTF-16 code units.
     if (Buffer.byteLength(text) <= maxBytes) return text;
+    const lists = Object.values(r.registries).some((e) => e.images.length + e.missing.length + e.namespaces.length + Object.keys(e.pending).length > 0);
+    if (!lists) {
+      if (r.trend.length === 0) return text; // nothing left to cut
+      r = { ...r, trend: r.trend.slice(Math.ceil(r.trend.length / 2)) };
+      continue;
+    }
     const registries = Object.fromEntries(
       Object.entries(r.registries).map(([k, e]) => {
         const cut = <T>(list: T[]): T[] => list.slice(0, Math.floor(list.length / 2));
+        const images = cut(e.images);
         return [
           k,
           {
             ...e,
-            images: cut(e.images),
-            imagesOverflow: e.imagesOverflow + e.images.length - cut(e.images).length,
+            images,
+            imagesOverflow: e.imagesOverflow + e.images.length - images.length,
+            usage: Object.fromEntries(images.flatMap((i) => (e.usage[i] === undefined ? [] : [[i, e.usage[i]] as const]))),
             missing: cut(e.missing),
             missingOverflow: e.missingOverflow + e.missing.length - cut(e.missing).length,
             namespaces: cut(e.namespaces),
@@ -208,7 +220,7 @@ export class ReportPersister {
           if (key === replica) continue;
           const stored = decodeKey(value, key);
           if (stored === undefined || now.getTime() - Date.parse(stored.updatedAt) > this.#staleAfterMs) {
-            adopted.push({ key, report: stored?.report ?? { generatedAt: '', mode: 'enforce', registries: {} } });
+            adopted.push({ key, report: stored?.report ?? { schemaVersion: REPORT_SCHEMA_VERSION, generatedAt: '', mode: 'enforce', registries: {}, trend: [] } });
           }
         }
         // An idle replica still rewrites its key now and then (a heartbeat), or others

@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import type { RegistrySettings } from '../config/schema.js';
 import { parseReference } from '../core/reference.js';
 import type { Report } from './rewrites.js';
-import { workItems, type ReportContext } from './worklist.js';
+import { workItems, type ReportContext, type WorkItem } from './worklist.js';
 
 export type CopyTool = 'gcrane' | 'skopeo' | 'crane';
 
@@ -30,11 +30,18 @@ export function formatTable(report: Report): string {
   return out.join('\n');
 }
 
-/** Images still pulled from third-party registries, each with its rewrite target. */
-export function pendingImages(report: Report): { source: string; target: string; registry: string }[] {
-  const out: { source: string; target: string; registry: string }[] = [];
+/**
+ * Images still pulled from third-party registries, each with its rewrite target and
+ * whether verification found it in the mirror (`inMirror`: undefined when not checked).
+ */
+export function pendingImages(report: Report): { source: string; target: string; registry: string; inMirror: boolean | undefined }[] {
+  const out: { source: string; target: string; registry: string; inMirror: boolean | undefined }[] = [];
   for (const [registry, e] of Object.entries(report.registries)) {
-    for (const [source, target] of Object.entries(e.pending)) out.push({ source, target, registry });
+    const missing = new Set(e.missing);
+    for (const [source, target] of Object.entries(e.pending)) {
+      const checked = e.usage[source]?.mirror;
+      out.push({ source, target, registry, inMirror: missing.has(source) ? false : checked === undefined ? undefined : checked === 'present' });
+    }
   }
   return out.sort((a, b) => a.source.localeCompare(b.source));
 }
@@ -86,9 +93,20 @@ export function copyCommand(source: string, target: string, tool: CopyTool, regi
   }
 }
 
-/** One copy command per pending image that the mirror does not hold. */
+/**
+ * One copy command per pending image that the mirror does not hold: images verification
+ * found in the mirror (audit mode, opted-out pods) need no copy and are skipped.
+ */
 export function copyCommands(report: Report, tool: CopyTool, registries: Readonly<Record<string, RegistrySettings>> = {}): string[] {
-  return pendingImages(report).map(({ source, target }) => copyCommand(source, target, tool, registries));
+  return pendingImages(report)
+    .filter((p) => p.inMirror !== true)
+    .map(({ source, target }) => copyCommand(source, target, tool, registries));
+}
+
+/** The copy command for a worklist row: none without a rule, none when the mirror holds it. */
+export function itemCopyCommand(i: WorkItem, tool: CopyTool, registries: Readonly<Record<string, RegistrySettings>>): string {
+  if (i.state === 'no-rule' || i.targets[0] === undefined || i.inMirror === true) return '';
+  return copyCommand(i.image, i.targets[0], tool, registries);
 }
 
 function csvCell(s: string): string {
@@ -97,7 +115,8 @@ function csvCell(s: string): string {
   return /[",\n\r]/.test(safe) || safe !== s ? `"${safe.replace(/"/g, '""')}"` : safe;
 }
 
-export const CSV_HEADER = ['image', 'registry', 'state', 'target', 'targets', 'namespaces', 'last_seen', 'copy_command'] as const;
+/** Columns after `copy_command` were added with report schemaVersion 2; the first eight keep their places. */
+export const CSV_HEADER = ['image', 'registry', 'state', 'target', 'targets', 'namespaces', 'last_seen', 'copy_command', 'in_mirror', 'workloads', 'admissions_last_hour', 'admissions_last_day'] as const;
 
 /** The worklist as CSV (RFC 4180, CRLF): one row per image still pulled from outside. */
 export function worklistCsv(report: Report, ctx: ReportContext = {}): string {
@@ -110,7 +129,11 @@ export function worklistCsv(report: Report, ctx: ReportContext = {}): string {
     i.targets.join(' '),
     i.namespaces.join(' '),
     i.lastSeen,
-    i.targets[0] !== undefined && i.state !== 'no-rule' ? copyCommand(i.image, i.targets[0], tool, ctx.registries ?? {}) : '',
+    itemCopyCommand(i, tool, ctx.registries ?? {}),
+    i.inMirror === undefined ? '' : i.inMirror ? 'yes' : 'no',
+    i.workloads.join(' '),
+    i.perImage ? String(i.lastHour) : '',
+    i.perImage ? String(i.lastDay) : '',
   ]);
   return [[...CSV_HEADER], ...rows].map((r) => r.map(csvCell).join(',')).join('\r\n') + '\r\n';
 }

@@ -9,9 +9,10 @@
  * the same without it (times then show as UTC).
  */
 import { randomBytes } from 'node:crypto';
-import { copyCommand, type CopyTool } from './format.js';
+import { itemCopyCommand, type CopyTool } from './format.js';
+import { TREND_HOURS, type TrendPoint } from './trend.js';
 import type { Report } from './rewrites.js';
-import { isOutside, mirrorHosts, progress, targetsOf, workItems, type ReportContext, type WorkState } from './worklist.js';
+import { isOutside, mirrorHosts, progress, targetsOf, workItems, type ReportContext, type WorkItem, type WorkState } from './worklist.js';
 
 export type { ReportContext } from './worklist.js';
 
@@ -41,6 +42,74 @@ const STATE_LABEL: Record<WorkState, string> = {
 
 function time(iso: string): string {
   return iso === '' ? '<span class="muted">-</span>' : `<time datetime="${escapeHtml(iso)}">${escapeHtml(iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z'))}</time>`;
+}
+
+/** `team-a/Deployment/web` as `Deployment web` (the namespace is shown beside it). */
+function workloadLabel(w: string): string {
+  const [ns, kind, ...name] = w.split('/');
+  return `${kind ?? ''} ${name.join('/')} (${ns ?? ''})`;
+}
+
+function usedBy(i: WorkItem): string {
+  const ns = i.namespaces.length === 0 ? '<span class="muted">no namespace</span>' : i.namespaces.map((n) => `<code class="ns">${escapeHtml(n)}</code>`).join(' ');
+  const wl = i.workloads.length === 0 ? '' : `<ul class="wl">${i.workloads.map((w) => `<li>${escapeHtml(workloadLabel(w))}</li>`).join('')}</ul>`;
+  const more = i.usedByOverflow > 0 ? `<div class="muted">and ${i.usedByOverflow} more</div>` : '';
+  const whose = i.perImage ? '' : '<div class="muted">(namespaces of the registry: no per-image record)</div>';
+  return `${ns}${wl}${more}${whose}`;
+}
+
+function mirrorLabel(i: WorkItem): string {
+  if (i.state === 'no-rule') return '';
+  if (i.inMirror === true) return '<div class="held">in the mirror: no copy needed</div>';
+  if (i.inMirror === false) return '<div class="state-missing">not in the mirror</div>';
+  return '<div class="muted">mirror not checked</div>';
+}
+
+/**
+ * The trend as an inline SVG (no external asset; presentation attributes only, which the
+ * CSP allows): the share served from the mirror per hour as a line over the last seven
+ * days, the number of images admitted that hour as bars behind it.
+ */
+export function trendSvg(trend: readonly TrendPoint[], generatedAt: string, audit: boolean): string {
+  const W = 960;
+  const H = 180;
+  const top = 10;
+  const bottom = 150;
+  const left = 44;
+  const right = W - 8;
+  const endMs = Date.parse(generatedAt);
+  const end = Number.isFinite(endMs) ? Math.floor(endMs / 3_600_000) : undefined;
+  const points = trend.filter((p) => p.total > 0);
+  if (end === undefined || points.length === 0) return '<p class="muted" id="trend-empty">No admissions in the last seven days.</p>';
+  const x = (hour: number): number => left + ((hour - (end - TREND_HOURS + 1)) / (TREND_HOURS - 1)) * (right - left);
+  const y = (share: number): number => bottom - share * (bottom - top);
+  const maxTotal = Math.max(...points.map((p) => p.total));
+  const bw = Math.max(1, (right - left) / TREND_HOURS - 1);
+  const bars = points
+    .map((p) => {
+      const h = Math.floor(Date.parse(p.hour) / 3_600_000);
+      const bh = Math.max(1, (p.total / maxTotal) * (bottom - top) * 0.5);
+      return `<rect class="vol" x="${(x(h) - bw / 2).toFixed(1)}" y="${(bottom - bh).toFixed(1)}" width="${bw.toFixed(1)}" height="${bh.toFixed(1)}" fill="#d0d7de"></rect>`;
+    })
+    .join('');
+  const dots = points
+    .map((p) => {
+      const h = Math.floor(Date.parse(p.hour) / 3_600_000);
+      const share = p.done / p.total;
+      const label = `${p.hour.slice(0, 13).replace('T', ' ')}:00 UTC: ${Math.floor(share * 1000) / 10}% of ${p.total} images`;
+      return `<circle class="pt" data-hour="${escapeHtml(p.hour)}" data-done="${p.done}" data-total="${p.total}" cx="${x(h).toFixed(1)}" cy="${y(share).toFixed(1)}" r="3" fill="#1a7f37"><title>${escapeHtml(label)}</title></circle>`;
+    })
+    .join('');
+  const line = points.map((p) => `${x(Math.floor(Date.parse(p.hour) / 3_600_000)).toFixed(1)},${y(p.done / p.total).toFixed(1)}`).join(' ');
+  const grid = [0, 0.5, 1]
+    .map((s) => `<line x1="${left}" x2="${right}" y1="${y(s)}" y2="${y(s)}" stroke="#eaeef2"></line><text x="${left - 6}" y="${y(s) + 4}" text-anchor="end" font-size="11" fill="#57606a">${s * 100}%</text>`)
+    .join('');
+  const days = Array.from({ length: 8 }, (_, d) => {
+    const hx = x(end - d * 24);
+    return `<text x="${hx.toFixed(1)}" y="${bottom + 16}" text-anchor="middle" font-size="11" fill="#57606a">${d === 0 ? 'now' : `${d} d ago`}</text>`;
+  }).join('');
+  const desc = audit ? 'share of admitted images that would be served from the mirror or an allowed registry, per hour' : 'share of admitted images served from the mirror or an allowed registry, per hour';
+  return `<svg id="trend-chart" role="img" aria-label="${desc}" viewBox="0 0 ${W} ${H}" width="100%" preserveAspectRatio="xMidYMid meet"><title>${desc}</title>${grid}${bars}<polyline points="${line}" fill="none" stroke="#1a7f37" stroke-width="2"></polyline>${dots}${days}</svg>`;
 }
 
 function list(items: readonly string[], overflow: number, cls = ''): string {
@@ -92,7 +161,12 @@ const SCRIPT = `
       var key = th.dataset.key, dir = th.getAttribute('aria-sort') === 'ascending' ? -1 : 1;
       document.querySelectorAll('#work th[data-key]').forEach(function (o) { o.removeAttribute('aria-sort'); });
       th.setAttribute('aria-sort', dir === 1 ? 'ascending' : 'descending');
-      rows.sort(function (x, y) { var a = x.dataset[key] || '', c = y.dataset[key] || ''; return (a < c ? -1 : a > c ? 1 : 0) * dir; });
+      var num = th.dataset.type === 'num';
+      rows.sort(function (x, y) {
+        var a = x.dataset[key] || '', c = y.dataset[key] || '';
+        if (num) return ((Number(a) || 0) - (Number(c) || 0)) * dir;
+        return (a < c ? -1 : a > c ? 1 : 0) * dir;
+      });
       rows.forEach(function (r) { body.appendChild(r); });
     });
   });
@@ -121,7 +195,9 @@ ul{margin:0;padding-left:1rem;max-height:10rem;overflow:auto}code{font-size:.82r
 .filters input{min-width:16rem}
 .cmd{display:block;font-size:.75rem;background:#f6f8fa;padding:.2rem;user-select:all}
 .state-missing{color:#a40e26}.state-would-rewrite{color:#6b4f00}
-col.c-image{width:26%}col.c-target{width:20%}col.c-state{width:11%}col.c-ns{width:11%}col.c-seen{width:10%}col.c-cmd{width:22%}
+col.c-image{width:21%}col.c-target{width:17%}col.c-state{width:11%}col.c-ns{width:15%}col.c-pulls{width:7%}col.c-seen{width:9%}col.c-cmd{width:20%}
+.used code.ns{display:inline-block;margin-right:.2rem}.wl{list-style:none;padding:0;font-size:.8rem}.held{color:#1a7f37;font-size:.85rem}
+#trend-chart{display:block;max-width:60rem;height:auto}
 `;
 
 /** The page; `nonce` must be the one in the response's Content-Security-Policy. */
@@ -144,15 +220,17 @@ export function renderReportHtml(report: Report, nonce: string = newNonce(), ctx
 
   const workRows = items
     .map((i) => {
-      const cmd = i.state === 'no-rule' || i.targets[0] === undefined ? '' : copyCommand(i.image, i.targets[0], tool, ctx.registries ?? {});
-      const search = `${i.image} ${i.targets.join(' ')} ${i.namespaces.join(' ')}`.toLowerCase();
-      return `<tr data-image="${escapeHtml(i.image)}" data-registry="${escapeHtml(i.registry)}" data-state="${i.state}" data-namespaces="${escapeHtml(i.namespaces.join(' '))}" data-target="${escapeHtml(i.targets[0] ?? '')}" data-seen="${escapeHtml(i.lastSeen)}" data-search="${escapeHtml(search)}">
+      const cmd = itemCopyCommand(i, tool, ctx.registries ?? {});
+      const search = `${i.image} ${i.targets.join(' ')} ${i.namespaces.join(' ')} ${i.workloads.join(' ')}`.toLowerCase();
+      const pulls = i.perImage ? `<span class="pulls">${i.lastHour}</span> <span class="muted">/ h</span><br><span class="pulls">${i.lastDay}</span> <span class="muted">/ day</span>` : '<span class="muted">-</span>';
+      return `<tr data-image="${escapeHtml(i.image)}" data-registry="${escapeHtml(i.registry)}" data-state="${i.state}" data-namespaces="${escapeHtml(i.namespaces.join(' '))}" data-workloads="${escapeHtml(i.workloads.join(' '))}" data-target="${escapeHtml(i.targets[0] ?? '')}" data-hour="${i.lastHour}" data-day="${i.lastDay}" data-seen="${escapeHtml(i.lastSeen)}" data-mirror="${i.inMirror === undefined ? '' : i.inMirror ? 'yes' : 'no'}" data-search="${escapeHtml(search)}">
 <td><code>${escapeHtml(i.image)}</code><br><span class="muted">${escapeHtml(i.registry)}</span></td>
 <td>${i.targets.length === 0 ? '<span class="muted">no rule</span>' : list(i.targets, 0)}</td>
-<td class="state-${i.state}">${escapeHtml(STATE_LABEL[i.state])}</td>
-<td>${list(i.namespaces, 0)}</td>
+<td><span class="state-${i.state}">${escapeHtml(STATE_LABEL[i.state])}</span>${mirrorLabel(i)}</td>
+<td class="used">${usedBy(i)}</td>
+<td class="n">${pulls}</td>
 <td>${time(i.lastSeen)}</td>
-<td>${cmd === '' ? '<span class="muted">-</span>' : `<code class="cmd">${escapeHtml(cmd)}</code>`}</td>
+<td>${cmd === '' ? `<span class="muted">${i.inMirror === true ? 'none needed' : '-'}</span>` : `<code class="cmd">${escapeHtml(cmd)}</code>`}</td>
 </tr>`;
     })
     .join('\n');
@@ -191,6 +269,9 @@ export function renderReportHtml(report: Report, nonce: string = newNonce(), ctx
 <h2>Progress: <span id="pct">${pct}</span>% of admitted images ${audit ? 'would be' : 'are'} served from the mirror or an allowed registry</h2>
 <progress max="${p.total}" value="${p.done}">${pct}%</progress>
 <div class="muted">${p.done} of ${p.total} container images admitted</div>
+<h2>Over the last seven days, per hour</h2>
+${trendSvg(report.trend ?? [], report.generatedAt, audit)}
+<div class="muted">line: share of that hour's admitted images${audit ? ' that would be' : ''} served from the mirror or an allowed registry; bars: images admitted that hour; up to <time datetime="${escapeHtml(report.generatedAt)}">${escapeHtml(report.generatedAt)}</time></div>
 </section>
 <div class="cards">
 <div class="card"><b>${audit ? totals.would : totals.rewritten}</b>${audit ? 'would be rewritten' : 'rewritten'}</div>
@@ -212,8 +293,8 @@ ${
 ${
   items.length === 0
     ? `<p id="done">Nothing ${audit ? 'would be' : 'is'} pulled from outside any more.</p>`
-    : `<table id="work"><colgroup><col class="c-image"><col class="c-target"><col class="c-state"><col class="c-ns"><col class="c-seen"><col class="c-cmd"></colgroup>
-<thead><tr><th data-key="image"><button type="button">image</button></th><th data-key="target"><button type="button">target</button></th><th data-key="state"><button type="button">state</button></th><th data-key="namespaces"><button type="button">namespaces</button></th><th data-key="seen"><button type="button">last seen</button></th><th>copy command (${tool})</th></tr></thead>
+    : `<table id="work"><colgroup><col class="c-image"><col class="c-target"><col class="c-state"><col class="c-ns"><col class="c-pulls"><col class="c-seen"><col class="c-cmd"></colgroup>
+<thead><tr><th data-key="image"><button type="button">image</button></th><th data-key="target"><button type="button">target</button></th><th data-key="state"><button type="button">state</button></th><th data-key="namespaces"><button type="button">used by</button></th><th data-key="day" data-type="num"><button type="button">admissions</button></th><th data-key="seen"><button type="button">last seen</button></th><th>copy command (${tool})</th></tr></thead>
 <tbody>
 ${workRows}
 </tbody></table>`

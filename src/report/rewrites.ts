@@ -9,12 +9,27 @@
  * too: valid references are at most 1,024 characters, invalid ones are kept cut to 256
  * (with `…(N chars)`), namespaces to 63, and all the lists together keep at most
  * `maxChars` characters (2 Mi by default; past it new values are only counted as
- * overflow). So the report stays within a few megabytes whatever the traffic, typically
- * kilobytes.
+ * overflow). Per-image usage (namespaces, workloads, admission time buckets, what
+ * verification said; see usage.ts) has a budget of its own, `maxUsageChars`, so that it
+ * never crowds out the copy list; the hourly trend (trend.ts) keeps at most 168 points.
+ * So the report stays within a few megabytes whatever the traffic, typically kilobytes.
  */
 import type { ContainerDecision, Mode } from '../core/pod.js';
 import { formatReference, parseReference } from '../core/reference.js';
 import { clip } from '../core/text.js';
+import type { Workload } from '../core/workload.js';
+import { countTrend, mergeTrend, sanitiseTrend, type TrendPoint } from './trend.js';
+import { addNamespace, addWorkload, compactBuckets, countAdmission, emptyUsage, mergeUsage, minuteOf, sanitiseUsage, USAGE_COST, type ImageUsage } from './usage.js';
+
+export type { ImageUsage } from './usage.js';
+export type { TrendPoint } from './trend.js';
+
+/**
+ * Version of the report's JSON shape (`GET /report`, `mirrorgate report --output json`, the
+ * ConfigMap), described by schemas/report.schema.json. Raised when a field changes meaning
+ * or goes; new optional fields keep it.
+ */
+export const REPORT_SCHEMA_VERSION = 2;
 
 /** Characters kept of an invalid reference (then `…(N chars)`). */
 export const MAX_INVALID_KEPT = 256;
@@ -55,6 +70,11 @@ export interface RegistryEntry {
    */
   pending: Record<string, string>;
   pendingOverflow: number;
+  /**
+   * Per image kept in `images`: the namespaces and workloads that used it, admissions in
+   * time buckets (last hour, last day), last seen, and what verification said of it.
+   */
+  usage: Record<string, ImageUsage>;
   copied: number;
   copyFailed: number;
   firstSeen: string;
@@ -62,9 +82,13 @@ export interface RegistryEntry {
 }
 
 export interface Report {
+  /** {@link REPORT_SCHEMA_VERSION}. */
+  schemaVersion: number;
   generatedAt: string;
   mode: Mode;
   registries: Record<string, RegistryEntry>;
+  /** Hourly progress, oldest first, at most seven days. */
+  trend: TrendPoint[];
 }
 
 export interface ReportLimits {
@@ -73,9 +97,15 @@ export interface ReportLimits {
   readonly maxNamespaces: number;
   /** Characters of images, targets and namespaces kept in all, whatever the entry counts. */
   readonly maxChars: number;
+  /**
+   * Characters of per-image usage kept in all (namespaces, workloads, and a fixed charge for
+   * each image's counters and time buckets). A budget of its own, so that usage never
+   * starves the copy list.
+   */
+  readonly maxUsageChars: number;
 }
 
-export const DEFAULT_LIMITS: ReportLimits = { maxRegistries: 200, maxImages: 100, maxNamespaces: 100, maxChars: 2 * 1024 * 1024 };
+export const DEFAULT_LIMITS: ReportLimits = { maxRegistries: 200, maxImages: 100, maxNamespaces: 100, maxChars: 2 * 1024 * 1024, maxUsageChars: 1024 * 1024 };
 export const OTHER = 'other';
 
 function emptyEntry(at: string): RegistryEntry {
@@ -96,6 +126,7 @@ function emptyEntry(at: string): RegistryEntry {
     namespacesOverflow: 0,
     pending: {},
     pendingOverflow: 0,
+    usage: {},
     copied: 0,
     copyFailed: 0,
     firstSeen: at,
@@ -106,13 +137,13 @@ function emptyEntry(at: string): RegistryEntry {
 /** Target prefixes counted per entry at most (a rule has at most 8; a few rules may share a source). */
 const MAX_SERVED = 32;
 
-function addServed(e: RegistryEntry, target: string, n: number): void {
-  if (e.served[target] === undefined && Object.keys(e.served).length >= MAX_SERVED) return;
+function addServed(e: RegistryEntry, target: string, n: number, budget?: ByteBudget): void {
+  if (e.served[target] === undefined && (Object.keys(e.served).length >= MAX_SERVED || !fits(budget, target.length))) return;
   e.served[target] = (e.served[target] ?? 0) + n;
 }
 
-function addTarget(e: RegistryEntry, target: string): void {
-  if (!e.targets.includes(target) && e.targets.length < MAX_SERVED) e.targets.push(target);
+function addTarget(e: RegistryEntry, target: string, budget?: ByteBudget): void {
+  if (!e.targets.includes(target) && e.targets.length < MAX_SERVED && fits(budget, target.length)) e.targets.push(target);
 }
 
 /** Characters kept across all of a report's lists; past it new values are only counted. */
@@ -152,17 +183,35 @@ export class ReportCache {
   readonly #imageSets = new Map<string, Set<string>>();
   readonly #limits: ReportLimits;
   readonly #budget: ByteBudget;
+  readonly #usageBudget: ByteBudget;
   #mode: Mode;
   #version = 0;
+  #trend: TrendPoint[] = [];
+  readonly #servedAsIsFn: ((registry: string) => boolean) | undefined;
 
+  /**
+   * `servedAsIs` says whether an image pulled as it is (no rule) comes from the mirror or a
+   * registry the policy allows, for the trend; without it, a registry counts when it is
+   * the host of a rule target seen in the report.
+   */
   constructor(
     private readonly now: () => Date,
     mode: Mode,
     limits: Partial<ReportLimits> = {},
+    servedAsIs?: (registry: string) => boolean,
   ) {
     this.#limits = { ...DEFAULT_LIMITS, ...limits };
     this.#budget = { used: 0, max: this.#limits.maxChars };
+    this.#usageBudget = { used: 0, max: this.#limits.maxUsageChars };
     this.#mode = mode;
+    this.#servedAsIsFn = servedAsIs;
+  }
+
+  #servedAsIs(registry: string | undefined): boolean {
+    if (registry === undefined) return false;
+    if (this.#servedAsIsFn !== undefined) return this.#servedAsIsFn(registry);
+    for (const e of this.#entries.values()) for (const t of [e.target, ...e.targets]) if (t !== undefined && (t.split('/')[0] ?? t) === registry) return true;
+    return false;
   }
 
   /** Changes on every recorded event: lets the persister skip unchanged flushes. */
@@ -209,10 +258,14 @@ export class ReportCache {
    * Record the decisions of one admission (never called for dryRun requests). A denied
    * pod (`denied`) ran nothing and rewrote nothing: only its violations are counted.
    */
-  record(decisions: readonly ContainerDecision[], namespace: string, denied = false): void {
+  record(decisions: readonly ContainerDecision[], namespace: string, denied = false, workload?: Workload): void {
     if (denied) decisions = decisions.filter((d) => d.violation !== undefined);
     if (decisions.length === 0) return;
-    const at = this.now().toISOString();
+    const date = this.now();
+    const at = date.toISOString();
+    const seen = new Set<string>();
+    let trendDone = 0;
+    let trendTotal = 0;
     const { maxImages, maxNamespaces } = this.#limits;
     // Namespaces are at most 63 characters once validated; a review sent directly can carry any.
     namespace = clip(namespace, MAX_NAMESPACE_KEPT);
@@ -223,11 +276,21 @@ export class ReportCache {
       const e = this.#entry(d.sourceRegistry, at);
       const key = this.#entries.get(d.sourceRegistry) === e ? d.sourceRegistry : OTHER;
       if (d.rule !== undefined) {
-        e.target = d.rule.target;
-        for (const t of d.rule.targets) addTarget(e, t.target);
+        // One primary target per entry (entries are bounded by maxRegistries): charged, and always kept.
+        if (e.target !== d.rule.target) {
+          fits(this.#budget, d.rule.target.length);
+          e.target = d.rule.target;
+        }
+        for (const t of d.rule.targets) addTarget(e, t.target, this.#budget);
       }
       if (d.rule !== undefined && (d.action === 'rewritten' || d.action === 'would-rewrite')) {
-        addServed(e, d.rule.targets[d.targetIndex ?? 0]?.target ?? d.rule.target, 1);
+        addServed(e, d.rule.targets[d.targetIndex ?? 0]?.target ?? d.rule.target, 1, this.#budget);
+      }
+      // Progress over time, as the page measures it: a denied pod ran nothing.
+      if (!denied) {
+        trendTotal++;
+        if (d.action === 'rewritten') trendDone++;
+        else if ((d.action === 'unchanged' || d.action === 'invalid') && d.violation === undefined && this.#servedAsIs(d.sourceRegistry)) trendDone++;
       }
       switch (d.action) {
         case 'rewritten': {
@@ -260,8 +323,42 @@ export class ReportCache {
       }
       e.imagesOverflow += addBounded(e.images, this.#imageSets.get(key), image, maxImages, this.#budget);
       if (namespace !== '') e.namespacesOverflow += addBounded(e.namespaces, undefined, namespace, maxNamespaces, this.#budget);
+      const usage = this.#usage(e, key, image, at);
+      if (usage !== undefined) {
+        // An image twice in one pod is one admission of it.
+        const once = `${key}\n${image}`;
+        if (!seen.has(once)) {
+          seen.add(once);
+          countAdmission(usage, date);
+          usage.lastSeen = at;
+          if (namespace !== '') addNamespace(usage, namespace, this.#charge);
+          if (workload !== undefined) addWorkload(usage, `${namespace}/${workload.kind}/${workload.name}`, this.#charge);
+        }
+        // What verification said of its target: rules with verify check before rewriting.
+        if (d.rule?.verify === true) {
+          if (d.action === 'missing') this.#checked(usage, 'absent', at);
+          else if (d.action === 'rewritten' || d.action === 'would-rewrite') this.#checked(usage, 'present', at);
+        }
+      }
     }
+    this.#trend = countTrend(this.#trend, date, trendDone, trendTotal);
     this.#version++;
+  }
+
+  readonly #charge = (chars: number): boolean => fits(this.#usageBudget, chars);
+
+  #checked(u: ImageUsage, mirror: 'present' | 'absent', at: string): void {
+    u.mirror = mirror;
+    u.checkedAt = at;
+  }
+
+  /** The usage record of an image kept in the entry's list (created within the budget), if any. */
+  #usage(e: RegistryEntry, key: string, image: string, at: string): ImageUsage | undefined {
+    const u = e.usage[image];
+    if (u !== undefined) return u;
+    if (!(this.#imageSets.get(key)?.has(image) ?? false)) return undefined;
+    if (!fits(this.#usageBudget, USAGE_COST + image.length)) return undefined;
+    return (e.usage[image] = emptyUsage(at));
   }
 
   /** Record the outcome of a background copy into the mirror. */
@@ -272,6 +369,8 @@ export class ReportCache {
       e.copied++;
       this.#unlist(e.missing, image);
       this.#unpend(e, image);
+      const u = e.usage[image];
+      if (u !== undefined) this.#checked(u, 'present', this.now().toISOString());
     } else e.copyFailed++;
     this.#version++;
   }
@@ -283,23 +382,42 @@ export class ReportCache {
       // #entry stamps lastSeen with the time given: older stored counts must not move it back.
       const e = this.#entry(registry, known === undefined || incoming.lastSeen > known.lastSeen ? incoming.lastSeen : known.lastSeen);
       const key = this.#entries.get(registry) === e ? registry : OTHER;
-      mergeEntry(e, incoming, this.#limits, this.#imageSets.get(key), this.#budget);
+      mergeEntry(e, incoming, this.#limits, this.#imageSets.get(key), { lists: this.#budget, usage: this.#usageBudget }, minuteOf(this.now()));
     }
+    this.#trend = mergeTrend([this.#trend, report.trend], this.now());
     this.#version++;
   }
 
   snapshot(): Report {
+    const now = this.now();
+    const minute = minuteOf(now);
     const registries: Record<string, RegistryEntry> = {};
-    for (const [k, e] of [...this.#entries.entries()].sort(([a], [b]) => a.localeCompare(b))) registries[k] = structuredClone(e);
-    return { generatedAt: this.now().toISOString(), mode: this.#mode, registries };
+    for (const [k, e] of [...this.#entries.entries()].sort(([a], [b]) => a.localeCompare(b))) {
+      const copy = structuredClone(e);
+      for (const u of Object.values(copy.usage)) u.recent = compactBuckets(u.recent, minute);
+      registries[k] = copy;
+    }
+    return { schemaVersion: REPORT_SCHEMA_VERSION, generatedAt: now.toISOString(), mode: this.#mode, registries, trend: mergeTrend([this.#trend], now) };
   }
 }
 
-function mergeEntry(into: RegistryEntry, from: RegistryEntry, limits: ReportLimits, imageSet?: Set<string>, budget?: ByteBudget): void {
-  into.target ??= from.target;
-  for (const t of from.targets ?? []) addTarget(into, t);
+/** `nowMinute` ages the time buckets; undefined keeps them as they are (reading a stored report). */
+function mergeEntry(
+  into: RegistryEntry,
+  from: RegistryEntry,
+  limits: ReportLimits,
+  imageSet: Set<string> | undefined,
+  budgets: { readonly lists: ByteBudget; readonly usage: ByteBudget } | undefined,
+  nowMinute: number | undefined,
+): void {
+  const budget = budgets?.lists;
+  if (into.target === undefined && from.target !== undefined) {
+    fits(budget, from.target.length);
+    into.target = from.target;
+  }
+  for (const t of from.targets ?? []) addTarget(into, t, budget);
   into.rewritten += from.rewritten ?? 0;
-  for (const [target, n] of Object.entries(from.served ?? {})) addServed(into, target, n);
+  for (const [target, n] of Object.entries(from.served ?? {})) addServed(into, target, n, budget);
   into.wouldRewrite += from.wouldRewrite ?? 0;
   into.denied += from.denied ?? 0;
   into.skipped += from.skipped ?? 0;
@@ -314,6 +432,17 @@ function mergeEntry(into: RegistryEntry, from: RegistryEntry, limits: ReportLimi
   for (const i of from.images ?? []) into.imagesOverflow += addBounded(into.images, imageSet, i, limits.maxImages, budget);
   for (const i of from.missing ?? []) into.missingOverflow += addBounded(into.missing, undefined, i, limits.maxImages, budget);
   for (const n of from.namespaces ?? []) into.namespacesOverflow += addBounded(into.namespaces, undefined, n, limits.maxNamespaces, budget);
+  const charge = (chars: number): boolean => fits(budgets?.usage, chars);
+  for (const [image, u] of Object.entries(from.usage ?? {})) {
+    let mine = into.usage[image];
+    if (mine === undefined) {
+      // Usage is kept only for images kept in the list, within the budget.
+      if (!(imageSet ? imageSet.has(image) : into.images.includes(image)) || !charge(USAGE_COST + image.length)) continue;
+      mine = into.usage[image] = emptyUsage(u.firstSeen || into.firstSeen);
+      mine.lastSeen = u.lastSeen;
+    }
+    mergeUsage(mine, u, nowMinute, charge);
+  }
   if (from.firstSeen && from.firstSeen < into.firstSeen) into.firstSeen = from.firstSeen;
   if (from.lastSeen && from.lastSeen > into.lastSeen) into.lastSeen = from.lastSeen;
 }
@@ -323,16 +452,26 @@ export function mergeReports(reports: readonly Report[], now: Date, limits: Repo
   const registries: Record<string, RegistryEntry> = {};
   // The first report is the live one where there is one: its mode is the current mode.
   const mode: Mode = reports[0]?.mode ?? 'enforce';
-  const budget: ByteBudget = { used: 0, max: limits.maxChars };
+  const budgets = { lists: { used: 0, max: limits.maxChars }, usage: { used: 0, max: limits.maxUsageChars } };
+  const minute = minuteOf(now);
   for (const r of reports) {
     for (const [k, e] of Object.entries(r.registries)) {
       const into = (registries[k] ??= emptyEntry(e.firstSeen));
-      mergeEntry(into, e, limits, undefined, budget);
+      mergeEntry(into, e, limits, undefined, budgets, minute);
     }
   }
   const sorted: Record<string, RegistryEntry> = {};
   for (const k of Object.keys(registries).sort()) sorted[k] = registries[k] as RegistryEntry;
-  return { generatedAt: now.toISOString(), mode, registries: sorted };
+  return {
+    schemaVersion: REPORT_SCHEMA_VERSION,
+    generatedAt: now.toISOString(),
+    mode,
+    registries: sorted,
+    trend: mergeTrend(
+      reports.map((r) => r.trend ?? []),
+      now,
+    ),
+  };
 }
 
 /** Check the shape of a persisted or fetched report; throws an Error naming what is wrong. */
@@ -350,11 +489,19 @@ export function parseReport(text: string, source: string): Report {
   for (const [k, v] of Object.entries(r.registries)) {
     if (typeof v !== 'object' || v === null) throw new Error(`${source}: registries["${k}"] is not an object`);
     const e = emptyEntry(typeof v.firstSeen === 'string' ? v.firstSeen : new Date(0).toISOString());
-    mergeEntry(e, sanitise(v), DEFAULT_LIMITS);
+    // Stored buckets are kept as they are here; they are folded and aged when merged or shown.
+    mergeEntry(e, sanitise(v), DEFAULT_LIMITS, undefined, undefined, undefined);
     e.target = typeof v.target === 'string' ? v.target : undefined;
     registries[k] = e;
   }
-  return { generatedAt: typeof r.generatedAt === 'string' ? r.generatedAt : '', mode: r.mode === 'audit' ? 'audit' : 'enforce', registries };
+  // Reports written before schemaVersion 2 have no trend and no per-image usage: read as empty.
+  return {
+    schemaVersion: REPORT_SCHEMA_VERSION,
+    generatedAt: typeof r.generatedAt === 'string' ? r.generatedAt : '',
+    mode: r.mode === 'audit' ? 'audit' : 'enforce',
+    registries,
+    trend: sanitiseTrend(r.trend),
+  };
 }
 
 function sanitise(v: Partial<RegistryEntry>): RegistryEntry {
@@ -386,6 +533,11 @@ function sanitise(v: Partial<RegistryEntry>): RegistryEntry {
       ),
     ),
     pendingOverflow: num(v.pendingOverflow),
+    usage: Object.fromEntries(
+      Object.entries(typeof v.usage === 'object' && v.usage !== null && !Array.isArray(v.usage) ? v.usage : {})
+        .map(([k, u]) => [k, sanitiseUsage(u)] as const)
+        .filter((kv): kv is [string, ImageUsage] => kv[1] !== undefined),
+    ),
     copied: num(v.copied),
     copyFailed: num(v.copyFailed),
     firstSeen: time(v.firstSeen),

@@ -6,6 +6,7 @@
 import type { RegistrySettings } from '../config/schema.js';
 import type { CopyTool } from './format.js';
 import type { Report, RegistryEntry } from './rewrites.js';
+import { recentCounts } from './usage.js';
 
 /** What the page knows beyond the report: the policy and the registries' settings. */
 export interface ReportContext {
@@ -24,7 +25,19 @@ export interface WorkItem {
   /** Rewrite targets, primary first; empty when no rule covers the registry. */
   readonly targets: readonly string[];
   readonly state: WorkState;
+  /** The namespaces that used this image; those of its registry when the image has no usage record (`perImage` false). */
   readonly namespaces: readonly string[];
+  /** Workloads that used it, `namespace/Kind/name` (a ReplicaSet's pods count under their Deployment). */
+  readonly workloads: readonly string[];
+  /** Namespaces and workloads not listed. */
+  readonly usedByOverflow: number;
+  /** True when namespaces, workloads, counts and last seen are this image's own. */
+  readonly perImage: boolean;
+  /** Admissions that used it in the last hour (to 5 minutes) and day (to the hour), as of the report. */
+  readonly lastHour: number;
+  readonly lastDay: number;
+  /** Whether the mirror holds it, from verification: undefined when not checked. */
+  readonly inMirror: boolean | undefined;
   readonly lastSeen: string;
 }
 
@@ -64,14 +77,21 @@ export function workItems(report: Report, ctx: ReportContext = {}): WorkItem[] {
     if (!isOutside(registry, e, mirrors, ctx, report.mode)) continue;
     const targets = targetsOf(e);
     const missing = new Set(e.missing);
+    const used = (image: string): Omit<WorkItem, 'image' | 'registry' | 'targets' | 'state'> => {
+      const u = e.usage[image];
+      if (u === undefined) return { namespaces: e.namespaces, workloads: [], usedByOverflow: e.namespacesOverflow, perImage: false, lastHour: 0, lastDay: 0, inMirror: undefined, lastSeen: e.lastSeen };
+      const { lastHour, lastDay } = recentCounts(u, report.generatedAt || new Date());
+      const inMirror = missing.has(image) ? false : u.mirror === undefined ? undefined : u.mirror === 'present';
+      return { namespaces: u.namespaces, workloads: u.workloads, usedByOverflow: u.overflow, perImage: true, lastHour, lastDay, inMirror, lastSeen: u.lastSeen };
+    };
     if (e.target === undefined) {
-      for (const image of e.images) items.push({ image, registry, targets, state: 'no-rule', namespaces: e.namespaces, lastSeen: e.lastSeen });
+      for (const image of e.images) items.push({ image, registry, targets, state: 'no-rule', ...used(image) });
       continue;
     }
     for (const [image, target] of Object.entries(e.pending)) {
       const state: WorkState = missing.has(image) ? 'missing' : report.mode === 'audit' ? 'would-rewrite' : 'kept';
       const ordered = [target, ...targets.filter((t) => !target.startsWith(`${t}/`))];
-      items.push({ image, registry, targets: ordered, state, namespaces: e.namespaces, lastSeen: e.lastSeen });
+      items.push({ image, registry, targets: ordered, state, ...used(image) });
     }
   }
   return items.sort((a, b) => a.image.localeCompare(b.image));

@@ -115,11 +115,11 @@ t.test('text formats: table, pending images, copy commands', async (t) => {
   t.match(table, /^mode: audit/);
   t.match(table, /REGISTRY\s+TARGET\s+REWRITTEN\s+WOULD/);
   t.match(table, /docker\.io\s+mirror\.example\.com\/dockerhub\s+0\s+1/);
-  t.same(pendingImages(r).map((p) => p.source), ['docker.io/library/nginx:1.14.2', 'quay.io/acme/app:1']);
-  t.same(copyCommands(r, 'gcrane'), [
-    'gcrane cp docker.io/library/nginx:1.14.2 mirror.example.com/dockerhub/library/nginx:1.14.2',
-    'gcrane cp quay.io/acme/app:1 mirror.example.com/quay/acme/app:1',
-  ]);
+  t.same(pendingImages(r).map((p) => [p.source, p.inMirror]), [
+    ['docker.io/library/nginx:1.14.2', undefined],
+    ['quay.io/acme/app:1', true],
+  ], 'quay.io verifies: its image was found in the mirror; docker.io does not check');
+  t.same(copyCommands(r, 'gcrane'), ['gcrane cp docker.io/library/nginx:1.14.2 mirror.example.com/dockerhub/library/nginx:1.14.2'], 'the image the mirror holds needs no copy');
   t.match(copyCommands(r, 'skopeo')[0], /^skopeo copy --all --preserve-digests docker:\/\/docker.io\/library\/nginx:1.14.2 docker:\/\/mirror/);
   t.match(copyCommands(r, 'crane')[0], /^crane copy /);
 });
@@ -201,7 +201,8 @@ t.test('copy commands honour registries.<host> (plain HTTP, CA); CSV of the work
   const csv = worklistCsv(cache.snapshot(), { registries: regs, tool: 'crane' });
   const lines = csv.split('\r\n');
   t.equal(lines[0], CSV_HEADER.join(','));
-  t.equal(lines[1], 'docker.io/library/nginx:1,docker.io,would-rewrite,mirror.example.com/dockerhub/library/nginx:1,mirror.example.com/dockerhub/library/nginx:1,team-a,2026-11-22T10:01:00.000Z,SSL_CERT_FILE=/etc/ca/hub/ca.crt crane copy --insecure docker.io/library/nginx:1 mirror.example.com/dockerhub/library/nginx:1');
+  t.equal(lines[1], 'docker.io/library/nginx:1,docker.io,would-rewrite,mirror.example.com/dockerhub/library/nginx:1,mirror.example.com/dockerhub/library/nginx:1,team-a,2026-11-22T10:01:00.000Z,SSL_CERT_FILE=/etc/ca/hub/ca.crt crane copy --insecure docker.io/library/nginx:1 mirror.example.com/dockerhub/library/nginx:1,,,1,1');
+  t.equal(lines[2], 'quay.io/acme/app:1,quay.io,would-rewrite,mirror.example.com/quay/acme/app:1,mirror.example.com/quay/acme/app:1,team-a,2026-11-22T10:01:00.000Z,,yes,,1,1', 'in the mirror (verified): no copy command');
   t.equal(lines.length, 4, 'header, two rows, final CRLF');
   const hostile = new ReportCache(now, 'audit');
   hostile.record(decisions(['=cmd|x'], 'audit'), '+ns');
