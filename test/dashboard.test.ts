@@ -1,5 +1,5 @@
 /**
- * The Grafana dashboard (dashboards/mirrorgate.json) queries only metrics this program
+ * The Grafana dashboard (charts/mirrorgate/dashboards/mirrorgate.json, shipped with the chart) queries only metrics this program
  * exports: every name in every expr is one the registry in src/metrics.ts serves (with the
  * `_bucket`/`_sum`/`_count` series of its histograms), and each required panel is there.
  */
@@ -13,7 +13,7 @@ interface Panel {
 }
 
 t.test('every dashboard expr references an exported metric', async (t) => {
-  const dashboard = JSON.parse(await readFile('dashboards/mirrorgate.json', 'utf8')) as { panels: Panel[]; uid: string };
+  const dashboard = JSON.parse(await readFile('charts/mirrorgate/dashboards/mirrorgate.json', 'utf8')) as { panels: Panel[]; uid: string };
   const metrics = createMetrics();
   const exported = new Set<string>();
   for (const m of await metrics.registry.getMetricsAsJSON()) {

@@ -7,6 +7,7 @@
  * the default render installs the same objects as the kustomize base (field by field; the
  * config compared as parsed).
  */
+import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import t, { type Test } from 'tap';
 import { parseConfig } from '../../src/config/schema.js';
@@ -249,4 +250,32 @@ t.test('one source of truth: the default render installs what the kustomize base
     }
     t.same(normalise(c), normalise(b), key(b));
   }
+});
+
+t.test('the Grafana dashboard ships with the chart as an optional ConfigMap for the sidecar', async (t) => {
+  const shipped = await readFile(resolve(CHART, 'dashboards/mirrorgate.json'), 'utf8');
+  const isDashboard = (o: Obj): boolean => o.kind === 'ConfigMap' && o.metadata?.name === 'mirrorgate-dashboard';
+  t.notOk((await template('mirrorgate', [])).some(isDashboard), 'off by default');
+
+  const objs = await template('obs', ['metrics.grafanaDashboard.enabled=true', 'metrics.grafanaDashboard.annotations.grafana_folder=Platform']);
+  await checkAll(t, objs, 'obs');
+  const cm = find(objs, 'ConfigMap', 'mirrorgate-dashboard');
+  t.equal(cm.metadata.labels.grafana_dashboard, '1', "the label the grafana chart's sidecar looks for by default");
+  t.equal(cm.metadata.labels['app.kubernetes.io/name'], 'mirrorgate');
+  t.same(cm.metadata.annotations, { grafana_folder: 'Platform' });
+  t.equal(cm.data['mirrorgate.json'], shipped.trim(), 'the dashboard file, as it is');
+  t.match(JSON.parse(cm.data['mirrorgate.json'] as string), { uid: String, panels: Array }, 'and it is JSON a Grafana can import');
+  t.ok(find(objs, 'ConfigMap', 'mirrorgate-config').data['config.yaml'], 'the config ConfigMap is still there beside it');
+
+  const elsewhere = await template('obs', ['metrics.grafanaDashboard.enabled=true', 'metrics.grafanaDashboard.namespace=monitoring', 'json:metrics.grafanaDashboard.labels={"grafana_dashboard":"mirrorgate"}']);
+  const moved = find(elsewhere, 'ConfigMap', 'mirrorgate-dashboard');
+  await t.resolves(validateSchema(moved), 'valid in another namespace too');
+  t.equal(moved.metadata.namespace, 'monitoring', "in Grafana's namespace when asked");
+  t.equal(moved.metadata.labels.grafana_dashboard, 'mirrorgate');
+
+  const bad = await helm(['template', 'mirrorgate', CHART, '--set', 'metrics.grafanaDashboard.namespace=Not_A_Namespace']);
+  t.not(bad.code, 0, 'a namespace that is not a name is refused');
+  t.match(bad.stderr, /grafanaDashboard\/namespace/);
+  const typo = await helm(['template', 'mirrorgate', CHART, '--set', 'metrics.grafanaDashboard.enable=true']);
+  t.not(typo.code, 0, 'a misspelt key is refused, not ignored');
 });
