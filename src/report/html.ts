@@ -106,7 +106,7 @@ export function trendSvg(trend: readonly TrendPoint[], generatedAt: string, audi
     .join('');
   const days = Array.from({ length: 8 }, (_, d) => {
     const hx = x(end - d * 24);
-    return `<text x="${hx.toFixed(1)}" y="${bottom + 16}" text-anchor="middle" font-size="11" fill="#57606a">${d === 0 ? 'now' : `${d} d ago`}</text>`;
+    return `<text x="${hx.toFixed(1)}" y="${bottom + 16}" text-anchor="${d === 0 ? 'end' : d === 7 ? 'start' : 'middle'}" font-size="11" fill="#57606a">${d === 0 ? 'now' : `${d} d ago`}</text>`;
   }).join('');
   const desc = audit ? 'share of admitted images that would be served from the mirror or an allowed registry, per hour' : 'share of admitted images served from the mirror or an allowed registry, per hour';
   return `<svg id="trend-chart" role="img" aria-label="${desc}" viewBox="0 0 ${W} ${H}" width="100%" preserveAspectRatio="xMidYMid meet"><title>${desc}</title>${grid}${bars}<polyline points="${line}" fill="none" stroke="#1a7f37" stroke-width="2"></polyline>${dots}${days}</svg>`;
@@ -195,7 +195,7 @@ ul{margin:0;padding-left:1rem;max-height:10rem;overflow:auto}code{font-size:.82r
 .filters input{min-width:16rem}
 .cmd{display:block;font-size:.75rem;background:#f6f8fa;padding:.2rem;user-select:all}
 .state-missing{color:#a40e26}.state-would-rewrite{color:#6b4f00}
-col.c-image{width:21%}col.c-target{width:17%}col.c-state{width:11%}col.c-ns{width:15%}col.c-pulls{width:7%}col.c-seen{width:9%}col.c-cmd{width:20%}
+col.c-image{width:20%}col.c-target{width:17%}col.c-state{width:11%}col.c-ns{width:15%}col.c-pulls{width:9%}col.c-seen{width:9%}col.c-cmd{width:19%}
 .used code.ns{display:inline-block;margin-right:.2rem}.wl{list-style:none;padding:0;font-size:.8rem}.held{color:#1a7f37;font-size:.85rem}
 #trend-chart{display:block;max-width:60rem;height:auto}
 `;

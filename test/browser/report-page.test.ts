@@ -2,8 +2,10 @@
 /**
  * /report.html as a person uses it: Debian's chromium, driven by playwright-core, opens the
  * page of a running `serve()` (its metrics server listening on 127.0.0.1) after real
- * admissions through /mutate, and filters, sorts, searches and uses the per-namespace view.
- * Screenshots go to artifacts/ (ignored by git).
+ * admissions through /mutate (pods of Deployments, with the ownerReferences and
+ * pod-template-hash label the ReplicaSet controller sets), and filters, sorts, searches,
+ * reads the workloads and admission counts per image, the trend, and uses the
+ * per-namespace view. Screenshots go to artifacts/ (ignored by git).
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
@@ -31,8 +33,15 @@ report:
 
 const ARTIFACTS = join(process.cwd(), 'artifacts', 'browser');
 
-async function admit(running: Running, images: string[], namespace: string): Promise<void> {
-  const object = { apiVersion: 'v1', kind: 'Pod', metadata: { generateName: 'web-' }, spec: { containers: images.map((image, i) => ({ name: `c${i}`, image })) } };
+/** A pod as the ReplicaSet of Deployment `deployment` creates it. */
+async function admit(running: Running, images: string[], namespace: string, deployment = 'web'): Promise<void> {
+  const hash = '5d7f8c9b4';
+  const metadata = {
+    generateName: `${deployment}-${hash}-`,
+    labels: { app: deployment, 'pod-template-hash': hash },
+    ownerReferences: [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name: `${deployment}-${hash}`, uid: `uid-${deployment}`, controller: true, blockOwnerDeletion: true }],
+  };
+  const object = { apiVersion: 'v1', kind: 'Pod', metadata, spec: { containers: images.map((image, i) => ({ name: `c${i}`, image })) } };
   const res = await running.app.inject({ method: 'POST', url: '/mutate', payload: review({ object, namespace }).body });
   if (res.statusCode !== 200) throw new Error(`admission: HTTP ${res.statusCode}`);
 }
@@ -41,7 +50,11 @@ async function visibleImages(page: Page): Promise<string[]> {
   return page.$$eval('#work tbody tr:not([hidden])', (rows) => rows.map((r) => (r as HTMLElement).dataset.image ?? ''));
 }
 
-t.test('the report page in a real browser: filter, sort, search, per-namespace view', async (t) => {
+async function cell(page: Page, image: string, column: number): Promise<string> {
+  return page.$eval(`#work tr[data-image="${image}"] td:nth-child(${column})`, (td) => (td as HTMLElement).innerText);
+}
+
+t.test('the report page in a real browser: filter, sort, search, workloads, admissions, trend, per-namespace view', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'mg-browser-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   await writeFile(join(dir, 'config.yaml'), CONFIG);
@@ -49,8 +62,10 @@ t.test('the report page in a real browser: filter, sort, search, per-namespace v
   t.teardown(() => running.shutdown('test over'));
   const long = `docker.io/library/nginx:1.25@sha256:${'ab'.repeat(32)}`;
   await admit(running, ['nginx:1.14.2', 'redis:7', 'registry.k8s.io/pause:3.9'], 'team-a');
-  await admit(running, ['quay.io/acme/app:1', long], 'team-b');
-  await admit(running, ['ghcr.io/org/tool:2', 'evil.io/x:1'], 'team-c');
+  await admit(running, ['nginx:1.14.2'], 'team-a', 'api');
+  await admit(running, ['nginx:1.14.2', 'redis:7'], 'team-a', 'api');
+  await admit(running, ['quay.io/acme/app:1', long], 'team-b', 'shop');
+  await admit(running, ['ghcr.io/org/tool:2', 'evil.io/x:1'], 'team-c', 'tools');
 
   const address = running.metricsApp.server.address() as AddressInfo;
   t.equal(address.address, '127.0.0.1');
@@ -87,6 +102,30 @@ t.test('the report page in a real browser: filter, sort, search, per-namespace v
   const quayTargets = await page.$eval('#work tr[data-image="quay.io/acme/app:1"] td:nth-child(2)', (td) => td.textContent ?? '');
   t.match(quayTargets, /mirror\.example\.com\/quay\/acme\/app:1/, 'the target shown');
 
+  // Per image: the workloads (the ReplicaSet read as its Deployment) and the admissions.
+  const nginx = 'docker.io/library/nginx:1.14.2';
+  const usedBy = await cell(page, nginx, 4);
+  t.match(usedBy, /team-a/);
+  t.match(usedBy, /Deployment web \(team-a\)/, 'the Deployment, not its ReplicaSet');
+  t.match(usedBy, /Deployment api \(team-a\)/);
+  t.notMatch(usedBy, /5d7f8c9b4|ReplicaSet/, 'no ReplicaSet name');
+  t.match(await cell(page, 'quay.io/acme/app:1', 4), /Deployment shop \(team-b\)/);
+  t.notMatch(await cell(page, 'quay.io/acme/app:1', 4), /team-a/, 'namespaces are per image, not per registry');
+  t.match(await cell(page, nginx, 5), /^3\s*\/ h\s+3\s*\/ day$/, 'three admissions in the last hour and day');
+  t.match(await cell(page, 'docker.io/library/redis:7', 5), /^2\s*\/ h\s+2\s*\/ day$/);
+  t.match(await cell(page, 'evil.io/x:1', 5), /^1\s*\/ h\s+1\s*\/ day$/);
+
+  // The trend: one point for this hour, 10 images admitted, the allowed pause image done.
+  const points = await page.$$eval('#trend-chart circle.pt', (cs) => cs.map((c) => ({ done: c.getAttribute('data-done'), total: c.getAttribute('data-total'), title: c.textContent })));
+  t.same(points.map((p) => [p.done, p.total]), [['1', '10']], 'one hourly point: 1 of 10 admitted images (the allowed pause) served from the mirror or an allowed registry');
+  t.match(points[0]?.title ?? '', /10% of 10 images/);
+  const chart = await page.$eval('#trend-chart', (svg) => {
+    const r = svg.getBoundingClientRect();
+    return { width: r.width, height: r.height, right: r.right };
+  });
+  t.ok(chart.width > 300 && chart.height > 50 && chart.right <= 1280, `the chart is drawn within the page (${Math.round(chart.width)}x${Math.round(chart.height)})`);
+  await page.locator('#progress').screenshot({ path: join(ARTIFACTS, 'report-trend.png') });
+
   const width = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, client: document.documentElement.clientWidth }));
   t.ok(width.scroll <= width.client, `no horizontal scroll at 1280 px (${width.scroll} <= ${width.client})`);
 
@@ -103,9 +142,19 @@ t.test('the report page in a real browser: filter, sort, search, per-namespace v
   t.same(await visibleImages(page), [...all].sort().reverse(), 'then descending');
   t.equal(await page.getAttribute('#work th[data-key="image"]', 'aria-sort'), 'descending');
 
-  await page.fill('#f-search', 'tool');
+  // By admissions: numeric order, not text order.
+  await page.click('#work th[data-key="day"] button');
+  const byDay = await page.$$eval('#work tbody tr:not([hidden])', (rows) => rows.map((r) => Number((r as HTMLElement).dataset.day)));
+  t.same(byDay, [...byDay].sort((a, b) => a - b), `sorted by admissions, ascending (${byDay.join(',')})`);
+  t.equal((await visibleImages(page)).at(-1), nginx, 'the most used image last');
+  await page.click('#work th[data-key="day"] button');
+  t.equal((await visibleImages(page))[0], nginx, 'then first');
+
+  await page.fill('#f-search', 'tool:2');
   t.same(await visibleImages(page), ['ghcr.io/org/tool:2'], 'search finds an image');
   await page.screenshot({ path: join(ARTIFACTS, 'report-search.png') });
+  await page.fill('#f-search', 'shop');
+  t.same((await visibleImages(page)).sort(), [long, 'quay.io/acme/app:1'], 'search finds the images of a workload');
   await page.fill('#f-search', '');
 
   // Namespaces are kept per source registry (not yet per image): team-c alone used ghcr.io and evil.io.
@@ -114,7 +163,9 @@ t.test('the report page in a real browser: filter, sort, search, per-namespace v
   t.equal(await page.inputValue('#f-namespace'), 'team-c');
   await page.screenshot({ path: join(ARTIFACTS, 'report-namespace.png') });
 
-  const when = await page.textContent('#work tbody tr time');
-  t.match(when, /ago|now|second|minute/, `times are local and relative (${when ?? ''})`);
+  const when = await page.$eval('#work tbody tr time', (el) => ({ text: el.textContent ?? '', iso: el.getAttribute('datetime') ?? '', title: el.getAttribute('title') ?? '', local: new Date(el.getAttribute('datetime') ?? '').toLocaleString() }));
+  t.ok(when.text.startsWith(when.local), `times are local (${when.text})`);
+  t.match(when.text, /\((now|\d+ seconds? ago|\d+ minutes? ago)\)$/, 'and relative');
+  t.equal(when.title, new Date(when.iso).toISOString(), 'the exact UTC time on hover');
   t.same(problems, [], 'no console errors and no CSP violations');
 });

@@ -435,3 +435,50 @@ t.test('counts reloaded after new admissions keep the newer lastSeen', async (t)
   await after.persister.flush();
   t.match(after.cache.snapshot().registries['docker.io'], { rewritten: 2, firstSeen: new Date(T0).toISOString(), lastSeen: new Date(T0 + 60_000).toISOString() });
 });
+
+t.test('the trend and per-image usage are persisted with the report, reloaded, merged across replicas, within the size limit', async (t) => {
+  const { api, store } = await cluster(t);
+  let clock = T0;
+  const now = (): Date => new Date(clock);
+  const a = replica(store, 'pod-a', { now });
+  const b = replica(store, 'pod-b', { now });
+  // Eight days of traffic on pod-a, one pod an hour; pod-b joins in the last hour.
+  for (let h = 0; h < 8 * 24; h++) {
+    a.admit(1);
+    if (h < 8 * 24 - 1) clock += 3_600_000;
+  }
+  b.admit(2);
+  await a.persister.flush();
+  await b.persister.flush();
+  const mine = storedReport(api, 'pod-a')?.report;
+  t.equal(mine?.trend.length, 168, 'seven days of hourly points stored');
+  t.equal(mine?.registries['docker.io']?.usage['docker.io/library/nginx:1.14.2']?.admissions, 192, 'per-image usage stored');
+
+  const merged = await readMergedReport(store, now());
+  t.same(merged.trend.at(-1), { hour: new Date(clock - (clock % 3_600_000)).toISOString(), done: 3, total: 3 }, 'the same hour summed over replicas');
+  t.equal(merged.registries['docker.io']?.usage['docker.io/library/nginx:1.14.2']?.admissions, 194);
+
+  // A restart of pod-a continues its trend rather than starting a new one.
+  await a.persister.stop();
+  const again = replica(store, 'pod-a', { now });
+  await again.persister.start();
+  t.teardown(() => again.persister.stop());
+  again.admit(1);
+  t.same(again.cache.snapshot().trend.at(-1), { hour: new Date(clock - (clock % 3_600_000)).toISOString(), done: 2, total: 2 }, 'reloaded, then counted on');
+
+  // Within a small size limit: lists are cut first, the trend last, and the write fits.
+  const alone = await cluster(t);
+  const small = replica(alone.store, 'pod-c', { now, maxBytes: 6_000 });
+  for (let i = 0; i < 200; i++) small.cache.record(decisions([`registry-${i % 4}.example.com/team/app-${i}:1.0`]), `ns-${i % 5}`);
+  for (let h = 0; h < 168; h++) {
+    clock += 3_600_000;
+    small.admit(1);
+  }
+  await small.persister.flush();
+  t.equal(small.persister.lastError, undefined);
+  const value = stored(alone.api)['pod-c'] ?? '';
+  t.ok(Buffer.byteLength(value) <= 6_000, `stored ${Buffer.byteLength(value)} bytes within 6000`);
+  const cut = storedReport(alone.api, 'pod-c')?.report;
+  t.ok((cut?.trend.length ?? 0) > 0, `the trend kept (${cut?.trend.length ?? 0} hours) while lists gave way`);
+  t.equal(Object.values(cut?.registries ?? {}).reduce((n, e) => n + e.unchanged + e.rewritten, 0), 368, 'every admission still counted');
+});
