@@ -15,18 +15,24 @@ import { chromium, type Page } from 'playwright-core';
 import t from 'tap';
 import { serve, type Running } from '../../src/serve.js';
 import { review } from '../support/app.js';
+import { pushImage, startRegistry } from '../support/registry.js';
 import { serveOptions } from '../support/serve.js';
 
-const CONFIG = `mode: audit
+/** quay.io goes to a real registry on loopback (plain HTTP), checked before each rewrite. */
+const config = (mirror: string): string => `mode: audit
 rules:
   - from: docker.io
     to: mirror.example.com/dockerhub
   - from: quay.io
-    to: mirror.example.com/quay
+    to: ${mirror}/quay
+    verify: true
   - from: ghcr.io
     to: mirror.example.com/ghcr
+registries:
+  "${mirror}":
+    insecure: true
 policy:
-  allowedRegistries: [mirror.example.com, backup.example.com, registry.k8s.io]
+  allowedRegistries: [mirror.example.com, ${mirror}, registry.k8s.io]
 report:
   flushSeconds: 3600
 `;
@@ -57,14 +63,17 @@ async function cell(page: Page, image: string, column: number): Promise<string> 
 t.test('the report page in a real browser: filter, sort, search, workloads, admissions, trend, per-namespace view', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'mg-browser-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  await writeFile(join(dir, 'config.yaml'), CONFIG);
+  const mirror = await startRegistry();
+  t.teardown(() => mirror.stop());
+  await pushImage(mirror, 'quay/acme/app', '1');
+  await writeFile(join(dir, 'config.yaml'), config(mirror.host));
   const running = await serve(serveOptions(dir));
   t.teardown(() => running.shutdown('test over'));
   const long = `docker.io/library/nginx:1.25@sha256:${'ab'.repeat(32)}`;
   await admit(running, ['nginx:1.14.2', 'redis:7', 'registry.k8s.io/pause:3.9'], 'team-a');
   await admit(running, ['nginx:1.14.2'], 'team-a', 'api');
   await admit(running, ['nginx:1.14.2', 'redis:7'], 'team-a', 'api');
-  await admit(running, ['quay.io/acme/app:1', long], 'team-b', 'shop');
+  await admit(running, ['quay.io/acme/app:1', long, 'quay.io/acme/absent:1'], 'team-b', 'shop');
   await admit(running, ['ghcr.io/org/tool:2', 'evil.io/x:1'], 'team-c', 'tools');
 
   const address = running.metricsApp.server.address() as AddressInfo;
@@ -95,12 +104,19 @@ t.test('the report page in a real browser: filter, sort, search, workloads, admi
   await page.screenshot({ path: join(ARTIFACTS, 'report-full.png'), fullPage: true });
 
   const all = await visibleImages(page);
-  t.same([...all].sort(), ['docker.io/library/nginx:1.14.2', long, 'docker.io/library/redis:7', 'evil.io/x:1', 'ghcr.io/org/tool:2', 'quay.io/acme/app:1'].sort(), 'every image that would be pulled from outside; not the allowed registry');
-  t.equal(await page.textContent('#shown'), '6');
+  t.same([...all].sort(), ['docker.io/library/nginx:1.14.2', long, 'docker.io/library/redis:7', 'evil.io/x:1', 'ghcr.io/org/tool:2', 'quay.io/acme/absent:1', 'quay.io/acme/app:1'].sort(), 'every image that would be pulled from outside; not the allowed registry');
+  t.equal(await page.textContent('#shown'), '7');
   t.match(await page.textContent('body'), /would be rewritten/);
   t.notMatch(await page.textContent('body'), /\bstill pulled from here/, 'audit: the flag says "would"');
   const quayTargets = await page.$eval('#work tr[data-image="quay.io/acme/app:1"] td:nth-child(2)', (td) => td.textContent ?? '');
-  t.match(quayTargets, /mirror\.example\.com\/quay\/acme\/app:1/, 'the target shown');
+  t.match(quayTargets, `${mirror.host}/quay/acme/app:1`, 'the target shown');
+
+  // Whether the mirror holds it, from verification against the real registry.
+  t.match(await cell(page, 'quay.io/acme/app:1', 3), /in the mirror: no copy needed/, 'verified present');
+  t.equal(await cell(page, 'quay.io/acme/app:1', 7), 'none needed', 'no copy command for an image the mirror holds');
+  t.match(await cell(page, 'quay.io/acme/absent:1', 3), /missing from the mirror: copy it\s+not in the mirror/, 'verified absent');
+  t.equal(await cell(page, 'quay.io/acme/absent:1', 7), `gcrane cp --insecure quay.io/acme/absent:1 ${mirror.host}/quay/acme/absent:1`, 'its copy command, plain HTTP as registries.<host> says');
+  t.match(await cell(page, 'docker.io/library/redis:7', 3), /mirror not checked/, 'a rule without verify says so');
 
   // Per image: the workloads (the ReplicaSet read as its Deployment) and the admissions.
   const nginx = 'docker.io/library/nginx:1.14.2';
@@ -115,10 +131,10 @@ t.test('the report page in a real browser: filter, sort, search, workloads, admi
   t.match(await cell(page, 'docker.io/library/redis:7', 5), /^2\s*\/ h\s+2\s*\/ day$/);
   t.match(await cell(page, 'evil.io/x:1', 5), /^1\s*\/ h\s+1\s*\/ day$/);
 
-  // The trend: one point for this hour, 10 images admitted, the allowed pause image done.
+  // The trend: one point for this hour, 11 images admitted, the allowed pause image done.
   const points = await page.$$eval('#trend-chart circle.pt', (cs) => cs.map((c) => ({ done: c.getAttribute('data-done'), total: c.getAttribute('data-total'), title: c.textContent })));
-  t.same(points.map((p) => [p.done, p.total]), [['1', '10']], 'one hourly point: 1 of 10 admitted images (the allowed pause) served from the mirror or an allowed registry');
-  t.match(points[0]?.title ?? '', /10% of 10 images/);
+  t.same(points.map((p) => [p.done, p.total]), [['1', '11']], 'one hourly point: 1 of 11 admitted images (the allowed pause) served from the mirror or an allowed registry');
+  t.match(points[0]?.title ?? '', /9% of 11 images/);
   const chart = await page.$eval('#trend-chart', (svg) => {
     const r = svg.getBoundingClientRect();
     return { width: r.width, height: r.height, right: r.right };
@@ -132,6 +148,8 @@ t.test('the report page in a real browser: filter, sort, search, workloads, admi
   await page.selectOption('#f-registry', 'docker.io');
   t.same((await visibleImages(page)).sort(), ['docker.io/library/nginx:1.14.2', long, 'docker.io/library/redis:7'].sort(), 'the registry filter narrows the rows');
   await page.selectOption('#f-registry', '');
+  await page.selectOption('#f-state', 'missing');
+  t.same(await visibleImages(page), ['quay.io/acme/absent:1'], 'the state filter shows what to copy');
   await page.selectOption('#f-state', 'no-rule');
   t.same(await visibleImages(page), ['evil.io/x:1'], 'the state filter narrows the rows');
   await page.selectOption('#f-state', '');
@@ -154,7 +172,7 @@ t.test('the report page in a real browser: filter, sort, search, workloads, admi
   t.same(await visibleImages(page), ['ghcr.io/org/tool:2'], 'search finds an image');
   await page.screenshot({ path: join(ARTIFACTS, 'report-search.png') });
   await page.fill('#f-search', 'shop');
-  t.same((await visibleImages(page)).sort(), [long, 'quay.io/acme/app:1'], 'search finds the images of a workload');
+  t.same((await visibleImages(page)).sort(), [long, 'quay.io/acme/absent:1', 'quay.io/acme/app:1'], 'search finds the images of a workload');
   await page.fill('#f-search', '');
 
   // Namespaces are kept per source registry (not yet per image): team-c alone used ghcr.io and evil.io.
