@@ -108,7 +108,7 @@ export function trendSvg(trend: readonly TrendPoint[], generatedAt: string, audi
     const hx = x(end - d * 24);
     return `<text x="${hx.toFixed(1)}" y="${bottom + 16}" text-anchor="${d === 0 ? 'end' : d === 7 ? 'start' : 'middle'}" font-size="11" fill="#57606a">${d === 0 ? 'now' : `${d} d ago`}</text>`;
   }).join('');
-  const desc = audit ? 'share of admitted images that would be served from the mirror or an allowed registry, per hour' : 'share of admitted images served from the mirror or an allowed registry, per hour';
+  const desc = `share of admitted images served from the mirror or an allowed registry, per hour${audit ? ' (audit mode rewrites nothing)' : ''}`;
   return `<svg id="trend-chart" role="img" aria-label="${desc}" viewBox="0 0 ${W} ${H}" width="100%" preserveAspectRatio="xMidYMid meet"><title>${desc}</title>${grid}${bars}<polyline points="${line}" fill="none" stroke="#1a7f37" stroke-width="2"></polyline>${dots}${days}</svg>`;
 }
 
@@ -207,7 +207,10 @@ export function renderReportHtml(report: Report, nonce: string = newNonce(), ctx
   const entries = Object.entries(report.registries);
   const items = workItems(report, ctx);
   const p = progress(report, ctx);
-  const pct = p.total === 0 ? 0 : Math.floor((p.done / p.total) * 1000) / 10;
+  const share = (n: number): number => (p.total === 0 ? 0 : Math.floor((n / p.total) * 1000) / 10);
+  const pct = share(p.done);
+  // Audit rewrites nothing: the bar is what is served today; what enforce would add is said beside it.
+  const wouldPct = share(p.done + entries.reduce((n, [, e]) => n + e.wouldRewrite, 0));
   const totals = entries.reduce(
     (t, [, e]) => ({ rewritten: t.rewritten + e.rewritten, would: t.would + e.wouldRewrite, denied: t.denied + e.denied, missing: t.missing + e.missing.length + e.missingOverflow }),
     { rewritten: 0, would: 0, denied: 0, missing: 0 },
@@ -266,12 +269,12 @@ export function renderReportHtml(report: Report, nonce: string = newNonce(), ctx
 <h1>mirrorgate report</h1>
 <div class="muted">mode <strong>${escapeHtml(report.mode)}</strong>${audit ? ' (dry run: nothing is rewritten or denied, the page says what would be)' : ''}, generated ${time(report.generatedAt)}</div>
 <section id="progress">
-<h2>Progress: <span id="pct">${pct}</span>% of admitted images ${audit ? 'would be' : 'are'} served from the mirror or an allowed registry</h2>
+<h2>Progress: <span id="pct">${pct}</span>% of admitted images are served from the mirror or an allowed registry${audit ? `; <span id="would-pct">${wouldPct}</span>% would be in enforce mode` : ''}</h2>
 <progress max="${p.total}" value="${p.done}">${pct}%</progress>
-<div class="muted">${p.done} of ${p.total} container images admitted</div>
+<div class="muted">${p.done} of ${p.total} container images admitted${audit ? ' (audit mode rewrites nothing: the rest are still pulled from outside)' : ''}</div>
 <h2>Over the last seven days, per hour</h2>
 ${trendSvg(report.trend ?? [], report.generatedAt, audit)}
-<div class="muted">line: share of that hour's admitted images${audit ? ' that would be' : ''} served from the mirror or an allowed registry; bars: images admitted that hour; up to <time datetime="${escapeHtml(report.generatedAt)}">${escapeHtml(report.generatedAt)}</time></div>
+<div class="muted">line: share of that hour's admitted images served from the mirror or an allowed registry; bars: images admitted that hour; up to <time datetime="${escapeHtml(report.generatedAt)}">${escapeHtml(report.generatedAt)}</time></div>
 </section>
 <div class="cards">
 <div class="card"><b>${audit ? totals.would : totals.rewritten}</b>${audit ? 'would be rewritten' : 'rewritten'}</div>

@@ -135,6 +135,8 @@ t.test('the report page in a real browser: filter, sort, search, workloads, admi
   const points = await page.$$eval('#trend-chart circle.pt', (cs) => cs.map((c) => ({ done: c.getAttribute('data-done'), total: c.getAttribute('data-total'), title: c.textContent })));
   t.same(points.map((p) => [p.done, p.total]), [['1', '11']], 'one hourly point: 1 of 11 admitted images (the allowed pause) served from the mirror or an allowed registry');
   t.match(points[0]?.title ?? '', /9% of 11 images/);
+  t.equal(await page.textContent('#pct'), '9', 'progress now: audit rewrites nothing');
+  t.equal(await page.textContent('#would-pct'), '81.8', 'and what enforce would serve: 8 rewrites and the allowed image of 11');
   const chart = await page.$eval('#trend-chart', (svg) => {
     const r = svg.getBoundingClientRect();
     return { width: r.width, height: r.height, right: r.right };
