@@ -9,7 +9,8 @@ export type CopyTool = 'gcrane' | 'skopeo' | 'crane';
 
 /** A fixed-width table: one row per source registry. */
 export function formatTable(report: Report): string {
-  const header = ['REGISTRY', 'TARGET', 'REWRITTEN', 'WOULD', 'DENIED', 'SKIPPED', 'UNCHANGED', 'PENDING', 'MISSING', 'IMAGES', 'LAST SEEN'];
+  // Audit denies nothing: the column counts what enforce mode would deny.
+  const header = ['REGISTRY', 'TARGET', 'REWRITTEN', 'WOULD', report.mode === 'audit' ? 'WOULD-DENY' : 'DENIED', 'SKIPPED', 'UNCHANGED', 'PENDING', 'MISSING', 'IMAGES', 'LAST SEEN'];
   const rows = Object.entries(report.registries).map(([registry, e]) => [
     registry,
     e.target ?? '-',

@@ -61,7 +61,8 @@ t.test('report --url: a running instance', async (t) => {
     t.equal(await main(['report', '--url', url], c.io), 0, c.err.join('\n'));
     const text = c.out.join('\n');
     t.match(text, /^mode: audit {3}generated: \d{4}-/);
-    t.match(text, /REGISTRY\s+TARGET\s+REWRITTEN\s+WOULD\s+DENIED\s+SKIPPED\s+UNCHANGED\s+PENDING\s+MISSING\s+IMAGES\s+LAST SEEN/);
+    t.match(text, /REGISTRY\s+TARGET\s+REWRITTEN\s+WOULD\s+WOULD-DENY\s+SKIPPED\s+UNCHANGED\s+PENDING\s+MISSING\s+IMAGES\s+LAST SEEN/);
+    t.notMatch(text, /\bDENIED\b/, 'audit denies nothing: no DENIED column');
     t.match(text, /\ndocker\.io\s+mirror\.example\.com\/dockerhub\s+0\s+3\s+0\s+0\s+0\s+2\s+0\s+2\s+\d{4}-/);
     t.match(text, /\nquay\.io\s+mirror\.example\.com\/quay\s+0\s+1\s+0\s+0\s+0\s+1\s+0\s+1\s/);
     t.match(text, /\nregistry\.k8s\.io\s+-\s+0\s+0\s+0\s+0\s+1\s+0\s+0\s+1\s/);
