@@ -15,19 +15,24 @@ import { REPORT_CONFIGMAP } from '../../src/kube/report-store.js';
 import { REPORT_SCHEMA_VERSION, type Report } from '../../src/report/rewrites.js';
 import { serve } from '../../src/serve.js';
 import { review } from '../support/app.js';
+import { pushImage, startRegistry } from '../support/registry.js';
 import { kubeconfigFor, startKubeApi } from '../support/kube-api.js';
 import { serveOptions } from '../support/serve.js';
 
 // A CommonJS module: the plugin is module.exports, which its types call `default`.
 const addFormats = addFormatsModule.default;
 
-const CONFIG = `mode: audit
+/** quay.io goes to a real registry on loopback, verified, so the output says what the mirror holds. */
+const config = (mirror: string): string => `mode: audit
 rules:
   - from: docker.io
     to: mirror.example.com/dockerhub
   - from: quay.io
-    to: [mirror.example.com/quay, backup.example.com/quay]
+    to: ${mirror}/quay
     verify: true
+registries:
+  "${mirror}":
+    insecure: true
 policy:
   allowedRegistries: [mirror.example.com, registry.k8s.io]
 report:
@@ -58,7 +63,10 @@ t.test('the report matches its schema: /report, the stored value, the CLI', asyn
   api.put({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'mirrorgate' } });
   const dir = await mkdtemp(join(tmpdir(), 'mg-schema-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  await writeFile(join(dir, 'config.yaml'), CONFIG);
+  const mirror = await startRegistry();
+  t.teardown(() => mirror.stop());
+  await pushImage(mirror, 'quay/acme/app', '1');
+  await writeFile(join(dir, 'config.yaml'), config(mirror.host));
   const running = await serve(serveOptions(dir, { noKube: false, kubeconfig: await kubeconfigFor(api), replica: 'pod-a' }));
   let stopped = false;
   t.teardown(() => (stopped ? undefined : running.shutdown('test over')));
@@ -66,7 +74,7 @@ t.test('the report matches its schema: /report, the stored value, the CLI', asyn
     const res = await running.app.inject({ method: 'POST', url: '/mutate', payload: review({ object, namespace }).body });
     t.equal(res.statusCode, 200);
   };
-  await admit(deploymentPod(['nginx:1.14.2', 'quay.io/acme/app:1'], 'web', '5d7f8c9b4'), 'team-a');
+  await admit(deploymentPod(['nginx:1.14.2', 'quay.io/acme/app:1', 'quay.io/acme/gone:1'], 'web', '5d7f8c9b4'), 'team-a');
   await admit(deploymentPod(['nginx:1.14.2', 'evil.io/x:1', 'registry.k8s.io/pause:3.9'], 'api', '7c5ddbdf54'), 'team-b');
   await admit({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'debug' }, spec: { containers: [{ name: 'c', image: 'evil.io/"bad ref' }] } }, 'team-c');
 
@@ -76,6 +84,8 @@ t.test('the report matches its schema: /report, the stored value, the CLI', asyn
   t.equal(report.schemaVersion, (schema.properties as { schemaVersion: { const: number } }).schemaVersion.const, 'the schema file describes this version');
   t.match(report.registries['docker.io']?.usage['docker.io/library/nginx:1.14.2'], { admissions: 2, workloads: ['team-a/Deployment/web', 'team-b/Deployment/api'] }, 'the output checked carries per-image usage');
   t.ok(report.trend.length > 0, 'and the trend');
+  t.match(report.registries['quay.io']?.usage, { 'quay.io/acme/app:1': { mirror: 'present' } }, 'and what verification said: held by the mirror');
+  t.match(report.registries['quay.io']?.usage, { 'quay.io/acme/gone:1': { mirror: 'absent' } }, 'or not');
   check('GET /report', report);
 
   const out: string[] = [];
