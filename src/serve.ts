@@ -61,6 +61,8 @@ export interface ServeOptions {
   readonly shutdownDelayMs: number;
   /** After the delay, how long requests in flight may take before their connections are cut (default 15 s). */
   readonly drainTimeoutMs?: number | undefined;
+  /** Resolves after `ms` during shutdown (the delay and each step's bound); tests inject fake timers. */
+  readonly shutdownSleep?: ((ms: number) => Promise<void>) | undefined;
   readonly noKube: boolean;
   readonly kubeconfig: string | undefined;
   /** Reads dockerconfigjson Secrets for `registries.*.auth.secret`; from the cluster by default. */
@@ -248,7 +250,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
               copyClient.close();
             },
           },
-          { delayMs: opts.shutdownDelayMs, drainTimeoutMs: drainTimeoutMs(opts), flushTimeoutMs: SHUTDOWN_STEP_TIMEOUT_MS, sleep, log },
+          { delayMs: opts.shutdownDelayMs, drainTimeoutMs: drainTimeoutMs(opts), flushTimeoutMs: SHUTDOWN_STEP_TIMEOUT_MS, sleep: opts.shutdownSleep ?? sleep, log },
         );
         log.info({ cut: outcome.cut, reportWriteFailures: outcome.flushFailures }, 'shut down');
       })();

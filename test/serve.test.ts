@@ -13,15 +13,22 @@ import { LogSink, review } from './support/app.js';
 import { getResponse, postJson } from './support/http.js';
 import { SERVE_TEST_CONFIG, serveOptions, tempDir } from './support/serve.js';
 import { startCli } from './support/cli.js';
+import { FakeTimers } from './support/fake-timers.js';
+import { sleepOn } from '../src/ports.js';
 
 const CONFIG = SERVE_TEST_CONFIG;
 
 
-async function start(t: { teardown(fn: () => unknown): void }, dir: string, shutdownDelayMs = 200): Promise<{ running: Running; ca: string; logs: LogSink }> {
+async function start(
+  t: { teardown(fn: () => unknown): void },
+  dir: string,
+  shutdownDelayMs = 200,
+  shutdownSleep?: (ms: number) => Promise<void>,
+): Promise<{ running: Running; ca: string; logs: LogSink }> {
   const configPath = join(dir, 'config.yaml');
   await writeFile(configPath, CONFIG);
   const logs = new LogSink();
-  const running = await serve(serveOptions(dir, { configPath, shutdownDelayMs, logDestination: logs }));
+  const running = await serve(serveOptions(dir, { configPath, shutdownDelayMs, shutdownSleep, logDestination: logs }));
   t.teardown(() => running.shutdown('test over'));
   const ca = await readFile(join(dir, 'certs', 'ca.crt'), 'utf8');
   return { running, ca, logs };
@@ -59,7 +66,10 @@ t.test('certificates are created once and reused on the next start', async (t) =
 
 t.test('shutdown: not ready at once, keeps serving during the delay, then closes', async (t) => {
   const dir = await tempDir(t);
-  const { running, ca } = await start(t, dir, 600);
+  // The delay ends when the test says, not after 600 ms of real time: on a busy machine
+  // the 20 requests below could otherwise outlast it and meet a closed server.
+  const timers = new FakeTimers();
+  const { running, ca } = await start(t, dir, 600, (ms) => sleepOn(timers, ms));
   const agent = new Agent({ keepAlive: true, ca });
   t.teardown(() => agent.destroy());
   await postJson(`${running.url}/mutate`, ca, review().body, agent);
@@ -70,6 +80,8 @@ t.test('shutdown: not ready at once, keeps serving during the delay, then closes
   // Requests during the delay, on the kept-alive connection and on new ones, all succeed.
   const during = await Promise.all(Array.from({ length: 20 }, (_, i) => postJson(`${running.url}/mutate`, ca, review().body, i % 2 === 0 ? agent : undefined)));
   t.ok(during.every((r) => r.status === 200 && r.json.response.allowed === true), 'all answered during the shutdown delay');
+  t.equal(timers.delays[0], 600, 'the drain waits the shutdown delay first');
+  timers.advance(600);
   await done;
   await t.rejects(postJson(`${running.url}/mutate`, ca, review().body), 'closed after the drain');
 });
