@@ -33,6 +33,8 @@ export interface Metrics {
   /** Manifest checks sent to registries (cached answers are not counted), by registry and result. */
   readonly registryChecks: Counter<'registry' | 'result'>;
   readonly registryCheckDuration: Histogram;
+  /** Background re-checks of cached present answers, by registry and result (present, changed, absent, error). */
+  readonly registryRefreshes: Counter<'registry' | 'result'>;
   /** Image copies into the mirror, by result (success, failure, dropped: the copy queue was full). */
   readonly copies: Counter<'result'>;
   /** Blob bytes uploaded by image copies (mounted and skipped blobs not counted). */
@@ -117,6 +119,12 @@ export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: 
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers: [registry],
   });
+  const registryRefreshes = new Counter({
+    name: 'mirrorgate_registry_refreshes_total',
+    help: 'Background re-checks of cached present answers, by registry and result (present: still there; changed: the tag now names another digest; absent: gone, admissions keep the original from now on; error: no answer, the cached answer stands until it expires).',
+    labelNames: ['registry', 'result'] as const,
+    registers: [registry],
+  });
   const copies = new Counter({
     name: 'mirrorgate_copies_total',
     help: 'Image copies into the mirror, by result (success, failure, dropped: the copy queue was full).',
@@ -173,6 +181,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: 
     configReloads,
     registryChecks,
     registryCheckDuration,
+    registryRefreshes,
     copies,
     copyBytes,
     serviceAccountLookups,

@@ -47,6 +47,11 @@ export interface VerificationSettings {
   /** Budget for all checks of one admission, in ms (never beyond the request's `?timeout=`). */
   readonly timeoutMs: number;
   readonly cacheSeconds: { readonly present: number; readonly absent: number };
+  /**
+   * Present answers in use are re-checked in the background before they are this old, so a
+   * deletion in the mirror is seen within it (0: off; at most `cacheSeconds.present`).
+   */
+  readonly refreshSeconds: number;
   readonly onUnreachable: OnUnreachable;
   /**
    * Platforms a mirror's image must hold: `nodes` (those of the cluster's nodes, from the
@@ -58,6 +63,7 @@ export interface VerificationSettings {
 export const VERIFICATION_DEFAULTS: VerificationSettings = Object.freeze({
   timeoutMs: 500,
   cacheSeconds: Object.freeze({ present: 3600, absent: 30 }),
+  refreshSeconds: 60,
   onUnreachable: 'original',
   platforms: 'nodes',
 });
@@ -237,7 +243,7 @@ export function validateConfig(raw: unknown, source = 'config'): Config {
       c.add(at, 'must be a mapping with from and to');
       return;
     }
-    c.keys(r, at, ['from', 'to', 'verify', 'copyOnMiss', 'namespaces', 'namespaceSelector', 'podSelector', 'exclude']);
+    c.keys(r, at, ['from', 'to', 'verify', 'copyOnMiss', 'pinDigest', 'namespaces', 'namespaceSelector', 'podSelector', 'exclude']);
     const from = c.string(r, 'from', `${at}.from`);
     // One target, or a list in order of preference.
     let to: string | string[] | undefined;
@@ -247,6 +253,7 @@ export function validateConfig(raw: unknown, source = 'config'): Config {
     } else to = c.string(r, 'to', `${at}.to`);
     const verify = c.bool(r, 'verify', `${at}.verify`);
     const copyOnMiss = c.bool(r, 'copyOnMiss', `${at}.copyOnMiss`);
+    const pinDigest = c.bool(r, 'pinDigest', `${at}.pinDigest`);
     const present = (k: string): boolean => r[k] !== undefined && r[k] !== null;
     const namespaces = present('namespaces') ? c.stringList(r.namespaces, `${at}.namespaces`).values : undefined;
     const exclude = present('exclude') ? c.stringList(r.exclude, `${at}.exclude`).values : undefined;
@@ -256,6 +263,7 @@ export function validateConfig(raw: unknown, source = 'config'): Config {
         to,
         verify,
         copyOnMiss,
+        pinDigest,
         ...(namespaces !== undefined ? { namespaces } : {}),
         ...(present('namespaceSelector') ? { namespaceSelector: r.namespaceSelector } : {}),
         ...(present('podSelector') ? { podSelector: r.podSelector } : {}),
@@ -445,7 +453,7 @@ function checkVerification(c: Checker, v: unknown): VerificationSettings {
   const d = VERIFICATION_DEFAULTS;
   const raw = c.mapping(v, 'verification', 'with timeoutMs, cacheSeconds, onUnreachable');
   if (raw === undefined) return d;
-  c.keys(raw, 'verification', ['timeoutMs', 'cacheSeconds', 'onUnreachable', 'platforms']);
+  c.keys(raw, 'verification', ['timeoutMs', 'cacheSeconds', 'refreshSeconds', 'onUnreachable', 'platforms']);
   let platforms: VerificationSettings['platforms'] = d.platforms;
   if (raw.platforms === 'nodes' || raw.platforms === 'off') platforms = raw.platforms;
   else if (Array.isArray(raw.platforms)) {
@@ -469,7 +477,8 @@ function checkVerification(c: Checker, v: unknown): VerificationSettings {
       absent: c.int(cache, 'absent', 'verification.cacheSeconds.absent', 0, MAX_CACHE_SECONDS, d.cacheSeconds.absent),
     };
   }
-  return { timeoutMs, cacheSeconds, onUnreachable, platforms };
+  const refreshSeconds = c.int(raw, 'refreshSeconds', 'verification.refreshSeconds', 0, MAX_CACHE_SECONDS, d.refreshSeconds);
+  return { timeoutMs, cacheSeconds, refreshSeconds, onUnreachable, platforms };
 }
 
 function indexOf(path: string): number {

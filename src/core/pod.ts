@@ -186,6 +186,10 @@ export interface ContainerDecision {
   readonly target: string | undefined;
   /** Which of the rule's targets `target` is on (0: the first); undefined without a rule. */
   readonly targetIndex?: number | undefined;
+  /** `pinDigest`: the digest the mirror answered, appended to `target` in `final` (enforce). */
+  readonly pinnedDigest?: string | undefined;
+  /** `pinDigest`: why the rewrite carries no digest (no verified answer, no or a bad digest). */
+  readonly pinSkipped?: string | undefined;
   /** Set when policy rejects the final image. */
   readonly violation: string | undefined;
   readonly violationRegistry: string | undefined;
@@ -270,6 +274,7 @@ function planPodOnce(input: PlanInput, settings: Settings, verify?: VerifyAnswer
     let action: ContainerAction = mode === 'audit' ? 'would-rewrite' : 'rewritten';
     // The target that serves: the first in order that holds the image (all are asked at once).
     let chosen = d.candidates[0] as Candidate;
+    let pin: PinResult | undefined;
     if (d.rule.verify) {
       const outcomes = d.candidates.map((c) => verify?.outcomes.get(c.rewritten));
       if (outcomes.some((o) => o === undefined)) {
@@ -277,12 +282,16 @@ function planPodOnce(input: PlanInput, settings: Settings, verify?: VerifyAnswer
       } else {
         const present = outcomes.indexOf('present');
         const unreachable = outcomes.indexOf('unreachable');
-        if (present !== -1) chosen = d.candidates[present] as Candidate;
-        else if (unreachable === -1) action = 'missing';
+        if (present !== -1) {
+          chosen = d.candidates[present] as Candidate;
+          if (d.rule.pinDigest) pin = pinTo(chosen, verify?.digests?.get(chosen.rewritten));
+        } else if (unreachable === -1) action = 'missing';
         else {
           // No target holds it; the first that could not be asked is the one a fallback uses.
           chosen = d.candidates[unreachable] as Candidate;
           const fallback = verify?.onUnreachable ?? 'original';
+          // A pin names what the mirror answered; without an answer there is nothing to pin.
+          if (d.rule.pinDigest && fallback === 'rewrite') pin = { skipped: 'the mirror could not be asked (onUnreachable: rewrite)' };
           if (fallback === 'original') action = 'unverified';
           else if (fallback === 'deny') {
             unreachableDenials.push(`${containerLabel(container.name)}: cannot verify that ${chosen.rewritten} is in the mirror (registry unreachable)`);
@@ -293,19 +302,22 @@ function planPodOnce(input: PlanInput, settings: Settings, verify?: VerifyAnswer
     const keep = action === 'missing' || action === 'unverified';
     // A literal, not a spread of decision(): this runs for every rewritten container.
     const target = chosen.rewritten;
+    const pinned = pin !== undefined && 'digest' in pin ? pin : undefined;
     decisions.push({
       container,
       action,
       original: image,
-      final: keep ? image : target,
+      final: keep ? image : (pinned?.image ?? target),
       sourceRegistry,
       sourceRef: d.ref,
-      targetRef: chosen.ref,
+      targetRef: pinned?.ref ?? chosen.ref,
       rule: d.rule,
       target,
       violation: undefined,
       violationRegistry: undefined,
       targetIndex: chosen.index,
+      pinnedDigest: pinned?.digest,
+      pinSkipped: pin !== undefined && 'skipped' in pin ? pin.skipped : undefined,
     });
   }
 
@@ -346,13 +358,16 @@ function planPodOnce(input: PlanInput, settings: Settings, verify?: VerifyAnswer
       warnings.push(`mirrorgate: ${containerLabel(d.container.name)}: served by target ${i + 1} of ${n}, ${d.rule.targets[i]?.target ?? ''}; earlier targets absent or unreachable`);
     }
     if (d.action === 'unverified') warnings.push(`mirrorgate: ${containerLabel(d.container.name)}: mirror unreachable; kept ${d.original ?? ''}`);
+    if (d.pinSkipped !== undefined && (d.action === 'rewritten' || d.action === 'would-rewrite')) {
+      warnings.push(`mirrorgate: ${containerLabel(d.container.name)}: ${mode === 'audit' ? 'would not pin' : 'not pinned'} to a digest: ${d.pinSkipped}`);
+    }
   }
 
   if (mode === 'audit') {
-    for (const d of rewrites) warnings.push(`mirrorgate: ${containerLabel(d.container.name)}: ${d.original ?? ''} would be rewritten to ${d.target ?? ''}`);
+    for (const d of rewrites) warnings.push(`mirrorgate: ${containerLabel(d.container.name)}: ${d.original ?? ''} would be rewritten to ${wouldBe(d)}`);
     for (const d of violations) warnings.push(`mirrorgate: ${containerLabel(d.container.name)}: ${d.violation ?? ''}`);
     for (const m of unreachableDenials) warnings.push(`mirrorgate: would deny: ${m}`);
-    if (rewrites.length > 0) auditAnnotations['would-rewrite'] = JSON.stringify(Object.fromEntries(rewrites.map((d) => [clip(d.container.name, MAX_NAME_QUOTED), d.target])));
+    if (rewrites.length > 0) auditAnnotations['would-rewrite'] = JSON.stringify(Object.fromEntries(rewrites.map((d) => [clip(d.container.name, MAX_NAME_QUOTED), wouldBe(d)])));
     const wiring = identityPlan(input);
     if (wiring.applied.length > 0) {
       auditAnnotations['would-wire'] = wiring.applied.join(',');
@@ -446,6 +461,29 @@ function decision(
   targetRef?: ImageReference,
 ): ContainerDecision {
   return { container, action, original, final, sourceRegistry, sourceRef, targetRef, rule, target, violation: undefined, violationRegistry: undefined };
+}
+
+/** A pin to the digest the mirror answered, or why there is none. */
+type PinResult = { readonly digest: string; readonly image: string; readonly ref: ImageReference } | { readonly skipped: string };
+
+/**
+ * `target/repo:tag@digest` for a verified target. A reference that already names a digest
+ * is pinned as it is (undefined: nothing to add). The digest must be one the grammar
+ * accepts: it goes into the pod spec.
+ */
+function pinTo(chosen: Candidate, digest: string | undefined): PinResult | undefined {
+  if (chosen.ref.digest !== undefined) return undefined;
+  if (digest === undefined) return { skipped: 'the mirror answered no digest' };
+  const image = `${chosen.rewritten}@${digest}`;
+  const parsed = parseReference(image);
+  if (!parsed.ok || parsed.ref.digest !== digest) return { skipped: `the mirror answered a digest that is not valid (${clip(digest, 80)})` };
+  return { digest, image, ref: parsed.ref };
+}
+
+/** What audit mode says an image would become: the target, with the pin enforce mode would add. */
+function wouldBe(d: ContainerDecision): string {
+  const target = d.target ?? '';
+  return d.pinnedDigest === undefined ? target : `${target}@${d.pinnedDigest}`;
 }
 
 function emptyPlan(skipped: string): Plan {

@@ -21,6 +21,8 @@ export interface RuleInput {
   readonly to: string | readonly string[];
   readonly verify?: boolean | undefined;
   readonly copyOnMiss?: boolean | undefined;
+  /** Write `target:tag@digest` with the digest the mirror answered (needs `verify`). */
+  readonly pinDigest?: boolean | undefined;
   /** Only pods in these namespaces (names). */
   readonly namespaces?: readonly string[] | undefined;
   /** Only pods in namespaces whose labels match (a label selector, as written). */
@@ -70,6 +72,8 @@ export interface Rule {
   readonly targets: readonly RuleTarget[];
   readonly verify: boolean;
   readonly copyOnMiss: boolean;
+  /** Rewrites name the digest the mirror answered, after the tag. */
+  readonly pinDigest: boolean;
   /** Undefined: every pod. */
   readonly scope: RuleScope | undefined;
   /** Images this rule leaves alone. */
@@ -209,6 +213,9 @@ export function compileRules(inputs: readonly RuleInput[], basePath = 'rules', f
     if (input.copyOnMiss === true && input.verify !== true) {
       problems.push({ path: `${at}.copyOnMiss`, message: 'needs verify: true (a copy is queued when verification finds the image missing)' });
     }
+    if (input.pinDigest === true && input.verify !== true) {
+      problems.push({ path: `${at}.pinDigest`, message: 'needs verify: true (the pin is the digest the mirror answered)' });
+    }
     const scope = compileScope(input, at, problems);
     const exclude = compileExclude(input.exclude ?? [], `${at}.exclude`);
     problems.push(...exclude.problems);
@@ -228,6 +235,7 @@ export function compileRules(inputs: readonly RuleInput[], basePath = 'rules', f
         targets,
         verify: input.verify === true,
         copyOnMiss: input.copyOnMiss === true,
+        pinDigest: input.pinDigest === true,
         scope,
         exclude: exclude.patterns,
       });

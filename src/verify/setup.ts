@@ -9,7 +9,7 @@ import type { VerifyAnswers } from '../core/pod.js';
 import type { Metrics } from '../metrics.js';
 import { RegistryClient, type RegistryLog } from '../registry/client.js';
 import type { CloudSources } from '../registry/cloud/sources.js';
-import type { SecretReader, Verifier } from '../ports.js';
+import type { SecretReader, Timers, Verifier } from '../ports.js';
 import { loadEndpoints, type EndpointTable } from './endpoints.js';
 import { RegistryVerifier, type ManifestChecker, type VerifierLog } from './verifier.js';
 
@@ -22,6 +22,8 @@ export interface VerificationDeps {
   readonly secrets?: SecretReader | undefined;
   /** Sources for `auth: {google | aws | azure}` (mirrorgate's own cloud identity). */
   readonly cloud?: CloudSources | undefined;
+  /** Timers of the background refresh of cached answers (default: real ones). */
+  readonly timers?: Timers | undefined;
   /** A client to use instead of a new RegistryClient (tests). */
   readonly client?: (ManifestChecker & { close?(): void }) | undefined;
 }
@@ -105,8 +107,14 @@ export class Verification {
     this.#verifier?.forget(target);
   }
 
-  /** Drop the client's pooled connections. */
+  /** Resolves once no background refresh is queued or in flight (tests). */
+  refreshesSettled(): Promise<void> {
+    return this.#verifier?.refreshesSettled() ?? Promise.resolve();
+  }
+
+  /** Stop the background refresh and drop the client's pooled connections. */
   close(): void {
+    this.#verifier?.close();
     this.#client?.close?.();
   }
 
@@ -122,6 +130,7 @@ export class Verification {
       settings: config.verification,
       endpoints,
       registries: verifiedRegistries(config),
+      timers: this.#deps.timers,
     });
   }
 }

@@ -8,7 +8,11 @@
  * - concurrent checks of one reference share one registry request (singleflight), and a
  *   request outlives the admission that started it, so a late answer serves the next one;
  * - a registry that keeps failing is not asked for a while (a circuit breaker with growing
- *   pauses), so admissions do not each wait the whole budget for it.
+ *   pauses), so admissions do not each wait the whole budget for it;
+ * - present answers that admissions keep using are re-checked in the background before
+ *   they are `refreshSeconds` old (a deletion in the mirror is seen within it, at no cost
+ *   to admissions); answers nobody used since their last check are dropped instead. At
+ *   most {@link MAX_REFRESHES_PER_REGISTRY} refreshes are in flight per registry.
  */
 import type { OnUnreachable, VerifyAnswers, VerifyOutcome } from '../core/pod.js';
 import { missingPlatforms, parsePlatform, type Platform } from '../core/platforms.js';
@@ -51,11 +55,11 @@ export interface CircuitOptions {
 
 export interface RegistryVerifierOptions {
   readonly client: ManifestChecker;
-  readonly metrics: Pick<Metrics, 'registryChecks' | 'registryCheckDuration' | 'registryLabel'>;
+  readonly metrics: Pick<Metrics, 'registryChecks' | 'registryCheckDuration' | 'registryRefreshes' | 'registryLabel'>;
   readonly log: VerifierLog;
   /** Monotonic milliseconds: cache expiry, circuit pauses, check durations. */
   readonly now: () => number;
-  /** Deadlines of checks and of an admission's wait (default: the system's). */
+  /** Deadlines of checks and of an admission's wait, and the background refresh (default: the system's). */
   readonly timers?: Timers | undefined;
   readonly settings: VerificationSettings;
   readonly endpoints?: EndpointTable | undefined;
@@ -72,6 +76,10 @@ export const DEFAULT_MAX_CACHE_ENTRIES = 10_000;
 interface CacheEntry {
   readonly outcome: 'present' | 'absent';
   readonly expiresAt: number;
+  /** When the registry gave this answer. */
+  readonly checkedAt: number;
+  /** Last time an admission was answered from it (refreshes only what is in use). */
+  usedAt: number;
   readonly registry: string;
   /** The manifest digest the registry answered (present answers). */
   readonly digest: string | undefined;
@@ -105,6 +113,12 @@ interface Circuit {
 export const MAX_CHECKS_PER_ADMISSION = 16;
 /** Registry requests in flight at once to one registry; beyond it, unreachable at once. */
 export const MAX_IN_FLIGHT_PER_REGISTRY = 32;
+/** Background refreshes in flight at once to one registry: a quarter of its cap, so admissions keep the rest. */
+export const MAX_REFRESHES_PER_REGISTRY = MAX_IN_FLIGHT_PER_REGISTRY / 4;
+
+/** What a refresh found: still there, there with another digest (the tag moved), gone, or not asked. */
+export type RefreshResult = 'present' | 'changed' | 'absent' | 'error';
+export const REFRESH_RESULTS: readonly RefreshResult[] = ['present', 'changed', 'absent', 'error'];
 
 export class RegistryVerifier implements Verifier {
   readonly #client: ManifestChecker;
@@ -124,6 +138,15 @@ export class RegistryVerifier implements Verifier {
   readonly #perRegistry = new Map<string, number>();
   readonly #circuits = new Map<string, Circuit>();
   readonly #timers: Timers;
+  #refreshTimer: TimerHandle | undefined;
+  /** Targets waiting for a refresh slot, by registry, in the order they fell due. */
+  readonly #refreshQueue = new Map<string, string[]>();
+  /** Targets queued or being refreshed (a tick never queues one twice). */
+  readonly #refreshQueued = new Set<string>();
+  /** Refreshes in flight, by registry. */
+  readonly #refreshing = new Map<string, number>();
+  #settledWaiters: (() => void)[] = [];
+  #closed = false;
 
   constructor(opts: RegistryVerifierOptions) {
     this.#client = opts.client;
@@ -138,6 +161,124 @@ export class RegistryVerifier implements Verifier {
     this.#settings = opts.settings;
     this.#endpoints = opts.endpoints ?? new Map();
     this.#presetCounters([...this.#endpoints.keys(), ...(opts.registries ?? [])]);
+  }
+
+  /** Stop the background refresh (the cache still answers until entries expire). */
+  close(): void {
+    this.#closed = true;
+    this.#refreshTimer?.cancel();
+    this.#refreshTimer = undefined;
+    this.#refreshQueue.clear();
+    this.#refreshQueued.clear();
+    this.#notifySettled();
+  }
+
+  /** Resolves once no refresh is queued or in flight (tests wait for it after moving the clock). */
+  refreshesSettled(): Promise<void> {
+    if (this.#refreshQueued.size === 0 && this.#refreshing.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#settledWaiters.push(resolve));
+  }
+
+  /** Milliseconds after which a present answer is re-checked (0: never). */
+  #refreshMs(settings: VerificationSettings): number {
+    if (settings.refreshSeconds <= 0 || settings.cacheSeconds.present <= 0) return 0;
+    return Math.min(settings.refreshSeconds, settings.cacheSeconds.present) * 1000;
+  }
+
+  /**
+   * Arm the refresh tick when there is something to refresh. It runs every quarter of the
+   * refresh period and takes the present answers at least half a period old: each answer
+   * in use is re-checked when between 1/2 and 3/4 of `refreshSeconds` old, so a deletion
+   * is seen within `refreshSeconds` (plus the check's own time) while the mirror answers.
+   */
+  #armRefresh(): void {
+    if (this.#closed || this.#refreshTimer !== undefined) return;
+    const period = this.#refreshMs(this.#settings);
+    if (period === 0) return;
+    this.#refreshTimer = this.#timers.after(Math.max(1, Math.floor(period / 4)), () => {
+      this.#refreshTimer = undefined;
+      this.#refreshTick();
+    });
+  }
+
+  #refreshTick(): void {
+    const settings = this.#settings;
+    const period = this.#refreshMs(settings);
+    if (period === 0 || this.#closed) return;
+    const now = this.#now();
+    let present = 0;
+    for (const [target, entry] of [...this.#cache]) {
+      if (entry.outcome !== 'present') continue;
+      if (entry.expiresAt <= now) {
+        this.#cache.delete(target);
+        continue;
+      }
+      present++;
+      if (now - entry.checkedAt < period / 2 || this.#refreshQueued.has(target)) continue;
+      if (entry.usedAt <= entry.checkedAt) {
+        // Nobody asked since the last check: not worth a request; the next admission asks again.
+        this.#cache.delete(target);
+        present--;
+        continue;
+      }
+      this.#refreshQueued.add(target);
+      const queue = this.#refreshQueue.get(entry.registry);
+      if (queue === undefined) this.#refreshQueue.set(entry.registry, [target]);
+      else queue.push(target);
+    }
+    for (const registry of [...this.#refreshQueue.keys()]) this.#drainRefreshes(registry);
+    if (present > 0) this.#armRefresh();
+    this.#notifySettled();
+  }
+
+  /** Start queued refreshes of one registry up to its share of the in-flight cap. */
+  #drainRefreshes(registry: string): void {
+    const queue = this.#refreshQueue.get(registry);
+    while (queue !== undefined && queue.length > 0 && (this.#refreshing.get(registry) ?? 0) < MAX_REFRESHES_PER_REGISTRY) {
+      const target = queue.shift() as string;
+      const before = this.#cache.get(target);
+      if (before === undefined || before.outcome !== 'present') {
+        this.#refreshQueued.delete(target);
+        continue;
+      }
+      this.#refreshing.set(registry, (this.#refreshing.get(registry) ?? 0) + 1);
+      void this.#refresh(target, before).finally(() => {
+        this.#refreshQueued.delete(target);
+        const n = (this.#refreshing.get(registry) ?? 1) - 1;
+        if (n <= 0) this.#refreshing.delete(registry);
+        else this.#refreshing.set(registry, n);
+        this.#drainRefreshes(registry);
+        this.#notifySettled();
+      });
+    }
+    if (queue !== undefined && queue.length === 0) this.#refreshQueue.delete(registry);
+  }
+
+  /** Re-check one present answer; the cache holds the new answer afterwards (an error keeps the old one until it expires). */
+  async #refresh(target: string, before: CacheEntry): Promise<void> {
+    // An answer that carries platforms is refreshed with a GET, so it keeps answering platform sets.
+    const fact = await this.#check(target, this.#settings, before.platforms !== undefined);
+    const after = this.#cache.get(target);
+    let result: RefreshResult;
+    if (fact.outcome === 'absent') result = 'absent';
+    else if (fact.outcome === 'unreachable' || after === undefined || after.checkedAt === before.checkedAt) result = 'error';
+    else if (fact.digest !== undefined && before.digest !== undefined && fact.digest !== before.digest) result = 'changed';
+    else result = 'present';
+    this.#metrics.registryRefreshes.inc({ registry: this.#metrics.registryLabel(before.registry), result });
+    if (result === 'absent') {
+      this.#log.warn({ target, registry: before.registry, digest: before.digest }, 'mirror no longer holds a cached image (background refresh); admissions keep the original from now on');
+    } else if (result === 'changed') {
+      this.#log.info({ target, registry: before.registry, was: before.digest, now: fact.digest }, 'tag moved in the mirror (background refresh); the new digest answers from now on');
+    } else if (result === 'error') {
+      this.#log.debug({ target, registry: before.registry }, 'background refresh got no answer; the cached answer stands until it expires');
+    }
+  }
+
+  #notifySettled(): void {
+    if (this.#refreshQueued.size > 0 || this.#refreshing.size > 0) return;
+    const waiters = this.#settledWaiters;
+    this.#settledWaiters = [];
+    for (const w of waiters) w();
   }
 
   /**
@@ -159,6 +300,7 @@ export class RegistryVerifier implements Verifier {
       for (const host of [...this.#circuits.keys()]) if (changed.has(registrySettingsKey(host))) this.#circuits.delete(host);
     }
     this.#presetCounters([...endpoints.keys(), ...registries]);
+    this.#armRefresh();
   }
 
   /**
@@ -260,22 +402,29 @@ export class RegistryVerifier implements Verifier {
     if (inspect && entry.outcome === 'present' && entry.platforms === undefined) return undefined;
     this.#cache.delete(target);
     this.#cache.set(target, entry);
+    entry.usedAt = this.#now();
     return entry;
   }
 
   #remember(target: string, registry: string, fact: Fact & { outcome: 'present' | 'absent' }, settings: VerificationSettings): void {
     const seconds = fact.outcome === 'present' ? settings.cacheSeconds.present : settings.cacheSeconds.absent;
-    if (seconds <= 0) return;
+    if (seconds <= 0) {
+      // Not kept, but it is the newest answer: an older one must not outlive it.
+      this.#cache.delete(target);
+      return;
+    }
     const previous = this.#cache.get(target);
     // A HEAD answer does not erase platforms a GET learnt about the same digest.
     const platforms = fact.platforms ?? (previous?.digest !== undefined && previous.digest === fact.digest ? previous.platforms : undefined);
     this.#cache.delete(target);
-    this.#cache.set(target, { outcome: fact.outcome, registry, expiresAt: this.#now() + seconds * 1000, digest: fact.digest, platforms });
+    const now = this.#now();
+    this.#cache.set(target, { outcome: fact.outcome, registry, expiresAt: now + seconds * 1000, checkedAt: now, usedAt: now, digest: fact.digest, platforms });
     while (this.#cache.size > this.#maxEntries) {
       const oldest = this.#cache.keys().next();
       if (oldest.done === true) break;
       this.#cache.delete(oldest.value);
     }
+    if (fact.outcome === 'present') this.#armRefresh();
   }
 
   /** One shared registry request per target (and kind); resolves (never rejects) when the registry answered or gave up. */
@@ -387,6 +536,7 @@ export class RegistryVerifier implements Verifier {
     for (const r of new Set(registries)) {
       const registry = this.#metrics.registryLabel(r);
       for (const result of REGISTRY_CHECK_RESULTS) this.#metrics.registryChecks.inc({ registry, result }, 0);
+      for (const result of REFRESH_RESULTS) this.#metrics.registryRefreshes.inc({ registry, result }, 0);
     }
   }
 }

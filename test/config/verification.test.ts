@@ -14,9 +14,20 @@ function problems(raw: unknown): string[] {
 t.test('defaults: no registries, timeoutMs 500, cache 3600/30, onUnreachable original', async (t) => {
   const c = validateConfig({});
   t.same(c.registries, {});
-  t.same(c.verification, { timeoutMs: 500, cacheSeconds: { present: 3600, absent: 30 }, onUnreachable: 'original', platforms: 'nodes' });
+  t.same(c.verification, { timeoutMs: 500, cacheSeconds: { present: 3600, absent: 30 }, refreshSeconds: 60, onUnreachable: 'original', platforms: 'nodes' });
   t.same(validateConfig({ verification: {} }).verification, c.verification, 'an empty section is the defaults');
   t.same(validateConfig({ verification: { cacheSeconds: { absent: 5 } } }).verification.cacheSeconds, { present: 3600, absent: 5 }, 'keys default one by one');
+});
+
+t.test('refreshSeconds and pinDigest: the README example is valid and compiled as written', async (t) => {
+  const c = validateConfig({
+    rules: [{ from: 'docker.io', to: ['mirror-a.example.com/hub', 'mirror-b.example.com/hub'], verify: true, pinDigest: true }],
+    verification: { refreshSeconds: 30, cacheSeconds: { present: 600 } },
+  });
+  t.equal(c.verification.refreshSeconds, 30);
+  t.equal(c.ruleSet.rules[0]?.pinDigest, true);
+  t.equal(validateConfig({ verification: { refreshSeconds: 0 } }).verification.refreshSeconds, 0, '0: off');
+  t.equal(validateConfig({ rules: [{ from: 'docker.io', to: 'm.example.com/hub', verify: true }] }).ruleSet.rules[0]?.pinDigest, false, 'off by default');
 });
 
 t.test('the DESIGN example is valid and compiled as written', async (t) => {
@@ -87,7 +98,11 @@ const bad: { name: string; raw: unknown; expect: string[] }[] = [
   { name: 'auth bad Secret name', raw: { registries: { 'm.io': { auth: { secret: 'Mirror_Pull' } } } }, expect: ['registries["m.io"].auth.secret: "Mirror_Pull" is not a valid Secret name'] },
   { name: 'auth file not a string', raw: { registries: { 'm.io': { auth: { file: 3 } } } }, expect: ['registries["m.io"].auth.file: must be a non-empty string'] },
   { name: 'verification not a mapping', raw: { verification: 500 }, expect: ['verification: must be a mapping with timeoutMs, cacheSeconds, onUnreachable'] },
-  { name: 'verification unknown key', raw: { verification: { timeout: 500 } }, expect: ['verification.timeout: unknown key (allowed: timeoutMs, cacheSeconds, onUnreachable, platforms)'] },
+  { name: 'verification unknown key', raw: { verification: { timeout: 500 } }, expect: ['verification.timeout: unknown key (allowed: timeoutMs, cacheSeconds, refreshSeconds, onUnreachable, platforms)'] },
+  { name: 'refreshSeconds negative', raw: { verification: { refreshSeconds: -1 } }, expect: ['verification.refreshSeconds: must be a whole number from 0 to 604800 (got -1)'] },
+  { name: 'refreshSeconds a duration string', raw: { verification: { refreshSeconds: '1m' } }, expect: ['verification.refreshSeconds: must be a whole number'] },
+  { name: 'pinDigest without verify', raw: { rules: [{ from: 'docker.io', to: 'm.example.com/hub', pinDigest: true }] }, expect: ['rules[0].pinDigest: needs verify: true (the pin is the digest the mirror answered)'] },
+  { name: 'pinDigest not a boolean', raw: { rules: [{ from: 'docker.io', to: 'm.example.com/hub', verify: true, pinDigest: 'yes' }] }, expect: ['rules[0].pinDigest: must be'] },
   { name: 'timeoutMs zero', raw: { verification: { timeoutMs: 0 } }, expect: ['verification.timeoutMs: must be a whole number from 1 to 30000 (got 0)'] },
   { name: 'timeoutMs beyond the API server limit', raw: { verification: { timeoutMs: 31000 } }, expect: ['verification.timeoutMs: must be a whole number from 1 to 30000'] },
   { name: 'timeoutMs a string', raw: { verification: { timeoutMs: '500ms' } }, expect: ['verification.timeoutMs: must be a whole number'] },

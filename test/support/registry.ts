@@ -342,6 +342,16 @@ export async function pushIndex(reg: TestRegistry, name: string, tag: string, op
   return session.putManifest(index, mediaType, tag);
 }
 
+/**
+ * Delete a manifest through the distribution API (`DELETE /v2/<name>/manifests/<digest>`;
+ * the registry runs with deletes enabled), which also removes the tags naming it.
+ */
+export async function deleteManifest(reg: TestRegistry, name: string, digest: string, opts: { auth?: Credentials } = {}): Promise<void> {
+  const session = new PushSession(reg, name, opts.auth ?? reg.auth);
+  const res = await session.call('DELETE', `/v2/${name}/manifests/${digest}`);
+  if (res.status !== 202) throw new Error(`delete manifest ${name}@${digest}: HTTP ${res.status} ${res.body.toString()}`);
+}
+
 interface Answer {
   status: number;
   headers: http.IncomingHttpHeaders;

@@ -16,7 +16,7 @@ import { FakeTimers } from '../support/fake-timers.js';
 import { waitFor } from '../support/kube-api.js';
 import { pushImage, pushIndex, startRegistry, type TestRegistry } from '../support/registry.js';
 
-const SETTINGS: VerificationSettings = { timeoutMs: 2000, cacheSeconds: { present: 3600, absent: 30 }, onUnreachable: 'original', platforms: 'off' };
+const SETTINGS: VerificationSettings = { timeoutMs: 2000, cacheSeconds: { present: 3600, absent: 30 }, refreshSeconds: 0, onUnreachable: 'original', platforms: 'off' };
 
 /** An HTTP proxy in front of the registry that counts manifest requests and can delay answers. */
 async function countingProxy(upstreamPort: number, delayMs = 0): Promise<{ host: string; manifestRequests: () => number; stop: () => Promise<void> }> {
