@@ -35,6 +35,8 @@ export interface Metrics {
   readonly registryCheckDuration: Histogram;
   /** Background re-checks of cached present answers, by registry and result (present, changed, absent, error). */
   readonly registryRefreshes: Counter<'registry' | 'result'>;
+  /** Registry checks that failed on mirrorgate's own cloud credentials (exchange refused, or the registry refused them), by registry. */
+  readonly registryCredentialFailures: Counter<'registry'>;
   /** Image copies into the mirror, by result (success, failure, dropped: the copy queue was full). */
   readonly copies: Counter<'result'>;
   /** Blob bytes uploaded by image copies (mounted and skipped blobs not counted). */
@@ -125,6 +127,12 @@ export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: 
     labelNames: ['registry', 'result'] as const,
     registers: [registry],
   });
+  const registryCredentialFailures = new Counter({
+    name: 'mirrorgate_registry_credential_failures_total',
+    help: 'Registry checks that failed on mirrorgate\'s own cloud credentials (google, aws, azure): the exchange was refused, or the registry refused what it gave; the log line names the step. By registry.',
+    labelNames: ['registry'] as const,
+    registers: [registry],
+  });
   const copies = new Counter({
     name: 'mirrorgate_copies_total',
     help: 'Image copies into the mirror, by result (success, failure, dropped: the copy queue was full).',
@@ -182,6 +190,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: 
     registryChecks,
     registryCheckDuration,
     registryRefreshes,
+    registryCredentialFailures,
     copies,
     copyBytes,
     serviceAccountLookups,

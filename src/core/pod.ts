@@ -158,6 +158,8 @@ export interface VerifyAnswers {
   readonly missing?: ReadonlyMap<string, string> | undefined;
   /** The manifest digest of each 'present' answer (what a pin names). */
   readonly digests?: ReadonlyMap<string, string> | undefined;
+  /** 'unreachable' answers whose cause was mirrorgate's own registry credentials (a refused exchange). */
+  readonly credentialsRefused?: ReadonlySet<string> | undefined;
 }
 
 export type ContainerAction =
@@ -294,7 +296,8 @@ function planPodOnce(input: PlanInput, settings: Settings, verify?: VerifyAnswer
           if (d.rule.pinDigest && fallback === 'rewrite') pin = { skipped: 'the mirror could not be asked (onUnreachable: rewrite)' };
           if (fallback === 'original') action = 'unverified';
           else if (fallback === 'deny') {
-            unreachableDenials.push(`${containerLabel(container.name)}: cannot verify that ${chosen.rewritten} is in the mirror (registry unreachable)`);
+            const why = verify?.credentialsRefused?.has(chosen.rewritten) === true ? 'registry credentials refused' : 'registry unreachable';
+            unreachableDenials.push(`${containerLabel(container.name)}: cannot verify that ${chosen.rewritten} is in the mirror (${why})`);
           }
         }
       }
@@ -357,7 +360,10 @@ function planPodOnce(input: PlanInput, settings: Settings, verify?: VerifyAnswer
       const i = d.targetIndex ?? 0;
       warnings.push(`mirrorgate: ${containerLabel(d.container.name)}: served by target ${i + 1} of ${n}, ${d.rule.targets[i]?.target ?? ''}; earlier targets absent or unreachable`);
     }
-    if (d.action === 'unverified') warnings.push(`mirrorgate: ${containerLabel(d.container.name)}: mirror unreachable; kept ${d.original ?? ''}`);
+    if (d.action === 'unverified') {
+      const refused = d.target !== undefined && verify?.credentialsRefused?.has(d.target) === true;
+      warnings.push(`mirrorgate: ${containerLabel(d.container.name)}: ${refused ? 'mirror refused mirrorgate\'s credentials (see its log)' : 'mirror unreachable'}; kept ${d.original ?? ''}`);
+    }
     if (d.pinSkipped !== undefined && (d.action === 'rewritten' || d.action === 'would-rewrite')) {
       warnings.push(`mirrorgate: ${containerLabel(d.container.name)}: ${mode === 'audit' ? 'would not pin' : 'not pinned'} to a digest: ${d.pinSkipped}`);
     }

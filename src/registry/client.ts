@@ -39,7 +39,8 @@ export type ManifestCheck =
   /** `platforms` (as `os/arch[/variant]`) only from {@link RegistryClient.inspectManifest}. */
   | { result: 'present'; digest?: string; mediaType?: string; platforms?: string[] }
   | { result: 'absent'; status: number }
-  | { result: 'error'; reason: string; status?: number };
+  /** `credentialsRefused`: mirrorgate's cloud credentials could not be had, or the registry refused them. */
+  | { result: 'error'; reason: string; status?: number; credentialsRefused?: true };
 
 /** Media types a manifest check accepts: OCI index and manifest, Docker list and v2. */
 export const MANIFEST_MEDIA_TYPES: readonly string[] = [
@@ -184,8 +185,7 @@ export class RegistryClient {
       await drain(res.body);
       check = manifestCheckFrom(res.status, res.headers, reference);
     } catch (err) {
-      const e = toRegistryError(err, opts.signal);
-      check = { result: 'error', reason: e.message, ...(e.status === undefined ? {} : { status: e.status }) };
+      check = errorCheck(toRegistryError(err, opts.signal), endpoint);
     }
     const durationMs = this.#now() - started;
     if (check.result === 'error' && !check.reason.startsWith('timeout')) {
@@ -244,8 +244,7 @@ export class RegistryClient {
         check = { result: 'present', digest, ...(mediaType ? { mediaType } : {}), platforms };
       }
     } catch (err) {
-      const e = toRegistryError(err, opts.signal);
-      check = { result: 'error', reason: e.message, ...(e.status === undefined ? {} : { status: e.status }) };
+      check = errorCheck(toRegistryError(err, opts.signal), endpoint);
     }
     const durationMs = this.#now() - started;
     if (check.result === 'error' && !check.reason.startsWith('timeout')) {
@@ -749,6 +748,12 @@ async function readLimited(res: http.IncomingMessage, limit: number): Promise<Bu
 }
 
 /** Classify any failure as a RegistryError whose message is safe to log. */
+/** A check's error answer; a refusal of cloud credentials is marked so that admissions can say so. */
+function errorCheck(e: RegistryError, endpoint: RegistryEndpoint): ManifestCheck {
+  const refused = e.code === 'credentials' || (e.code === 'unauthorized' && endpoint.credentials !== undefined && endpoint.auth === undefined);
+  return { result: 'error', reason: e.message, ...(e.status === undefined ? {} : { status: e.status }), ...(refused ? { credentialsRefused: true as const } : {}) };
+}
+
 function toRegistryError(err: unknown, signal: AbortSignal | undefined): RegistryError {
   if (err instanceof RegistryError) return err;
   if (signal?.aborted) return new RegistryError('timeout', 'timeout: deadline exceeded', { cause: err });

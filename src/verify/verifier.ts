@@ -55,7 +55,7 @@ export interface CircuitOptions {
 
 export interface RegistryVerifierOptions {
   readonly client: ManifestChecker;
-  readonly metrics: Pick<Metrics, 'registryChecks' | 'registryCheckDuration' | 'registryRefreshes' | 'registryLabel'>;
+  readonly metrics: Pick<Metrics, 'registryChecks' | 'registryCheckDuration' | 'registryRefreshes' | 'registryCredentialFailures' | 'registryLabel'>;
   readonly log: VerifierLog;
   /** Monotonic milliseconds: cache expiry, circuit pauses, check durations. */
   readonly now: () => number;
@@ -92,6 +92,8 @@ interface Fact {
   readonly outcome: VerifyOutcome;
   readonly digest?: string | undefined;
   readonly platforms?: readonly Platform[] | undefined;
+  /** An error caused by mirrorgate's own cloud credentials (refused exchange or token). */
+  readonly credentialsRefused?: boolean | undefined;
 }
 
 interface Circuit {
@@ -109,8 +111,11 @@ interface Circuit {
  * Answers `Verifier.verify` from a cache and the registries. One instance per process;
  * {@link RegistryVerifier.configure} swaps settings and endpoints on config reload.
  */
-/** New registry requests one admission may start; the rest count as unreachable. */
-export const MAX_CHECKS_PER_ADMISSION = 16;
+/**
+ * New registry requests one admission may start; the rest count as unreachable. Each target
+ * of each distinct image is one: 16 images under rules with two targets, or 32 with one.
+ */
+export const MAX_CHECKS_PER_ADMISSION = 32;
 /** Registry requests in flight at once to one registry; beyond it, unreachable at once. */
 export const MAX_IN_FLIGHT_PER_REGISTRY = 32;
 /** Background refreshes in flight at once to one registry: a quarter of its cap, so admissions keep the rest. */
@@ -365,6 +370,7 @@ export class RegistryVerifier implements Verifier {
     const ordered = new Map<string, VerifyOutcome>();
     const missing = new Map<string, string>();
     const digests = new Map<string, string>();
+    const credentialsRefused = new Set<string>();
     for (const target of targets) {
       const fact = facts.get(target);
       let outcome = fact?.outcome;
@@ -381,9 +387,10 @@ export class RegistryVerifier implements Verifier {
         }
       }
       if (outcome === 'present' && fact?.digest !== undefined) digests.set(target, fact.digest);
+      if (outcome === 'unreachable' && fact?.credentialsRefused === true) credentialsRefused.add(target);
       ordered.set(target, outcome);
     }
-    return { outcomes: ordered, onUnreachable: settings.onUnreachable, missing, digests };
+    return { outcomes: ordered, onUnreachable: settings.onUnreachable, missing, digests, credentialsRefused };
   }
 
   /** The fallback the current settings name (for answers given without asking). */
@@ -485,6 +492,10 @@ export class RegistryVerifier implements Verifier {
     this.#metrics.registryCheckDuration.observe(Math.max(0, this.#now() - started) / 1000);
     if (check.result === 'error') {
       this.#failed(registry, check.reason);
+      if (check.credentialsRefused === true) {
+        this.#metrics.registryCredentialFailures.inc({ registry: label });
+        return { outcome: 'unreachable', credentialsRefused: true };
+      }
       return { outcome: 'unreachable' };
     }
     this.#succeeded(registry);
@@ -537,6 +548,7 @@ export class RegistryVerifier implements Verifier {
       const registry = this.#metrics.registryLabel(r);
       for (const result of REGISTRY_CHECK_RESULTS) this.#metrics.registryChecks.inc({ registry, result }, 0);
       for (const result of REFRESH_RESULTS) this.#metrics.registryRefreshes.inc({ registry, result }, 0);
+      this.#metrics.registryCredentialFailures.inc({ registry }, 0);
     }
   }
 }

@@ -16,7 +16,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { main } from '../../src/cli.js';
 import { validateConfig } from '../../src/config/schema.js';
 import { parseReference, type ImageReference } from '../../src/core/reference.js';
@@ -27,7 +27,8 @@ import { serve } from '../../src/serve.js';
 import { endpointFor, loadEndpoints } from '../../src/verify/endpoints.js';
 import { LogSink, patchOf, review } from '../support/app.js';
 import { acrDouble, FakeClock, startAwsDouble, startEntraDouble, startGoogleDouble } from '../support/cloud.js';
-import { getText, postJson } from '../support/http.js';
+import { getText, metricSample, postJson } from '../support/http.js';
+import { waitFor } from '../support/kube-api.js';
 import { pushImage, startRegistry, type Credentials } from '../support/registry.js';
 import { serveOptions } from '../support/serve.js';
 import { startTokenServer } from '../support/token-server.js';
@@ -219,6 +220,89 @@ void t.test('registry access with cloud identities', async (t) => {
     t.same(exchanges().map((n, i) => n - first[i]!), [1, 1, 1], 'one new exchange per cloud');
     t.ok(google.tokens.all.slice(0, -1).every((tok) => !google.accepts(tok)), 'the earlier Google tokens would be refused now');
     t.ok([gTokens, aTokens, zTokens].every((s, i) => s.requests.slice(used[i]).every((q) => q.status === 200)), 'no token request was refused: nothing expired was sent');
+  });
+
+  /** A running webhook with the three clouds' credentials, its log, and a way to admit one pod. */
+  const webhook = async (t: Test, name: string, raw: Record<string, unknown>) => {
+    const configPath = await file(`${name}.yaml`, JSON.stringify({ logLevel: 'debug', registries: registries(), verification: { timeoutMs: 10_000, platforms: 'off' }, ...raw }));
+    const logs = new LogSink();
+    const running = await serve(serveOptions(path.join(dir, name), { configPath, logDestination: logs, env: { ...env.wif, ...env.irsa, ...env.azure } }));
+    t.teardown(() => running.shutdown('test over'));
+    const ca = await readFile(path.join(dir, name, 'certs', 'ca.crt'), 'utf8');
+    const agent = new Agent({ keepAlive: true, ca });
+    t.teardown(() => agent.destroy());
+    const admit = async (images: Record<string, string>) => {
+      const { uid, body } = review({ object: { metadata: { generateName: 'app-' }, spec: { containers: Object.entries(images).map(([n, image]) => ({ name: n, image })) } } });
+      const res = await postJson<{ response: { uid: string; allowed: boolean; patch?: string; warnings?: string[]; status?: { message: string } } }>(`${running.url}/mutate?timeout=10s`, ca, body, agent);
+      if (res.json.response.uid !== uid) throw new Error(`answer for ${res.json.response.uid}, not ${uid}`);
+      return res.json.response;
+    };
+    const metrics = (): Promise<string> => getText(`${running.metricsUrl}/metrics`);
+    const report = (): Promise<string> => getText(`${running.metricsUrl}/report`);
+    return { logs, admit, metrics, report };
+  };
+  const clouds = [
+    { cloud: 'google', reg: gReg },
+    { cloud: 'aws', reg: aReg },
+    { cloud: 'azure', reg: zReg },
+  ] as const;
+
+  await t.test('verify: true through /mutate with every exchange refused: reported as such in the warning, log and metric, nothing secret anywhere', async (t) => {
+    google.refuse.sts = true;
+    aws.refuse.ecr = true;
+    acr.refuse.exchange = true;
+    t.teardown(() => {
+      google.refuse.sts = false;
+      aws.refuse.ecr = false;
+      acr.refuse.exchange = false;
+    });
+    const rules = clouds.map(({ cloud, reg }) => ({ from: `${src.host}/${cloud}`, to: `${reg.host}/mirror`, verify: true }));
+    const w = await webhook(t, 'refused-mutate', { rules });
+    const images = Object.fromEntries(clouds.map(({ cloud }) => [cloud, `${src.host}/${cloud}/app:v1`]));
+    const res = await w.admit(images);
+    t.equal(res.allowed, true, 'onUnreachable original: admitted');
+    t.notOk(JSON.stringify(patchOf(res) ?? []).includes('/image'), 'every container keeps its original');
+    t.same(
+      res.warnings,
+      clouds.map(({ cloud }) => `mirrorgate: container "${cloud}": mirror refused mirrorgate's credentials (see its log); kept ${src.host}/${cloud}/app:v1`),
+      'the warning says the credentials were refused, not that the mirror is down',
+    );
+    const steps = {
+      google: /google credentials: STS token exchange: refused \(HTTP 400 invalid_grant\)/,
+      aws: /aws credentials: ecr:GetAuthorizationToken: refused \(HTTP 400 AccessDeniedException\)/,
+      azure: /azure credentials: ACR token exchange: refused \(HTTP 401\)/,
+    };
+    const failed = w.logs.find('registry manifest check failed');
+    for (const { cloud, reg } of clouds) {
+      const line = failed.find((l) => l.registry === reg.host);
+      t.match(line?.reason, steps[cloud], `${cloud}: the log line names the registry and the step`);
+    }
+    const metrics = await w.metrics();
+    for (const { reg } of clouds) {
+      t.match(metrics, `mirrorgate_registry_credential_failures_total{registry="${reg.host}"} 1`);
+      t.match(metrics, `mirrorgate_registry_checks_total{registry="${reg.host}",result="error"} 1`);
+    }
+    const report = await w.report();
+    t.same(leaks(JSON.stringify(w.logs.lines)), [], 'no token in the logs');
+    t.same(leaks(metrics), [], 'no token in the metrics');
+    t.same(leaks(report), [], 'no token in the report');
+    t.same(leaks(JSON.stringify(res)), [], 'no token in the answer');
+  });
+
+  await t.test('copy on miss with cloud credentials: each cloud\'s mirror gets the image, then serves it', async (t) => {
+    const rules = clouds.map(({ cloud, reg }) => ({ from: `${src.host}/${cloud}`, to: `${reg.host}/on-miss`, verify: true, copyOnMiss: true }));
+    const w = await webhook(t, 'copy-on-miss', { rules, verification: { timeoutMs: 10_000, platforms: 'off', cacheSeconds: { present: 60, absent: 1 } } });
+    const images = Object.fromEntries(clouds.map(({ cloud }) => [cloud, `${src.host}/${cloud}/app:v1`]));
+    const first = await w.admit(images);
+    t.notOk(JSON.stringify(patchOf(first) ?? []).includes('/image'), 'missing: the originals stay');
+    await waitFor('three copies', async () => metricSample(await w.metrics(), 'mirrorgate_copies_total{result="success"}') === 3, 30_000);
+    for (const { cloud, reg } of clouds) t.equal(await headDigest(reg, 'on-miss/app', 'v1', checker), digests[cloud], `${cloud}: copied digest-exact with its cloud credentials`);
+    const second = await w.admit(images);
+    const patch = JSON.stringify(patchOf(second) ?? []);
+    for (const [i, { cloud, reg }] of clouds.entries()) t.ok(patch.includes(`"path":"/spec/containers/${i}/image","value":"${reg.host}/on-miss/app:v1"`), `${cloud}: the next admission is rewritten`);
+    t.same(leaks(JSON.stringify(w.logs.lines)), [], 'no token in the logs');
+    t.same(leaks(await w.metrics()), [], 'no token in the metrics');
+    t.same(leaks(await w.report()), [], 'no token in the report');
   });
 
   await t.test('a refused exchange is reported as such, naming the registry and the step', async (t) => {
