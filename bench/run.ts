@@ -22,6 +22,7 @@ import { startRegistry, type TestRegistry } from '../test/support/registry.js';
 import { fillMirror, MIRROR_RULES, startCountingProxy, type CountingProxy, type MirrorPlan, type ProxyCounts } from './mirror.js';
 import { renderReload, runReloadBench, type ReloadResult } from './reload.js';
 import { largeOnly, largeUpdateReview, reviewMix, summarize, type GeneratedReview, type MixSummary } from './reviews.js';
+import { renderTwoTargets, runTwoTargets, type TwoTargetsAnswer, type TwoTargetsHarness, type TwoTargetsResults } from './two-targets.js';
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(BENCH_DIR, '..');
@@ -1123,13 +1124,66 @@ async function main(): Promise<number> {
     log(`verification scenario skipped: ${skipVerify}`);
   }
 
+  // Rules with two targets each (bench/two-targets.ts), also on CPU 0 alone.
+  const twoTargets: TwoTargetsResults = skipVerify === undefined ? await runTwoTargets(twoTargetsHarness({ opts, pin, dir, tls, lua, mix, elapsed })) : { skipped: skipVerify };
+
   // Last, in this process, once every server has stopped.
   const reload = opts.reload ? await reloadScenario(opts) : undefined;
 
-  const report = buildReport(opts, pin !== undefined, summarize(mix), summarize(large), update, results, verification, reload);
+  const report = { ...buildReport(opts, pin !== undefined, summarize(mix), summarize(large), update, results, verification, reload), twoTargets };
   process.stdout.write(renderTable(report));
   process.stdout.write(`${JSON.stringify(report)}\n`);
   return 0;
+}
+
+/** What bench/two-targets.ts needs of this harness. */
+function twoTargetsHarness(ctx: VerifyContext): TwoTargetsHarness {
+  const { opts, pin, dir, tls, lua, mix, elapsed } = ctx;
+  const servers: RunningServer[] = [];
+  return {
+    mix,
+    dir,
+    durationS: opts.durationS,
+    warmupS: opts.warmupS,
+    log: (line) => log(`[${elapsed()}] ${line}`),
+    async start(name, config) {
+      const port = await freePort();
+      const server = await startServer('mirrorgate', mirrorgateArgs(name, config, opts.cli, port, 0, tls, dir), port, tls, dir, pin, name);
+      servers.push(server);
+      return { port, pid: server.child.pid };
+    },
+    stopAll: () => Promise.all(servers.splice(0).map((s) => stopChild(s.child))).then(() => undefined),
+    wrk: (server, file, c, seconds) => runWrk(server.port, lua, file, c, seconds, pin),
+    async answer(server, review): Promise<TwoTargetsAnswer> {
+      const agent = new https.Agent({ keepAlive: false, ca: tls.ca });
+      try {
+        const raw = await post(server.port, agent, Buffer.from(review.body));
+        const a = readAnswer(raw, review.uid);
+        if (typeof a === 'string') return a;
+        const warnings = (JSON.parse(raw.body) as { response?: { warnings?: string[] } }).response?.warnings ?? [];
+        return { allowed: a.allowed, imageOps: a.imageOps, message: a.message, warnings };
+      } finally {
+        agent.destroy();
+      }
+    },
+    writeBodies,
+    peakRssMB,
+    guard(reg) {
+      const pid = childPidWithArg(path.join(reg.dir, 'config.yml'));
+      const kill = (): void => {
+        if (pid !== undefined) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // Already gone.
+          }
+        }
+        rmSync(reg.dir, { recursive: true, force: true });
+      };
+      lastResort.add(kill);
+      return () => void lastResort.delete(kill);
+    },
+  };
 }
 
 interface Report {
@@ -1154,6 +1208,8 @@ interface Report {
   /** A reload of 20,000 rules: off the main thread, and on it as before. */
   reload: ReloadResult | undefined;
   targets: Target[];
+  /** Rules to two targets in order (bench/two-targets.ts): warm and cold cache. */
+  twoTargets?: TwoTargetsResults;
 }
 
 function buildReport(
@@ -1313,6 +1369,15 @@ function renderTable(r: Report): string {
   lines.push('');
 
   lines.push(...renderVerification(r));
+  if (r.twoTargets !== undefined) {
+    const beside = [
+      { label: 'baseline: bare node:https', c1: r.servers.baseline?.points.c1, c8: r.servers.baseline?.points.c8 },
+      { label: 'mirrorgate, no verification', c1: r.servers.mirrorgate?.points.c1, c8: r.servers.mirrorgate?.points.c8 },
+      { label: 'one target, warm cache', c8: r.verification.warm?.c8 },
+      { label: 'one target, cold cache', c1: r.verification.cold?.c1, c8: r.verification.cold?.c8 },
+    ];
+    lines.push(...renderTwoTargets(r.twoTargets, beside, fmtMs));
+  }
   lines.push(...renderReload(r.reload, 'the reload scenario did not run (--no-reload or --only baseline)'));
 
   if (r.targets.length > 0) {
