@@ -8,6 +8,7 @@
  * and hands the CA to whoever patches the `caBundle`.
  */
 import { X509Certificate, createPrivateKey, generateKeyPairSync, randomBytes } from 'node:crypto';
+import type { ServingNames } from './core/rotation.js';
 import { constants as fsConstants } from 'node:fs';
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { isIP } from 'node:net';
@@ -24,10 +25,7 @@ export interface CertificateBundle {
 }
 
 /** The names a serving certificate is valid for (subject alternative names). */
-export interface ServingNames {
-  dnsNames: string[];
-  ipAddresses: string[];
-}
+export type { ServingNames };
 
 /** File names inside a certificates directory; `tls.crt`/`tls.key` match a kubernetes.io/tls Secret. */
 export const CERT_FILES = {

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hostname } from 'node:os';
 import { stringify as stringifyYaml } from 'yaml';
-import type { RotationPolicy } from './kube/cert-rotation.js';
+import { rotationPolicy, type RotationPolicy } from './core/rotation.js';
 import { KubeConfigError } from './kube/errors.js';
 import type { Report } from './report/rewrites.js';
 import { createLogger, flushLogger } from './logger.js';
@@ -502,7 +502,7 @@ async function cmdCerts(args: string[], io: Io): Promise<number> {
   const [{ loadKubeClient }, { kubeCertStore, reconcile, TLS_SECRET }] = await Promise.all([import('./kube/client.js'), import('./kube/cert-rotation.js')]);
   const kc = loadKubeClient({ file: str(values.kubeconfig) }).config;
   const store = kubeCertStore(kc, { namespace, webhook });
-  const policy = (): RotationPolicy => ({ now: new Date(), names, renewBeforeDays: 30, caRenewBeforeDays: 90, overlapMs: 10 * 60_000, liveWindowMs: 30 * 60_000 });
+  const policy = (): RotationPolicy => rotationPolicy(new Date(), names);
   const silent = createLogger({ level: 'warn', destination: process.stderr });
   const result = await reconcile(store, policy, silent);
   io.out(result.steps.length === 0 ? `Secret ${namespace}/${TLS_SECRET} and the caBundle of ${webhook} are current` : `applied: ${result.steps.join(', ')}`);

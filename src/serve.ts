@@ -1,10 +1,11 @@
 /**
- * Composition root of `mirrorgate serve`: config, logger, metrics, Kubernetes caches,
- * registry verification, the report and its persistence, background copies,
- * certificates and the two servers, wired together; SIGTERM drains and exits 0.
+ * Composition root of `mirrorgate serve`: the list of components (the log level, the
+ * Kubernetes caches, registry verification, the report and its persistence, background
+ * copies, the config file, certificates and the two servers) handed to the runtime
+ * (src/runtime.ts), which starts them in this order, applies each reload to all of them
+ * or none, and stops them in reverse. SIGTERM drains and exits 0.
  */
 import type { FastifyInstance } from 'fastify';
-import { X509Certificate } from 'node:crypto';
 import type { Server as HttpsServer } from 'node:https';
 import { performance } from 'node:perf_hooks';
 import { ConfigWatcher, loadConfigFile } from './config/watch.js';
@@ -13,7 +14,7 @@ import { formatReference } from './core/reference.js';
 import { copyImage, BlobLocations } from './copy/copier.js';
 import { copyOnMissObserver } from './copy/copy-on-miss.js';
 import { CopyQueue } from './copy/queue.js';
-import type { RotationPolicy } from './kube/cert-rotation.js';
+import { DEFAULT_CERT_CHECK_INTERVAL_MS, rotationPolicy } from './core/rotation.js';
 import type { ReportPersister } from './kube/report-store.js';
 import type { KubeRuntime } from './kube/setup.js';
 import { createLogger, type Logger } from './logger.js';
@@ -27,7 +28,9 @@ import { buildMetricsServer } from './server/metrics-route.js';
 import { judgeRef } from './core/policy.js';
 import type { ImageReference } from './core/reference.js';
 import type { AdmissionObserver, SecretReader } from './ports.js';
-import { readTlsFiles, tlsSecureContextOptions, tlsServerOptions, watchTlsFiles, type TlsFiles, type TlsPair } from './server/tls.js';
+import { tlsSecureContextOptions, tlsServerOptions } from './server/tls.js';
+import { Certificates, type FileSource, type GeneratedSource, type ManagedSource } from './server/certificates.js';
+import { Runtime } from './runtime.js';
 import { endpointFor } from './verify/endpoints.js';
 import { Verification } from './verify/setup.js';
 import { CloudSources } from './registry/cloud/sources.js';
@@ -99,45 +102,70 @@ export async function serve(opts: ServeOptions): Promise<Running> {
   const metrics = createMetrics();
   const now = (): number => performance.now();
   const wallClock = opts.clock ?? ((): Date => new Date());
-  const stops: (() => unknown)[] = [];
+  // Every component's start, reload and stop goes through the runtime (src/runtime.ts).
+  const runtime = new Runtime(initial.config, { log, reloads: metrics.configReloads });
   try {
     return await start();
   } catch (err) {
     // Whatever started before the failure must not keep the process alive.
-    for (const stop of stops.reverse()) await stop();
+    await runtime.stop();
     throw err;
   }
 
   async function start(): Promise<Running> {
     // @kubernetes/client-node costs ~75 MB of memory to load: only when there is a cluster.
     const k8s = opts.noKube ? undefined : await loadKubeModules();
+    runtime.add({ name: 'log', prepare: (next) => ({ commit: () => (log.level = next.logLevel) }) });
+
     // Kubernetes caches start in the background: an unreachable API degrades, never blocks.
     const kube = k8s === undefined
       ? undefined
       : new k8s.setup.KubeRuntime({ kubeconfig: opts.kubeconfig, pullSecrets: initial.config.file.pullSecrets, log, metrics, serviceAccountWaitMs: initial.config.identity.lookup.waitMs });
-    if (kube) stops.push(() => kube.stop());
+    if (kube) {
+      runtime.add({
+        name: 'kubernetes',
+        prepare: (next) => ({
+          commit: () => {
+            kube.configure(next.file.pullSecrets);
+            kube.setServiceAccountWaitMs(next.identity.lookup.waitMs);
+          },
+        }),
+        degraded: () => kube.degraded(),
+        stop: () => kube.stop(),
+      });
+    } else {
+      runtime.add({ name: 'kubernetes', degraded: () => ['no Kubernetes API access (--no-kube): no identity wiring, namespace modes or report persistence'] });
+    }
     const secrets = opts.secretReader ?? (kube && k8s ? k8s.secrets.dockerConfigReader(kube.client.core, opts.namespace) : undefined);
 
     // Registry client and verifier when some rule says `verify: true`; a missing CA or auth
-    // file is a config error, as at reload (where the previous settings then stay).
+    // file is a config error, at start (exit 2) and at reload (rejected as a whole).
     const cloud = new CloudSources({ env: opts.env ?? {}, now, log });
     const verification = await Verification.start(initial.config, { metrics, log, now, secrets, cloud });
-    stops.push(() => verification.close());
+    runtime.add({ name: 'verification', prepare: (next) => verification.prepare(next), stop: () => verification.close() });
 
     // The report: every decision, persisted in the cluster when there is one.
     // The trend counts an image pulled as it is as done when it comes from a rule's target
     // host (the mirror) or a registry the current policy allows, as the page does.
-    const report = new ReportCache(wallClock, initial.config.mode, {}, (registry) => servedAsIs(watcher.current(), registry));
+    const report = new ReportCache(wallClock, initial.config.mode, {}, (registry) => servedAsIs(runtime.config.current(), registry));
+    runtime.add({ name: 'report', prepare: (next) => ({ commit: () => report.setMode(next.mode) }) });
     const persister: ReportPersister | undefined =
       kube && k8s && opts.replica
         ? new k8s.reportStore.ReportPersister({ store: k8s.reportStore.configMapStore(kube.client.config, opts.namespace), cache: report, replica: opts.replica, now: wallClock, log, flushSeconds: initial.config.report.flushSeconds })
         : undefined;
-    await persister?.start();
-    if (persister) stops.push(() => persister.stop());
+    const stopPersister = persister ? once(() => persister.stop()) : undefined;
+    if (persister && stopPersister) {
+      runtime.add({
+        name: 'report persistence',
+        start: () => persister.start(),
+        prepare: (next) => ({ commit: () => persister.setFlushSeconds(next.report.flushSeconds) }),
+        degraded: () => (persister.lastError ? [`report not persisted: ${persister.lastError}`] : []),
+        stop: stopPersister,
+      });
+    }
 
     // Background copies of images found missing from the mirror (rules with copyOnMiss).
     const copyClient = new RegistryClient({ now, log });
-    stops.push(() => copyClient.close());
     const locations = new BlobLocations();
     const copies = new CopyQueue({
       copy: (source, target, signal) => copyImage(source, target, { client: copyClient, endpoint: (h) => endpointFor(verification.endpoints, h), locations, signal, log }),
@@ -150,7 +178,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
         if (o.ok) verification.forget(formatReference(o.target));
       },
     });
-    stops.push(() => copies.close());
+    runtime.add({ name: 'copies', stop: async () => { await copies.close(); copyClient.close(); } });
 
     const observers: AdmissionObserver[] = [
       {
@@ -167,28 +195,19 @@ export async function serve(opts: ServeOptions): Promise<Running> {
       });
     }
 
+    // The config file: a change goes to every component at once, or to none.
     const watcher = new ConfigWatcher(opts.configPath, initial, {
-      onReload: (config: Config) => {
-        metrics.configReloads.inc({ result: 'success' });
-        log.level = config.logLevel;
-        log.info({ path: opts.configPath, mode: config.mode, rules: config.ruleSet.rules.length }, 'config reloaded');
-        kube?.configure(config.file.pullSecrets);
-        report.setMode(config.mode);
-        void verification.reload(config);
-      },
-      onReject: (err: Error) => {
-        metrics.configReloads.inc({ result: 'failure' });
-        log.error({ path: opts.configPath, error: err.message }, 'config rejected; the last good config stays in force');
-      },
-    }).start();
-    stops.push(() => watcher.stop());
+      onReload: (config: Config) => void runtime.reload(config, `${opts.configPath} changed`),
+      onReject: (err: Error) => runtime.rejected(`${opts.configPath} changed`, [err.message]),
+    });
+    runtime.add({ name: 'config file', start: () => void watcher.start(), stop: () => watcher.stop() });
 
-    const certs = await certificates(kube, k8s);
-    stops.push(() => certs.stop());
+    const certs = runtime.add(new Certificates({ source: await certificateSource(kube, k8s), metrics, log }));
+    await runtime.start();
 
     let shuttingDown = false;
     const app = buildServer({
-      config: watcher,
+      config: runtime.config,
       metrics,
       log,
       now,
@@ -199,14 +218,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
       observers,
       verifier: verification.verifier,
       draining: () => shuttingDown,
-      readiness: {
-        notReadyReasons: () => (shuttingDown ? ['shutting down'] : []),
-        degraded: () => [
-          ...(kube ? kube.degraded() : ['no Kubernetes API access (--no-kube): no identity wiring, namespace modes or report persistence']),
-          ...(persister?.lastError ? [`report not persisted: ${persister.lastError}`] : []),
-          ...certs.degraded(),
-        ],
-      },
+      readiness: { notReadyReasons: () => (shuttingDown ? ['shutting down'] : []), degraded: () => runtime.degraded() },
     });
     certs.attach((pair) => (app.server as unknown as HttpsServer).setSecureContext(tlsSecureContextOptions(pair)));
     const metricsApp = buildMetricsServer({
@@ -215,15 +227,15 @@ export async function serve(opts: ServeOptions): Promise<Running> {
       report: { report: async () => (persister ? persister.merged() : report.snapshot()) },
       // The page flags only what the current policy does not allow, with each registry's settings.
       context: () => {
-        const config = watcher.current();
+        const config = runtime.config.current();
         return { registries: config.registries, allowed: allowedByPolicy(config) };
       },
     });
-
-    await app.listen({ host: opts.host, port: opts.port });
-    stops.push(() => app.close());
-    await metricsApp.listen({ host: opts.metricsHost, port: opts.metricsPort });
-    stops.push(() => metricsApp.close());
+    // The metrics server stops after the webhook has drained (reverse order).
+    runtime.add({ name: 'metrics server', start: async () => void (await metricsApp.listen({ host: opts.metricsHost, port: opts.metricsPort })), stop: () => metricsApp.close() });
+    const closeWebhook = once(() => app.close());
+    runtime.add({ name: 'webhook server', start: async () => void (await app.listen({ host: opts.host, port: opts.port })), stop: closeWebhook });
+    await runtime.start();
     const url = `https://${hostForUrl(opts.host)}:${portOf(app)}`;
     const metricsUrl = `http://${hostForUrl(opts.metricsHost)}:${portOf(metricsApp)}`;
     log.info({ url: `${url}/mutate`, metrics: `${metricsUrl}/metrics`, mode: initial.config.mode, rules: initial.config.ruleSet.rules.length }, 'mirrorgate listening');
@@ -233,22 +245,18 @@ export async function serve(opts: ServeOptions): Promise<Running> {
       closing ??= (async () => {
         shuttingDown = true;
         log.info({ reason, delayMs: opts.shutdownDelayMs, drainTimeoutMs: drainTimeoutMs(opts) }, 'shutting down: not ready, still serving while endpoints update');
+        // No reload or certificate swap while draining.
         watcher.stop();
         certs.stop();
         const outcome = await drain(
           {
             // close() stops accepting and waits for in-flight requests; idle keep-alive
             // connections are closed (forceCloseConnections: 'idle').
-            close: () => app.close(),
+            close: closeWebhook,
             cutAll: () => (app.server as unknown as HttpsServer).closeAllConnections(),
-            flush: persister ? (final) => (final ? persister.stop() : persister.flush(true)) : undefined,
-            after: async () => {
-              await metricsApp.close();
-              await copies.close();
-              await kube?.stop();
-              verification.close();
-              copyClient.close();
-            },
+            flush: persister && stopPersister ? (final) => (final ? stopPersister() : persister.flush(true)) : undefined,
+            // Everything else, in reverse start order (the final report write is done).
+            after: () => runtime.stop(),
           },
           { delayMs: opts.shutdownDelayMs, drainTimeoutMs: drainTimeoutMs(opts), flushTimeoutMs: SHUTDOWN_STEP_TIMEOUT_MS, sleep: opts.shutdownSleep ?? sleep, log },
         );
@@ -259,129 +267,48 @@ export async function serve(opts: ServeOptions): Promise<Running> {
     return { app, metricsApp, log, metrics, url, metricsUrl, caFile: certs.caFile, kube, report, shutdown };
   }
 
-  /** Where the serving certificate comes from, and how it is kept current. */
-  async function certificates(kube: KubeRuntime | undefined, k8s: KubeModules | undefined): Promise<{
-    initial: TlsPair;
-    caFile: string | undefined;
-    attach(apply: (pair: TlsPair) => void): void;
-    degraded(): string[];
-    stop(): void;
-  }> {
-    const setExpiry = (pem: string, which: 'serving' | 'ca'): void => {
-      try {
-        metrics.certificateExpiry.set({ certificate: which }, Date.parse(new X509Certificate(pem).validTo) / 1000);
-      } catch {
-        // Unreadable: the TLS loader reports it.
-      }
-    };
-    let apply: (pair: TlsPair) => void = () => undefined;
-    /** Swap the TLS context; false (and the current one kept) when the pair is refused. */
-    const reload = (pair: TlsPair, what: string): boolean => {
-      try {
-        apply(pair);
-        setExpiry(pair.cert, 'serving');
-        log.info({ source: what }, 'serving certificate reloaded');
-        return true;
-      } catch (err) {
-        log.error({ err }, 'serving certificate reload failed; keeping the current one');
-        return false;
-      }
-    };
-
+  /** Where the serving certificate comes from: the cluster (--manage-certs), files, or made here. */
+  async function certificateSource(kube: KubeRuntime | undefined, k8s: KubeModules | undefined): Promise<ManagedSource | FileSource | GeneratedSource> {
+    // node-forge (about 12 MB resident) only when certificates must be made here.
     if (opts.manageCerts) {
       if (kube === undefined || k8s === undefined) throw new Error('--manage-certs needs Kubernetes API access (drop --no-kube)');
       const { kubeCertStore, reconcile, recordServed } = k8s.certRotation;
       const { defaultServingNames } = await import('./certs.js');
       const store = kubeCertStore(kube.client.config, { namespace: opts.namespace, webhook: opts.webhookName ?? 'mirrorgate' });
-      const policy = (): RotationPolicy => ({
-        now: wallClock(),
-        names: defaultServingNames(opts.serviceName, opts.namespace),
-        renewBeforeDays: 30,
-        caRenewBeforeDays: 90,
-        overlapMs: 10 * 60_000,
-        liveWindowMs: 3 * (opts.certCheckIntervalMs ?? 10 * 60_000),
-      });
-      const readPair = async (): Promise<{ pair: TlsPair; ca: string } | undefined> => {
-        const s = await store.readSecret();
-        const cert = s?.data['tls.crt'];
-        const key = s?.data['tls.key'];
-        return cert && key ? { pair: { cert, key }, ca: s.data['ca.crt'] ?? '' } : undefined;
-      };
-      // The first reconcile must succeed before there is anything to serve: retry with backoff.
-      let first: { pair: TlsPair; ca: string } | undefined;
-      for (let attempt = 1; first === undefined; attempt++) {
-        try {
-          await reconcile(store, policy, log);
-          first = await readPair();
-          // Every write lost a race (bounded steps): not an error, but nothing to serve yet either.
-          if (first === undefined) throw new Error(`no serving certificate in Secret ${opts.namespace}/mirrorgate-tls yet`);
-        } catch (err) {
-          const delay = Math.min(30_000, 500 * 2 ** attempt);
-          log.warn({ error: (err as Error).message, retryInMs: delay }, 'certificates: cannot reach the Secret or the webhook configuration yet');
-          await new Promise((r) => setTimeout(r, delay));
-        }
-      }
-      let served = first.pair;
-      setExpiry(served.cert, 'serving');
-      setExpiry(first.ca, 'ca');
-      let lastError: string | undefined;
-      let ticking = false;
-      const tick = async (): Promise<void> => {
-        // A slow API must not stack reconciles on top of each other.
-        if (ticking) return;
-        ticking = true;
-        try {
-          await reconcile(store, policy, log);
-          const current = await readPair();
-          // What is recorded as served must be what the listener really uses.
-          if (current && current.pair.cert !== served.cert && reload(current.pair, 'Secret mirrorgate-tls')) served = current.pair;
-          if (current) setExpiry(current.ca, 'ca');
-          if (opts.replica) await recordServed(store, opts.replica, served.cert, wallClock());
-          lastError = undefined;
-        } catch (err) {
-          lastError = (err as Error).message;
-          log.warn({ error: lastError }, 'certificates: reconcile failed; will retry');
-        } finally {
-          ticking = false;
-        }
-      };
-      const timer = setInterval(() => void tick(), opts.certCheckIntervalMs ?? 10 * 60_000);
-      timer.unref();
-      if (opts.replica) await recordServed(store, opts.replica, served.cert, wallClock()).catch(() => undefined);
+      const intervalMs = opts.certCheckIntervalMs ?? DEFAULT_CERT_CHECK_INTERVAL_MS;
+      const names = defaultServingNames(opts.serviceName, opts.namespace);
+      const replica = opts.replica;
       return {
-        initial: served,
-        caFile: undefined,
-        attach: (fn) => (apply = fn),
-        degraded: () => (lastError ? [`certificates not reconciled: ${lastError}`] : []),
-        stop: () => clearInterval(timer),
+        kind: 'managed',
+        where: `Secret ${opts.namespace}/mirrorgate-tls`,
+        intervalMs,
+        reconcile: () => reconcile(store, () => rotationPolicy(wallClock(), names, intervalMs), log),
+        read: async () => {
+          const s = await store.readSecret();
+          const cert = s?.data['tls.crt'];
+          const key = s?.data['tls.key'];
+          return cert && key ? { pair: { cert, key }, ca: s.data['ca.crt'] ?? '' } : undefined;
+        },
+        recordServed: replica === undefined ? undefined : (pem) => recordServed(store, replica, pem, wallClock()),
       };
     }
-
-    let tlsFiles: TlsFiles;
-    let caFile: string | undefined;
-    if (opts.tlsCert !== undefined && opts.tlsKey !== undefined) {
-      tlsFiles = { certFile: opts.tlsCert, keyFile: opts.tlsKey };
-    } else {
-      // node-forge (about 12 MB resident) only when certificates must be made here.
-      const { defaultServingNames, ensureCertificates } = await import('./certs.js');
-      const made = await ensureCertificates(opts.certsDir, defaultServingNames(opts.serviceName, opts.namespace));
-      tlsFiles = { certFile: made.certFile, keyFile: made.keyFile };
-      caFile = made.caFile;
-      setExpiry(made.caCert, 'ca');
-      log.info({ certsDir: opts.certsDir, created: made.created }, made.created ? 'created self-signed certificates' : 'reusing certificates');
-    }
-    const pair = await readTlsFiles(tlsFiles);
-    setExpiry(pair.cert, 'serving');
-    const watch = watchTlsFiles(
-      tlsFiles,
-      {
-        onReload: (next) => reload(next, tlsFiles.certFile),
-        onError: (err) => log.error({ error: err.message }, 'serving certificate files invalid; keeping the current one'),
+    if (opts.tlsCert !== undefined && opts.tlsKey !== undefined) return { kind: 'files', files: { certFile: opts.tlsCert, keyFile: opts.tlsKey } };
+    return {
+      kind: 'generated',
+      certsDir: opts.certsDir,
+      make: async () => {
+        const { defaultServingNames, ensureCertificates } = await import('./certs.js');
+        const made = await ensureCertificates(opts.certsDir, defaultServingNames(opts.serviceName, opts.namespace));
+        return { files: { certFile: made.certFile, keyFile: made.keyFile }, caFile: made.caFile, caCert: made.caCert, created: made.created };
       },
-      { initial: pair },
-    );
-    return { initial: pair, caFile, attach: (fn) => (apply = fn), degraded: () => [], stop: () => watch.stop() };
+    };
   }
+}
+
+/** `fn` once: later calls get the first call's promise. */
+function once(fn: () => Promise<void>): () => Promise<void> {
+  let done: Promise<void> | undefined;
+  return () => (done ??= fn());
 }
 
 /** Bound of each report write and of the final release at shutdown. */

@@ -17,6 +17,7 @@ import { X509Certificate, createHash, createPrivateKey } from 'node:crypto';
 import { AdmissionregistrationV1Api, CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig, type V1MutatingWebhookConfiguration, type V1Secret } from '@kubernetes/client-node';
 import { createCa, createServingCert, type ServingNames } from '../certs.js';
 import type { Logger } from '../logger.js';
+import type { RotationPolicy } from '../core/rotation.js';
 
 export const TLS_SECRET = 'mirrorgate-tls';
 export const KEYS = { ca: 'ca.crt', caKey: 'ca.key', cert: 'tls.crt', key: 'tls.key', next: 'ca-next.crt', nextKey: 'ca-next.key', previous: 'ca-previous.crt' } as const;
@@ -49,16 +50,7 @@ export interface CertState {
   readonly caBundle: string;
 }
 
-export interface RotationPolicy {
-  readonly now: Date;
-  readonly names: ServingNames;
-  readonly renewBeforeDays: number;
-  readonly caRenewBeforeDays: number;
-  /** How long both CAs are trusted before the serving certificate moves to the new one. */
-  readonly overlapMs: number;
-  /** A replica whose served annotation is older than this is gone. */
-  readonly liveWindowMs: number;
-}
+export type { RotationPolicy };
 
 export type RotationStep =
   | { readonly kind: 'none' }

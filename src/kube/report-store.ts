@@ -152,6 +152,7 @@ export interface ReportPersisterOptions {
 
 export class ReportPersister {
   #timer: NodeJS.Timeout | undefined;
+  #flushSeconds: number;
   #flushing: Promise<void> | undefined;
   #writtenVersion = -1;
   #lastError: string | undefined;
@@ -166,6 +167,26 @@ export class ReportPersister {
 
   constructor(private readonly opts: ReportPersisterOptions) {
     this.#staleAfterMs = opts.staleAfterMs ?? Math.max(3 * opts.flushSeconds * 1000, 120_000);
+    this.#flushSeconds = opts.flushSeconds;
+  }
+
+  /**
+   * A reloaded `report.flushSeconds`: the next write comes that long after this call. The
+   * age after which another replica's key counts as gone stays as started (other replicas
+   * judge this one's key by it too).
+   */
+  setFlushSeconds(seconds: number): void {
+    if (seconds === this.#flushSeconds) return;
+    this.#flushSeconds = seconds;
+    if (this.#timer !== undefined) this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = setInterval(() => {
+      this.flush().catch(() => undefined);
+    }, this.#flushSeconds * 1000);
+    this.#timer.unref();
   }
 
   /** Why the last flush failed, if it did (for readiness' degraded list). */
@@ -179,15 +200,13 @@ export class ReportPersister {
     if (!this.#reloaded) {
       this.opts.log.warn({ error: this.#lastError }, 'report not reloaded yet: Kubernetes API unreachable; the stored counts are taken in at the next flush');
     }
-    this.#timer = setInterval(() => {
-      this.flush().catch(() => undefined);
-    }, this.opts.flushSeconds * 1000);
-    this.#timer.unref();
+    this.#schedule();
   }
 
   /** Stop the timer and write a last time. */
   async stop(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
     // A flush in flight may have taken its snapshot before the last admissions: wait for
     // it, then write once more.
     await this.#flushing;

@@ -67,6 +67,7 @@ export class ServiceAccountCache extends ReflectedCache<Readonly<Record<string, 
   /** Direct GETs that answered nothing: until when, and what they answered. */
   readonly #unknown = new Map<string, { readonly until: number; readonly result: 'miss' | 'error' }>();
   readonly #now: () => number;
+  #waitMs: number;
 
   constructor(options: ServiceAccountCacheOptions) {
     const keepAnnotation = options.keepAnnotation ?? ((k: string) => IDENTITY_ANNOTATION_PREFIXES.some((p) => k.startsWith(p)));
@@ -84,6 +85,7 @@ export class ServiceAccountCache extends ReflectedCache<Readonly<Record<string, 
       backoff: options.backoff,
     });
     this.#o = options;
+    this.#waitMs = options.waitMs ?? 200;
     this.#keep = keepAnnotation;
     this.#now = options.now ?? (() => performance.now());
   }
@@ -128,8 +130,13 @@ export class ServiceAccountCache extends ReflectedCache<Readonly<Record<string, 
     return pending;
   }
 
+  /** The bound of the direct GET on a miss (`identity.lookup.waitMs`, applied on reload). */
+  setWaitMs(ms: number): void {
+    this.#waitMs = ms;
+  }
+
   async #direct(namespace: string, name: string): Promise<ServiceAccountInfo | undefined> {
-    const waitMs = this.#o.waitMs ?? 200;
+    const waitMs = this.#waitMs;
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), waitMs);
     try {

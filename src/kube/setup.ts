@@ -92,6 +92,11 @@ export class KubeRuntime {
     this.#replicator.configure(sources);
   }
 
+  /** A reloaded `identity.lookup.waitMs`: the bound of the next direct ServiceAccount GETs. */
+  setServiceAccountWaitMs(ms: number): void {
+    this.serviceAccounts.setWaitMs(ms);
+  }
+
   /** The mode a namespace's `mirrorgate.io/mode` label asks for (`off` is the selector's business). */
   namespaceMode = (namespace: string): 'audit' | 'enforce' | undefined => {
     const label = this.namespaces.modeLabel(namespace);

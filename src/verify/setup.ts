@@ -12,6 +12,7 @@ import type { CloudSources } from '../registry/cloud/sources.js';
 import type { SecretReader, Timers, Verifier } from '../ports.js';
 import { loadEndpoints, type EndpointTable } from './endpoints.js';
 import { RegistryVerifier, type ManifestChecker, type VerifierLog } from './verifier.js';
+import type { Prepared } from '../runtime.js';
 
 export interface VerificationDeps {
   readonly metrics: Metrics;
@@ -81,25 +82,39 @@ export class Verification {
   };
 
   /**
-   * Apply a reloaded config: re-read CA files, auth files and Secrets. When they cannot be
-   * read, the previous endpoint settings stay in force and the problem is logged. Never throws.
+   * Get a reloaded config ready: re-read CA files, auth files and Secrets. Nothing changes
+   * until `commit`; a file that cannot be read is a problem (the reload is rejected and
+   * the previous settings stay in force). Never throws.
    */
-  async reload(config: Config): Promise<void> {
-    this.#config = config;
-    if (!needsVerification(config) && this.#verifier === undefined) return;
+  async prepare(config: Config): Promise<Prepared> {
+    if (!needsVerification(config) && this.#verifier === undefined) return { commit: () => (this.#config = config) };
     let endpoints: EndpointTable;
     try {
       endpoints = await loadEndpoints(config.registries, { secrets: this.#deps.secrets, log: this.#deps.log, cloud: this.#deps.cloud });
     } catch (err) {
-      this.#deps.log.error({ error: err instanceof Error ? err.message : String(err) }, 'registry settings rejected; the previous ones stay in force');
-      if (this.#verifier === undefined) this.#build(config, new Map());
-      return;
+      return { problems: [err instanceof Error ? err.message : String(err)] };
     }
-    if (this.#verifier === undefined) this.#build(config, endpoints);
-    else {
-      this.#endpoints = endpoints;
-      this.#verifier.configure(config.verification, endpoints, verifiedRegistries(config));
+    return {
+      commit: () => {
+        this.#config = config;
+        if (this.#verifier === undefined) this.#build(config, endpoints);
+        else {
+          this.#endpoints = endpoints;
+          this.#verifier.configure(config.verification, endpoints, verifiedRegistries(config));
+        }
+      },
+    };
+  }
+
+  /** Prepare and commit at once (a config that only this component reads); false when rejected. */
+  async reload(config: Config): Promise<boolean> {
+    const prepared = await this.prepare(config);
+    if ('problems' in prepared) {
+      this.#deps.log.error({ problems: prepared.problems }, 'registry settings rejected; the previous ones stay in force');
+      return false;
     }
+    prepared.commit();
+    return true;
   }
 
   /** Forget a cached answer (after a copy made the image present). */

@@ -83,3 +83,32 @@ t.test('KubeConfig: a missing file or no config at all is a clear error', async 
   await writeFile(join(dir, 'config.yaml'), CONFIG);
   await t.rejects(serve(serveOptions(dir, { noKube: false, kubeconfig: join(dir, 'nope') })), KubeConfigError);
 });
+
+t.test('a reload applies identity.serviceAccountWaitMs to the next lookups', async (t) => {
+  const api = await startKubeApi();
+  t.teardown(() => api.close());
+  api.put({ kind: 'Namespace', metadata: { name: 'mirrorgate' } });
+  api.put({ kind: 'Namespace', metadata: { name: 'team-a' } });
+  const dir = await tempDir(t);
+  const configPath = join(dir, 'config.yaml');
+  const withWait = (ms: number): string => `${CONFIG}identity:\n  serviceAccountWaitMs: ${ms}\n`;
+  await writeFile(configPath, withWait(100));
+  const logs = new LogSink();
+  const running = await serve(serveOptions(dir, { configPath, noKube: false, kubeconfig: await kubeconfigFor(api), logDestination: logs }));
+  t.teardown(() => running.shutdown('test over'));
+  const kube = running.kube;
+  if (!kube) throw new Error('kube expected');
+  await waitFor('caches synced', () => kube.namespaces.synced() && kube.serviceAccounts.synced());
+  // The direct GET of an unknown ServiceAccount hangs longer than either bound: the log says which bound cut it.
+  const lookupBound = async (account: string): Promise<unknown> => {
+    api.onNext({ method: 'GET', path: `/serviceaccounts/${account}`, delayMs: 2000 });
+    const before = logs.find('service account lookup failed; answering unknown').length;
+    await running.app.inject({ method: 'POST', url: '/mutate', payload: review({ namespace: 'team-a', object: { metadata: {}, spec: { serviceAccountName: account, containers: [{ name: 'app', image: 'nginx:1' }] } } }).body });
+    return logs.find('service account lookup failed; answering unknown')[before]?.waitMs;
+  };
+  t.equal(await lookupBound('ghost-1'), 100, 'as started');
+  await writeFile(configPath, withWait(300));
+  await waitFor('the reload', () => logs.find('config reloaded').length === 1, 15_000);
+  t.equal(await lookupBound('ghost-2'), 300, 'the reloaded bound');
+  t.equal(logs.find('config rejected; the last good config stays in force').length, 0);
+});

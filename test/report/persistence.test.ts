@@ -133,6 +133,21 @@ t.test('flushes periodically, and not when nothing changed', async (t) => {
   t.equal(puts(), before, 'no write while nothing changed');
 });
 
+t.test('a reloaded flushSeconds applies to the next writes', async (t) => {
+  const { api, store } = await cluster(t);
+  const a = replica(store, 'pod-a', { flushSeconds: 3600 });
+  await a.persister.start();
+  t.teardown(() => a.persister.stop());
+  a.admit(1);
+  const reads = (): number => api.requests.filter((r) => r.method === 'GET').length;
+  const before = reads();
+  a.persister.setFlushSeconds(0.05);
+  await waitFor('a periodic flush at the new interval', () => rewrittenIn(api, 'pod-a') === 1);
+  t.ok(reads() > before, 'written by the timer, not by start()');
+  a.admit(2);
+  await waitFor('the next one', () => rewrittenIn(api, 'pod-a') === 3);
+});
+
 t.test('stop writes the final counts, also those recorded while a flush was in flight', async (t) => {
   const { api, store } = await cluster(t);
   const a = replica(store, 'pod-a');
