@@ -12,7 +12,7 @@ import { stringify as stringifyYaml } from 'yaml';
 import { rotationPolicy, type RotationPolicy } from './core/rotation.js';
 import { KubeConfigError } from './kube/errors.js';
 import type { Report } from './report/rewrites.js';
-import { createLogger, flushLogger } from './logger.js';
+import { closeLogger, createLogger } from './logger.js';
 import { fetchReport } from './report/fetch.js';
 import { copyCommands, formatTable, pendingImages, worklistCsv } from './report/format.js';
 import type { ReportContext } from './report/worklist.js';
@@ -20,7 +20,8 @@ import { commandHelp, commandUsage, overview, parseCommand, UsageError, wantsHel
 import { ConfigError } from './config/schema.js';
 import { loadConfigFile } from './config/watch.js';
 import { decideRewrite } from './core/rules.js';
-import { judgeImage, judgeRef } from './core/policy.js';
+import { decideImage, ruleLabel } from './core/decide.js';
+import { judgeRef } from './core/policy.js';
 import { serve } from './serve.js';
 import { BlobLocations, copyImage, parsePlatform, type CopyResult } from './copy/copier.js';
 import { fetchMissing, missingFrom } from './copy/missing.js';
@@ -236,10 +237,10 @@ async function cmdServe(args: string[], io: Io): Promise<number> {
   }
   const stop = (signal: string): void => {
     running.shutdown(signal).then(
-      () => flushLogger(running.log).then(() => process.exit(0)),
+      () => closeLogger(running.log).then(() => process.exit(0)),
       (err: unknown) => {
         running.log.error({ err }, 'shutdown failed');
-        void flushLogger(running.log).then(() => process.exit(1));
+        void closeLogger(running.log).then(() => process.exit(1));
       },
     );
   };
@@ -256,9 +257,8 @@ async function cmdRewrite(args: string[], io: Io): Promise<number> {
   const { config } = await loadConfigFile(requireConfig(values));
   let failed = false;
   const results = positionals.map((image) => {
-    const d = decideRewrite(config.ruleSet, image);
-    const final = d.kind === 'rewrite' ? d.rewritten : image;
-    const verdict = config.policy ? judgeImage(config.policy, final) : { allowed: true as const };
+    const { rewrite: d, final, verdict: judged } = decideImage(config, image);
+    const verdict = judged ?? { allowed: true as const };
     if (d.kind === 'invalid' || !verdict.allowed) failed = true;
     // Each field one fact: decision and reason are codes, detail and policyMessage prose.
     return {
@@ -267,7 +267,7 @@ async function cmdRewrite(args: string[], io: Io): Promise<number> {
       reason: d.kind === 'unchanged' ? d.reason : d.kind === 'invalid' ? 'invalid-reference' : null,
       detail: d.kind === 'invalid' ? d.reason : d.kind === 'unchanged' ? (d.detail ?? null) : null,
       result: final,
-      rule: d.kind === 'rewrite' ? `rules[${d.rule.index}] ${d.rule.from.source} -> ${d.rule.targets.map((x) => x.to.source).join(', ')}${d.rule.verify ? ' (verify)' : ''}` : null,
+      rule: d.kind === 'rewrite' ? ruleLabel(d.rule, { verify: true }) : null,
       policy: verdict.allowed ? (config.policy ? 'allowed' : 'none') : 'denied',
       policyMessage: verdict.allowed ? null : verdict.message,
     };

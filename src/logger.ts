@@ -1,4 +1,5 @@
 /** pino logger: JSON lines, fixed messages, secrets redacted. */
+import { hostname } from 'node:os';
 import { pino, type Logger } from 'pino';
 
 export type { Logger };
@@ -24,28 +25,56 @@ const REDACT = [
  */
 function stdoutDestination(): pino.DestinationStream {
   const dest = pino.destination({ dest: 1, sync: true, minLength: 8192 });
-  setInterval(() => {
+  const timer = setInterval(() => {
     try {
       dest.flush();
     } catch {
       // stdout gone (the pipe closed): nothing to do.
     }
-  }, 250).unref();
+  }, 250);
+  timer.unref();
+  flushTimers.set(dest, timer);
   return dest;
 }
 
+/** The flush timer of each stdout destination, cleared by {@link closeLogger}. */
+const flushTimers = new WeakMap<pino.DestinationStream, NodeJS.Timeout>();
+
+/** pino's base fields, set explicitly so the fast line writer knows them. */
+const BASE = { pid: process.pid, hostname: hostname() };
+
+/** Where each logger made here writes, for the fast line writer (no pino internals read). */
+const destinations = new WeakMap<Logger, pino.DestinationStream>();
+
 /** Without a destination, logs go to stdout in batches (see stdoutDestination). */
 export function createLogger(opts: { level?: string; destination?: pino.DestinationStream } = {}): Logger {
-  return pino(
+  const destination = opts.destination ?? stdoutDestination();
+  const log = pino(
     {
       name: 'mirrorgate',
+      base: BASE,
       level: opts.level ?? 'info',
       redact: { paths: REDACT, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
     },
-    opts.destination ?? stdoutDestination(),
+    destination,
   );
+  destinations.set(log, destination);
+  return log;
+}
+
+/**
+ * Done with a logger made by {@link createLogger}: write out what is buffered and clear
+ * its flush timer (stdout itself stays open; later lines are written when the buffer fills
+ * or at {@link flushLogger}).
+ */
+export async function closeLogger(log: Logger): Promise<void> {
+  await flushLogger(log);
+  const dest = destinations.get(log);
+  if (dest === undefined) return;
+  clearInterval(flushTimers.get(dest));
+  flushTimers.delete(dest);
 }
 
 /** Write out buffered log lines (before process.exit). */
@@ -73,12 +102,16 @@ export type LineFields = Readonly<Record<string, string | number | boolean | und
  * pino. The level is read at each call, so a reloaded `logLevel` applies at once.
  */
 export function infoLineWriter(log: Logger, msg: string): (fields: LineFields) => void {
-  const internals = log as unknown as Record<symbol, unknown>;
-  const stream = internals[pino.symbols.streamSym] as pino.DestinationStream;
+  const stream = destinations.get(log);
+  // A logger made elsewhere (a child): pino's own path, same output.
+  if (stream === undefined) return (fields) => log.info(fields, msg);
+  // What pino writes after the time: its base fields (pid, hostname), then the logger's own (`name`).
+  let bindings = '';
+  for (const [key, value] of Object.entries({ ...BASE, ...log.bindings() })) bindings += `,${JSON.stringify(key)}:${JSON.stringify(value)}`;
   const tail = `,"msg":${JSON.stringify(msg)}}\n`;
   return (fields) => {
     if (!log.isLevelEnabled('info')) return;
-    let line = `{"level":"info","time":"${new Date().toISOString()}"${internals[pino.symbols.chindingsSym] as string}`;
+    let line = `{"level":"info","time":"${new Date().toISOString()}"${bindings}`;
     for (const key in fields) {
       const value = fields[key];
       if (value !== undefined) line += `,${JSON.stringify(key)}:${JSON.stringify(value)}`;

@@ -191,7 +191,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
       observers.push({
         name: 'pull-secrets',
         observe: ({ request, evaluation }) =>
-          kube.afterAdmission({ namespace: request.namespace, dryRun: request.dryRun, patched: evaluation.response.patch !== undefined, operations: evaluation.plan?.operations }),
+          kube.afterAdmission({ namespace: request.namespace, dryRun: request.dryRun, patched: evaluation.response.patch !== undefined, addedPullSecrets: evaluation.plan?.addedPullSecrets }),
       });
     }
 

@@ -53,3 +53,10 @@ t.test('a destination that throws does not fail the caller', async (t) => {
   const log = createLogger({ level: 'info', destination: broken });
   t.doesNotThrow(() => infoLineWriter(log, 'admission')({ uid: 'u' }));
 });
+
+t.test('a child logger (not made by createLogger) gets the same line through pino', async (t) => {
+  const sink = new LogSink();
+  const child = createLogger({ level: 'info', destination: sink }).child({ component: 'kube' });
+  infoLineWriter(child, 'admission')({ uid: 'u-c', rewrites: 1 });
+  t.match(sink.lines, [{ level: 'info', component: 'kube', uid: 'u-c', rewrites: 1, msg: 'admission' }]);
+});

@@ -1,5 +1,5 @@
 /**
- * Copy one image between registries, digest-exact, over the distribution API (DESIGN §2
+ * Copy one image between registries, digest-exact, over the distribution API (README,
  * "Copying images into the mirror"): manifests byte for byte (children by digest before
  * their index, then the tag), blobs skipped when present, mounted from another repository
  * of the same registry when we know one holds them, otherwise streamed from the source

@@ -1,5 +1,5 @@
 /**
- * The copy list from a running instance: `GET <url>/report` (DESIGN §2 "Background
+ * The copy list from a running instance: `GET <url>/report` (README, "The
  * report"), whose registry entries carry `missing`, the images a verified rule found
  * missing from the mirror (fully qualified source references).
  */

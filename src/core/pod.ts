@@ -171,6 +171,11 @@ export type ContainerAction =
   | 'opted-out' // the pod's rewrite annotation is "false"
   | 'invalid'; // the reference does not parse
 
+/** A rewrite made (enforce) or that would be made (audit): the one predicate for both. */
+export function isRewrite(d: { readonly action: ContainerAction }): boolean {
+  return d.action === 'rewritten' || d.action === 'would-rewrite';
+}
+
 export interface ContainerDecision {
   readonly container: ContainerView;
   readonly action: ContainerAction;
@@ -210,6 +215,8 @@ export interface Plan {
   readonly toVerify: readonly string[];
   /** The platforms those targets must hold (`os/arch[/variant]`); empty: any manifest. */
   readonly platforms?: readonly string[] | undefined;
+  /** Pull secrets the operations add to the pod, by name (what replication must provide). */
+  readonly addedPullSecrets?: readonly string[] | undefined;
 }
 
 /** Warnings beyond this many are summarised in one line (the API server drops some when there are many). */
@@ -329,7 +336,7 @@ function planPodOnce(input: PlanInput, settings: Settings, verify?: VerifyAnswer
   const judged = decisions.map((dec): ContainerDecision => {
     if (settings.policy === undefined || dec.final === undefined) return dec;
     const finalImage = dec.action === 'would-rewrite' ? (dec.target as string) : dec.final;
-    const finalRef = dec.action === 'would-rewrite' || dec.action === 'rewritten' ? dec.targetRef : dec.sourceRef;
+    const finalRef = isRewrite(dec) ? dec.targetRef : dec.sourceRef;
     const verdict = finalRef ? judgeRef(settings.policy, finalRef, finalImage) : judgeImage(settings.policy, finalImage);
     if (verdict.allowed) return dec;
     let why = verdict.message;
@@ -345,7 +352,7 @@ function planPodOnce(input: PlanInput, settings: Settings, verify?: VerifyAnswer
   const auditAnnotations: Record<string, string> = {};
   const operations: Operation[] = [];
   const violations = judged.filter((d) => d.violation !== undefined);
-  const rewrites = judged.filter((d) => d.action === 'rewritten' || d.action === 'would-rewrite');
+  const rewrites = judged.filter(isRewrite);
 
   for (const d of judged) {
     const n = d.rule?.targets.length ?? 1;
@@ -355,7 +362,7 @@ function planPodOnce(input: PlanInput, settings: Settings, verify?: VerifyAnswer
       const what = lacks === undefined ? '' : ` for ${lacks}`;
       warnings.push(`mirrorgate: ${containerLabel(d.container.name)}: ${d.original ?? ''} is not in ${n > 1 ? `any of the ${n} mirrors` : 'the mirror'} yet${what}; kept`);
     }
-    if ((d.action === 'rewritten' || d.action === 'would-rewrite') && (d.targetIndex ?? 0) > 0 && d.rule !== undefined) {
+    if (isRewrite(d) && (d.targetIndex ?? 0) > 0 && d.rule !== undefined) {
       // A fallback served: say which, and that the ones before it did not hold the image.
       const i = d.targetIndex ?? 0;
       warnings.push(`mirrorgate: ${containerLabel(d.container.name)}: served by target ${i + 1} of ${n}, ${d.rule.targets[i]?.target ?? ''}; earlier targets absent or unreachable`);
@@ -439,20 +446,23 @@ function planPodOnce(input: PlanInput, settings: Settings, verify?: VerifyAnswer
   if (rewrites.length > 0) {
     auditAnnotations.rewritten = JSON.stringify(Object.fromEntries(rewrites.map((d) => [d.container.name, d.final])));
   }
+  let addedPullSecrets: string[] = [];
   if (operation === 'CREATE') {
     const annotations: Record<string, string> = { ...wiring.annotations };
     if (rewrites.length > 0) annotations[ANNOTATION_ORIGINAL_IMAGES] = originalImagesValue(pod, rewrites);
     const multi = rewrites.filter((d) => (d.rule?.targets.length ?? 1) > 1);
     if (multi.length > 0) annotations[ANNOTATION_SERVED_BY] = servedByValue(pod, multi);
     operations.push(...annotationOps(pod, annotations));
-    operations.push(...pullSecretOps(pod, judged, settings.pullSecrets, ctx));
+    const secrets = pullSecretsToAdd(pod, judged, settings.pullSecrets, ctx);
+    operations.push(...pullSecretOps(pod, secrets));
+    addedPullSecrets = secrets;
     operations.push(...wiring.operations);
     warnings.push(...wiring.warnings);
     for (const p of wiring.problems) warnings.push(`mirrorgate: ${p}`);
     if (wiring.unknown !== undefined) warnings.push(wiring.unknown);
     if (wiring.applied.length > 0) auditAnnotations.wired = wiring.applied.join(',');
   }
-  return { skipped: undefined, decisions: judged, operations, warnings: summarise(warnings), auditAnnotations, denial: undefined, toVerify };
+  return { skipped: undefined, decisions: judged, operations, warnings: summarise(warnings), auditAnnotations, denial: undefined, toVerify, addedPullSecrets };
 }
 
 function decision(
@@ -573,7 +583,8 @@ function servedByValue(pod: PodView, rewrites: readonly ContainerDecision[]): st
   return JSON.stringify(record);
 }
 
-function pullSecretOps(pod: PodView, decisions: readonly ContainerDecision[], pullSecrets: readonly PullSecret[], ctx: ScopeContext): Operation[] {
+/** The pull secrets the pod needs and does not list yet. */
+function pullSecretsToAdd(pod: PodView, decisions: readonly ContainerDecision[], pullSecrets: readonly PullSecret[], ctx: ScopeContext): string[] {
   if (pullSecrets.length === 0) return [];
   // Every image the pod will run, not only the ones in scope: a secret is needed as
   // long as any container pulls from its registry.
@@ -592,7 +603,10 @@ function pullSecretOps(pod: PodView, decisions: readonly ContainerDecision[], pu
   }
   const needed = secretsNeeded(pullSecrets, refs, ctx);
   const have = new Set(pod.imagePullSecrets ?? []);
-  const missing = needed.filter((n) => !have.has(n));
+  return needed.filter((n) => !have.has(n));
+}
+
+function pullSecretOps(pod: PodView, missing: readonly string[]): Operation[] {
   if (missing.length === 0) return [];
   if (pod.imagePullSecrets === undefined) {
     return [{ op: 'add', path: '/spec/imagePullSecrets', value: missing.map((name) => ({ name })) }];

@@ -9,7 +9,7 @@ import { ReflectedCache } from './reflector.js';
 
 export type NamespaceModeLabel = 'audit' | 'off' | 'enforce';
 
-/** The namespace label `mirrorgate.io/mode` (DESIGN §3 "Annotations and labels"). */
+/** The namespace label `mirrorgate.io/mode` (README, "Install on a cluster"). */
 export const MODE_LABEL = 'mirrorgate.io/mode';
 
 /** What admission needs of Namespaces. */

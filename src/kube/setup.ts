@@ -16,13 +16,6 @@ import { ServiceAccountCache } from './service-accounts.js';
 /** The config's `pullSecrets` entries, as far as replication cares. */
 export type PullSecretConfig = readonly { readonly name: string; readonly copyFrom?: string | undefined }[];
 
-/** A JSON Patch operation as the core plans it. */
-interface PatchOperation {
-  readonly op: string;
-  readonly path: string;
-  readonly value?: unknown;
-}
-
 export interface KubeSetupOptions {
   /** `--kubeconfig FILE`; in-cluster or the default config when undefined. */
   readonly kubeconfig: string | undefined;
@@ -107,10 +100,10 @@ export class KubeRuntime {
    * After an admission: when the answer added replicated pull secrets to the pod, make
    * sure the namespace has them. Never throws, never waits. Dry runs leave no trace.
    */
-  afterAdmission(event: { namespace: string; dryRun: boolean; patched: boolean; operations: readonly PatchOperation[] | undefined }): void {
+  afterAdmission(event: { namespace: string; dryRun: boolean; patched: boolean; addedPullSecrets: readonly string[] | undefined }): void {
     const replicator = this.#replicator;
-    if (!replicator || event.dryRun || !event.patched || !event.operations) return;
-    for (const name of addedPullSecrets(event.operations)) {
+    if (!replicator || event.dryRun || !event.patched || !event.addedPullSecrets) return;
+    for (const name of event.addedPullSecrets) {
       const source = this.#copyFrom.get(name);
       if (source !== undefined) replicator.ensure(event.namespace, name, source);
     }
@@ -130,18 +123,4 @@ export class KubeRuntime {
   async stop(): Promise<void> {
     await Promise.all([this.serviceAccounts.stop(), this.namespaces.stop(), this.nodes.stop(), this.#replicator?.stop()]);
   }
-}
-
-/** Names of pull secrets added by these operations (`/spec/imagePullSecrets`, `.../-`). */
-export function addedPullSecrets(operations: readonly PatchOperation[]): string[] {
-  const names: string[] = [];
-  const nameOf = (v: unknown): void => {
-    if (typeof v === 'object' && v !== null && typeof (v as { name?: unknown }).name === 'string') names.push((v as { name: string }).name);
-  };
-  for (const op of operations) {
-    if (op.op !== 'add') continue;
-    if (op.path === '/spec/imagePullSecrets' && Array.isArray(op.value)) op.value.forEach(nameOf);
-    else if (op.path.startsWith('/spec/imagePullSecrets/')) nameOf(op.value);
-  }
-  return names;
 }

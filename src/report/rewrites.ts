@@ -14,7 +14,7 @@
  * never crowds out the copy list; the hourly trend (trend.ts) keeps at most 168 points.
  * So the report stays within a few megabytes whatever the traffic, typically kilobytes.
  */
-import type { ContainerDecision, Mode } from '../core/pod.js';
+import { isRewrite, type ContainerDecision, type Mode } from '../core/pod.js';
 import { formatReference, parseReference } from '../core/reference.js';
 import { clip } from '../core/text.js';
 import type { Workload } from '../core/workload.js';
@@ -283,7 +283,7 @@ export class ReportCache {
         }
         for (const t of d.rule.targets) addTarget(e, t.target, this.#budget);
       }
-      if (d.rule !== undefined && (d.action === 'rewritten' || d.action === 'would-rewrite')) {
+      if (d.rule !== undefined && isRewrite(d)) {
         addServed(e, d.rule.targets[d.targetIndex ?? 0]?.target ?? d.rule.target, 1, this.#budget);
       }
       // Progress over time, as the page measures it: a denied pod ran nothing.

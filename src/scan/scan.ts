@@ -6,8 +6,9 @@
  */
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { judgeImage, type Policy } from '../core/policy.js';
-import { decideRewrite, type RuleSet } from '../core/rules.js';
+import type { Policy } from '../core/policy.js';
+import { decideImage, ruleLabel } from '../core/decide.js';
+import type { RuleSet } from '../core/rules.js';
 import { findDockerfileImages } from './dockerfile.js';
 import { findManifestImages } from './manifests.js';
 
@@ -169,9 +170,7 @@ function assess(settings: ScanSettings, site: Site): Omit<Finding, 'file' | 'lin
   if (site.templated) {
     return { image: site.image, registry: null, status: 'templated', rewritten: null, rule: null, policy: 'none', thirdParty: false, rewritable: false, note };
   }
-  const d = decideRewrite(settings.ruleSet, site.image);
-  const final = d.kind === 'rewrite' ? d.rewritten : site.image;
-  const verdict = settings.policy ? judgeImage(settings.policy, final) : undefined;
+  const { rewrite: d, verdict } = decideImage(settings, site.image);
   const policy = verdict === undefined ? 'none' : verdict.allowed ? 'allowed' : 'denied';
   const thirdParty = d.kind === 'rewrite' || policy === 'denied';
   if (d.kind === 'invalid') {
@@ -188,7 +187,7 @@ function assess(settings: ScanSettings, site: Site): Omit<Finding, 'file' | 'lin
     registry: d.ref.registry,
     status: 'rewrite',
     rewritten: d.rewritten,
-    rule: `rules[${d.rule.index}] ${d.rule.from.source} -> ${d.rule.targets.map((x) => x.to.source).join(', ')}`,
+    rule: ruleLabel(d.rule),
     policy,
     thirdParty,
     rewritable: site.edit !== undefined,

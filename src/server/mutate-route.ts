@@ -16,7 +16,7 @@ import {
   type AdmissionResponse,
   type Evaluation,
 } from '../core/admission.js';
-import type { IdentityInput, Mode, VerifyAnswers } from '../core/pod.js';
+import { isRewrite, type ContainerDecision, type IdentityInput, type Mode, type VerifyAnswers } from '../core/pod.js';
 import type { AdmissionObserver, NamespaceInfo, NodePlatforms, ServiceAccountInfo, ServiceAccountLookup, Verifier } from '../ports.js';
 import { parsePlatform, type Platform } from '../core/platforms.js';
 import type { ConfigSource } from '../config/watch.js';
@@ -262,12 +262,7 @@ function record(deps: MutateDeps, evaluation: Evaluation, mode: Mode): void {
   }
 }
 
-/** A rewrite made (enforce) or that would be made (audit). */
-function isRewrite(d: { readonly action: string }): boolean {
-  return d.action === 'rewritten' || d.action === 'would-rewrite';
-}
-
-function rewriteCount(decisions: readonly { readonly action: string }[]): number {
+function rewriteCount(decisions: readonly ContainerDecision[]): number {
   let n = 0;
   for (const d of decisions) if (isRewrite(d)) n++;
   return n;

@@ -1,5 +1,5 @@
 /**
- * The mirror check of verified rewrites ("Mirror verification" in DESIGN.md): does the
+ * The mirror check of verified rewrites ("Mirror verification" in the README): does the
  * target registry hold the rewritten reference? It sits on the admission path, so:
  * - all references of one admission are asked in parallel and waited for under one
  *   deadline, `min(verification.timeoutMs, budget from ?timeout=)`; what has not answered

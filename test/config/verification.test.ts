@@ -30,7 +30,7 @@ t.test('refreshSeconds and pinDigest: the README example is valid and compiled a
   t.equal(validateConfig({ rules: [{ from: 'docker.io', to: 'm.example.com/hub', verify: true }] }).ruleSet.rules[0]?.pinDigest, false, 'off by default');
 });
 
-t.test('the DESIGN example is valid and compiled as written', async (t) => {
+t.test('the README example is valid and compiled as written', async (t) => {
   const c = validateConfig({
     rules: [{ from: 'docker.io', to: 'mirror.example.com/dockerhub', verify: true }],
     registries: {

@@ -174,11 +174,13 @@ t.test('pull secrets', async (t) => {
     const p = pod({ containers: [{ name: 'a', image: 'nginx' }] });
     const r = plan(p, s);
     t.same(applied(p, r.operations).spec.imagePullSecrets, [{ name: 'mirror-pull' }]);
+    t.same(r.addedPullSecrets, ['mirror-pull'], 'the plan names what it added');
   });
   t.test('appended to existing entries, never duplicated', async (t) => {
     const p = pod({ imagePullSecrets: [{ name: 'team' }, { name: 'mirror-pull' }], containers: [{ name: 'a', image: 'nginx' }, { name: 'b', image: 'gcr.io/x/y:1' }] });
     const r = plan(p, s);
     t.same(applied(p, r.operations).spec.imagePullSecrets, [{ name: 'team' }, { name: 'mirror-pull' }, { name: 'ar-pull' }]);
+    t.same(r.addedPullSecrets, ['ar-pull'], 'only the one it added');
   });
   t.test('needed by an image already on the mirror', async (t) => {
     const p = pod({ containers: [{ name: 'a', image: 'mirror.example.com/dockerhub/library/nginx:1' }] });

@@ -6,7 +6,6 @@
 import t from 'tap';
 import { loadKubeClient } from '../../src/kube/client.js';
 import { COPIED_FROM_ANNOTATION, MANAGED_BY_LABEL, PullSecretReplicator } from '../../src/kube/pull-secret-replicator.js';
-import { addedPullSecrets } from '../../src/kube/setup.js';
 import { createLogger } from '../../src/logger.js';
 import { LogSink } from '../support/app.js';
 import { kubeconfigFor, startKubeApi, waitFor, type KubeApi, type KubeObject } from '../support/kube-api.js';
@@ -117,11 +116,3 @@ t.test('failures never throw: a missing namespace or source is logged, and retri
   t.ok(api.get('secrets', 'no-such-ns', 'mirror-pull'), 'existing copies stay');
 });
 
-t.test('addedPullSecrets reads the names the admission patch added', async (t) => {
-  const cases = [
-    { name: 'new list', ops: [{ op: 'add', path: '/spec/imagePullSecrets', value: [{ name: 'a' }, { name: 'b' }] }], want: ['a', 'b'] },
-    { name: 'appended', ops: [{ op: 'add', path: '/spec/imagePullSecrets/-', value: { name: 'c' } }], want: ['c'] },
-    { name: 'images only', ops: [{ op: 'replace', path: '/spec/containers/0/image', value: 'x' }], want: [] },
-  ];
-  for (const c of cases) t.same(addedPullSecrets(c.ops), c.want, c.name);
-});

@@ -51,7 +51,7 @@ async function getReport(running: Running): Promise<Report> {
   return res.json<Report>();
 }
 
-t.test('GET /report: counts by source registry, as DESIGN shows them; dryRun leaves no trace', async (t) => {
+t.test('GET /report: counts by source registry, as the README shows them; dryRun leaves no trace', async (t) => {
   const running = await start(t);
   t.same((await getReport(running)).registries, {}, 'empty at first');
 
