@@ -76,6 +76,11 @@ export interface ServeOptions {
    * none when omitted.
    */
   readonly env?: Readonly<Record<string, string | undefined>> | undefined;
+  /**
+   * The clock cloud credentials expire by, in milliseconds (default `performance.now`):
+   * tests move it past a token's lifetime to see the next admission fetch a fresh one.
+   */
+  readonly credentialClock?: (() => number) | undefined;
   /** Log destination; stdout when omitted. */
   readonly logDestination?: import('pino').DestinationStream | undefined;
 }
@@ -140,7 +145,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
 
     // Registry client and verifier when some rule says `verify: true`; a missing CA or auth
     // file is a config error, at start (exit 2) and at reload (rejected as a whole).
-    const cloud = new CloudSources({ env: opts.env ?? {}, now, log });
+    const cloud = new CloudSources({ env: opts.env ?? {}, now: opts.credentialClock ?? now, log });
     const verification = await Verification.start(initial.config, { metrics, log, now, secrets, cloud });
     runtime.add({ name: 'verification', prepare: (next) => verification.prepare(next), stop: () => verification.close() });
 

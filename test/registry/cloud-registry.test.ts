@@ -8,7 +8,8 @@
  * - `mirrorgate copy` with each source (GKE metadata, Workload Identity Federation, IRSA,
  *   EKS Pod Identity, Azure Workload Identity);
  * - `verify: true` through POST /mutate of a running `serve()`, for all three clouds at once;
- * - expiry on a fake clock: the next copy gets fresh credentials;
+ * - expiry on a fake clock: the next copy, and the next verification through /mutate,
+ *   gets fresh credentials, for every flow;
  * - refusals reported with the registry and the step;
  * - no key or token in logs, metrics, the report or the CLI's output.
  */
@@ -303,6 +304,91 @@ void t.test('registry access with cloud identities', async (t) => {
     t.same(leaks(JSON.stringify(w.logs.lines)), [], 'no token in the logs');
     t.same(leaks(await w.metrics()), [], 'no token in the metrics');
     t.same(leaks(await w.report()), [], 'no token in the report');
+  });
+
+  /** Successful answers of each step of the flows these tests refresh. */
+  const steps = () => ({
+    sts: google.calls.filter((c) => c.what === 'sts' && c.status === 200).length,
+    impersonation: google.calls.filter((c) => c.what === 'impersonation' && c.status === 200).length,
+    podIdentity: aws.calls.filter((c) => c.what === 'pod-identity' && c.status === 200).length,
+    ecr: aws.calls.filter((c) => c.what === 'ecr' && c.status === 200).length,
+    entra: entra.calls.filter((c) => c.what === 'entra' && c.status === 200).length,
+    exchange: acr.calls.filter((c) => c.what === 'exchange' && c.status === 200).length,
+  });
+  const diff = (a: ReturnType<typeof steps>, b: ReturnType<typeof steps>): Record<string, number> =>
+    Object.fromEntries(Object.entries(b).map(([k, v]) => [k, v - a[k as keyof typeof a]]));
+  /** The identities whose refresh the first fake-clock test does not cover. */
+  const others = { ...env.wif, ...env.podIdentity, ...env.azure };
+
+  await t.test('expired credentials are fetched anew through copy: Workload Identity Federation with impersonation, EKS Pod Identity, Azure (fake clock)', async (t) => {
+    const cloud = new CloudSources({ env: others, now: clock.now });
+    const endpoints = await loadEndpoints(validateConfig({ registries: registries() }).registries, { log: { warn: () => undefined }, cloud });
+    const client = new RegistryClient({ now: clock.now });
+    t.teardown(() => client.close());
+    const copy = (cloudName: string, reg: { host: string }, tag: string) =>
+      copyImage(ref(`${src.host}/${cloudName}/app:v1`), ref(`${reg.host}/refresh-others/${cloudName}/app:${tag}`), { client, endpoint: (h) => endpointFor(endpoints, h) });
+    for (const { cloud: name, reg } of clouds) await copy(name, reg, 'first');
+    const first = steps();
+    const granted = [gTokens, aTokens, zTokens].map((s) => s.requests.length);
+    // Past every lifetime the doubles issue: the old tokens are refused from here on.
+    clock.advance(13 * 3600_000);
+    t.ok(google.tokens.all.every((tok) => !google.accepts(tok)), 'every Google token issued so far is expired');
+    for (const { cloud: name, reg } of clouds) {
+      const r = await copy(name, reg, 'second');
+      t.equal(r.digest, digests[name], `${name}: copied with fresh credentials`);
+      t.equal(await headDigest(reg, `refresh-others/${name}/app`, 'second', checker), digests[name], `${name}: digest-exact in the registry`);
+    }
+    t.same(diff(first, steps()), { sts: 1, impersonation: 1, podIdentity: 1, ecr: 1, entra: 1, exchange: 1 }, 'each step of each flow ran once more');
+    t.ok([gTokens, aTokens, zTokens].every((s, i) => s.requests.slice(granted[i]).every((q) => q.status === 200)), 'no token request was refused: nothing expired was sent');
+  });
+
+  await t.test('verify: true through /mutate after expiry: Workload Identity Federation with impersonation, EKS Pod Identity and Azure fetch fresh credentials (fake clock)', async (t) => {
+    const rules = clouds.map(({ cloud, reg }) => ({ from: `${src.host}/${cloud}`, to: `${reg.host}/expiry`, verify: true }));
+    for (const reg of [gReg, aReg, zReg]) {
+      for (const name of ['before', 'after']) await pushImage(reg, `expiry/${name}`, 'v1', { auth: checker, content: `${name} in ${reg.host}` });
+    }
+    const configPath = await file('expiry-mutate.yaml', JSON.stringify({ logLevel: 'debug', rules, registries: registries(), verification: { timeoutMs: 10_000, platforms: 'off' } }));
+    const logs = new LogSink();
+    const running = await serve(serveOptions(path.join(dir, 'expiry-mutate'), { configPath, logDestination: logs, env: others, credentialClock: clock.now }));
+    t.teardown(() => running.shutdown('test over'));
+    const ca = await readFile(path.join(dir, 'expiry-mutate', 'certs', 'ca.crt'), 'utf8');
+    const agent = new Agent({ keepAlive: true, ca });
+    t.teardown(() => agent.destroy());
+    const admit = async (name: string) => {
+      const { uid, body } = review({ object: { metadata: { generateName: 'app-' }, spec: { containers: clouds.map(({ cloud }) => ({ name: cloud, image: `${src.host}/${cloud}/${name}:v1` })) } } });
+      const res = await postJson<{ response: { uid: string; allowed: boolean; patch?: string; warnings?: string[] } }>(`${running.url}/mutate?timeout=10s`, ca, body, agent);
+      t.equal(res.json.response.uid, uid);
+      return res.json.response;
+    };
+    // Each admission checks a repository not seen before, so it needs a registry token, and
+    // so the cloud credential that token is asked for with.
+    const rewritten = (res: { patch?: string }, name: string): void => {
+      const patch = patchOf(res) ?? [];
+      for (const [i, { cloud, reg }] of clouds.entries()) {
+        t.ok(
+          patch.some((op) => JSON.stringify(op) === JSON.stringify({ op: 'replace', path: `/spec/containers/${i}/image`, value: `${reg.host}/expiry/${name}:v1` })),
+          `${cloud}: ${name}:v1 found in the mirror, rewritten`,
+        );
+      }
+    };
+    const before = await admit('before');
+    rewritten(before, 'before');
+    t.same(before.warnings ?? [], [], 'no warning before expiry');
+    const first = steps();
+    const granted = [gTokens, aTokens, zTokens].map((s) => s.requests.length);
+
+    clock.advance(13 * 3600_000);
+    const after = await admit('after');
+    rewritten(after, 'after');
+    t.same(after.warnings ?? [], [], 'no warning after expiry: the credentials were not refused');
+    t.same(diff(first, steps()), { sts: 1, impersonation: 1, podIdentity: 1, ecr: 1, entra: 1, exchange: 1 }, 'each step of each flow ran once more');
+    t.ok([gTokens, aTokens, zTokens].every((s, i) => s.requests.length > granted[i]! && s.requests.slice(granted[i]).every((q) => q.status === 200)), 'every cloud asked its token server again, and nothing expired was sent');
+    const fetched = logs.find('registry credentials fetched');
+    for (const reg of [gReg, aReg, zReg]) t.equal(fetched.filter((l) => l.registry === reg.host).length, 2, `${reg.host}: fetched twice, before and after expiry`);
+    const metrics = await getText(`${running.metricsUrl}/metrics`);
+    for (const reg of [gReg, aReg, zReg]) t.equal(metricSample(metrics, `mirrorgate_registry_credential_failures_total{registry="${reg.host}"}`), 0, `${reg.host}: no credential failure`);
+    t.same(leaks(JSON.stringify(logs.lines)), [], 'no token in the logs');
+    t.same(leaks(metrics), [], 'no token in the metrics');
   });
 
   await t.test('a refused exchange is reported as such, naming the registry and the step', async (t) => {
