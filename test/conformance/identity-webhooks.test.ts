@@ -111,6 +111,11 @@ for (const suite of SUITES) {
           if (c.sameAt !== undefined) t.equal(firstMismatch(a.pod, c.sameAt), undefined, 'the rest as upstream');
         }
         if (c.expect.denied !== undefined && !a.allowed) t.ok(a.message !== undefined && a.message.length > 0, 'a message');
+        if (a.allowed && typeof c.pod === 'object') {
+          // reinvocationPolicy: IfNeeded: the patched pod may come back; nothing changes then.
+          const again = await admit(c.config, a.pod, accounts, c.namespace);
+          t.same(again.pod, a.pod, 'a second pass over the final pod changes nothing');
+        }
       });
     }
   });
