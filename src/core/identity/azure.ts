@@ -1,7 +1,8 @@
 /**
- * Azure workload identity, compatible with Azure/azure-workload-identity: a pod labelled
- * `azure.workload.identity/use: "true"` gets the projected token and the env the Azure
- * SDKs read. Pure.
+ * Azure workload identity, compatible with Azure/azure-workload-identity v1.6.0 (v1.5.1
+ * with `layout: v1.5`; checked by test/conformance/identity-webhooks.test.ts): a pod
+ * labelled `azure.workload.identity/use: "true"` gets the projected token and the env the
+ * Azure SDKs read. Pure.
  */
 import { parseGoInt, quoted, splitNames, type PlanResult, type ProviderWiring } from './common.js';
 import { isObject, type JsonObject } from '../json.js';

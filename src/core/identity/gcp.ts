@@ -1,6 +1,7 @@
 /**
  * GCP Workload Identity Federation for clusters outside GKE, compatible with
- * pfnet-research/gcp-workload-identity-federation-webhook in its "direct" injection mode:
+ * pfnet-research/gcp-workload-identity-federation-webhook v0.7.0 (checked by
+ * test/conformance/identity-webhooks.test.ts), always in its "direct" injection mode:
  * the external_account credential configuration travels in a pod annotation and reaches
  * the containers through a downwardAPI volume, so nothing must exist in the namespace
  * beforehand and no init container (with its own image) is added. Pure.
