@@ -1,0 +1,3 @@
+module mirrorgate.invalid/scripts/conformance/reference
+
+go 1.24
