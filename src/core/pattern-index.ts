@@ -10,6 +10,7 @@
  * what matches. Hosts are keyed lowercased, as hosts compare. Pure.
  */
 import type { RegistryPattern } from './patterns.js';
+import { normaliseRegistryHost } from './reference.js';
 
 interface Node<T> {
   readonly values: T[];
@@ -26,7 +27,7 @@ export class PatternIndex<T> {
 
   add(pattern: RegistryPattern, value: T): void {
     const roots = pattern.wildcard ? this.#wildcard : this.#exact;
-    const host = pattern.host.toLowerCase();
+    const host = normaliseRegistryHost(pattern.host);
     let at: Node<T> | undefined = roots.get(host);
     if (at === undefined) {
       at = node<T>();
@@ -45,7 +46,8 @@ export class PatternIndex<T> {
 
   /** The trees whose host pattern can match `registry`: its exact host and every `*.suffix`. */
   #roots(registry: string): Node<T>[] {
-    const host = registry.toLowerCase();
+    // As matchLength compares hosts: ASCII case folded, index.docker.io is docker.io.
+    const host = normaliseRegistryHost(registry);
     const roots: Node<T>[] = [];
     const exact = this.#exact.get(host);
     if (exact) roots.push(exact);

@@ -1,7 +1,7 @@
 /** Text forms of the report for `mirrorgate report`. */
 import { dirname } from 'node:path';
 import type { RegistrySettings } from '../config/schema.js';
-import { parseReference } from '../core/reference.js';
+import { parseReference, registrySettingsKey } from '../core/reference.js';
 import type { Report } from './rewrites.js';
 import { workItems, type ReportContext, type WorkItem } from './worklist.js';
 
@@ -55,7 +55,7 @@ function q(s: string): string {
 /** How a copy tool must reach one registry, from `registries.<host>`. */
 function settingsFor(ref: string, registries: Readonly<Record<string, RegistrySettings>>): RegistrySettings | undefined {
   const p = parseReference(ref);
-  return p.ok ? registries[p.ref.registry] : undefined;
+  return p.ok ? registries[registrySettingsKey(p.ref.registry)] : undefined;
 }
 
 /**

@@ -1,6 +1,9 @@
 /**
  * The background report: an in-memory record of admission decisions keyed by source
- * registry. It answers "which registries and images still come from outside, what was
+ * registry, the host as rules and policy compare it (`normaliseRegistryHost`: DNS is
+ * case-insensitive, so `DOCKER.IO/evil` and `docker.io/library/nginx` are pulled from one
+ * registry and counted in one row); each image is kept as written, which is what the
+ * runtime pulls. It answers "which registries and images still come from outside, what was
  * rewritten, what would be (audit), what was denied, what is missing from the mirror".
  *
  * Memory is bounded whatever the traffic: at most `maxRegistries` entries (the rest are
@@ -15,7 +18,7 @@
  * So the report stays within a few megabytes whatever the traffic, typically kilobytes.
  */
 import { isRewrite, type ContainerDecision, type Mode } from '../core/pod.js';
-import { formatReference, parseReference } from '../core/reference.js';
+import { formatReference, normaliseRegistryHost, parseReference } from '../core/reference.js';
 import { clip } from '../core/text.js';
 import type { Workload } from '../core/workload.js';
 import { countTrend, mergeTrend, sanitiseTrend, type TrendPoint } from './trend.js';
@@ -273,8 +276,9 @@ export class ReportCache {
       if (d.original === undefined || d.sourceRegistry === undefined) continue;
       // An invalid reference can be of any size: it is kept cut, with its length.
       const image = d.sourceRef ? formatReference(d.sourceRef) : clip(d.original, MAX_INVALID_KEPT);
-      const e = this.#entry(d.sourceRegistry, at);
-      const key = this.#entries.get(d.sourceRegistry) === e ? d.sourceRegistry : OTHER;
+      const registry = normaliseRegistryHost(d.sourceRegistry);
+      const e = this.#entry(registry, at);
+      const key = this.#entries.get(registry) === e ? registry : OTHER;
       if (d.rule !== undefined) {
         // One primary target per entry (entries are bounded by maxRegistries): charged, and always kept.
         if (e.target !== d.rule.target) {
@@ -364,7 +368,7 @@ export class ReportCache {
   /** Record the outcome of a background copy into the mirror. */
   recordCopy(sourceRegistry: string, original: string, ok: boolean): void {
     const image = qualified(original);
-    const e = this.#entry(sourceRegistry, this.now().toISOString());
+    const e = this.#entry(normaliseRegistryHost(sourceRegistry), this.now().toISOString());
     if (ok) {
       e.copied++;
       this.#unlist(e.missing, image);
@@ -377,7 +381,9 @@ export class ReportCache {
 
   /** Restore counts persisted by an earlier run of this replica (or adopted from a gone one). */
   absorb(report: Report): void {
-    for (const [registry, incoming] of Object.entries(report.registries)) {
+    for (const [written, incoming] of Object.entries(report.registries)) {
+      // A report kept by an older version may name one registry in several spellings.
+      const registry = written === OTHER ? OTHER : normaliseRegistryHost(written);
       const known = this.#entries.get(registry);
       // #entry stamps lastSeen with the time given: older stored counts must not move it back.
       const e = this.#entry(registry, known === undefined || incoming.lastSeen > known.lastSeen ? incoming.lastSeen : known.lastSeen);
@@ -455,7 +461,9 @@ export function mergeReports(reports: readonly Report[], now: Date, limits: Repo
   const budgets = { lists: { used: 0, max: limits.maxChars }, usage: { used: 0, max: limits.maxUsageChars } };
   const minute = minuteOf(now);
   for (const r of reports) {
-    for (const [k, e] of Object.entries(r.registries)) {
+    for (const [written, e] of Object.entries(r.registries)) {
+      // Replicas of an older version may name one registry in several spellings.
+      const k = written === OTHER ? OTHER : normaliseRegistryHost(written);
       const into = (registries[k] ??= emptyEntry(e.firstSeen));
       mergeEntry(into, e, limits, undefined, budgets, minute);
     }

@@ -4,6 +4,7 @@
  * allowed registry. Pure functions of the report and what the config says about registries.
  */
 import type { RegistrySettings } from '../config/schema.js';
+import { normaliseRegistryHost } from '../core/reference.js';
 import type { CopyTool } from './format.js';
 import type { Report, RegistryEntry } from './rewrites.js';
 import { recentCounts } from './usage.js';
@@ -45,7 +46,7 @@ export interface WorkItem {
 export function mirrorHosts(report: Report): Set<string> {
   const hosts = new Set<string>();
   for (const e of Object.values(report.registries)) {
-    for (const t of [e.target, ...(e.targets ?? []), ...Object.keys(e.served)]) if (t) hosts.add(t.split('/')[0] ?? t);
+    for (const t of [e.target, ...(e.targets ?? []), ...Object.keys(e.served)]) if (t) hosts.add(normaliseRegistryHost(t.split('/')[0] ?? t));
   }
   return hosts;
 }

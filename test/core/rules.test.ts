@@ -29,6 +29,9 @@ const cases: { name: string; image: string; expect: string | { kind: 'unchanged'
   // `DOCKER.IO/nginx` is repository `nginx` (no `library/`), as distribution reads it.
   { name: 'uppercase Docker Hub spelling keeps its repository', image: 'DOCKER.IO/nginx:1', expect: 'mirror.example.com/dockerhub/nginx:1' },
   { name: 'uppercase host matches a path rule', image: 'DOCKER.IO/library/busybox:1', expect: 'mirror.example.com/bb:1' },
+  // The legacy name in capitals is still Docker Hub's host (repository `nginx`, as written).
+  { name: 'uppercase legacy Docker Hub host matches the docker.io rule', image: 'INDEX.DOCKER.IO/nginx:2', expect: 'mirror.example.com/dockerhub/nginx:2' },
+  { name: 'mixed-case legacy Docker Hub host matches a path rule', image: 'Index.Docker.IO/library/busybox:1', expect: 'mirror.example.com/bb:1' },
   { name: 'user image on Docker Hub', image: 'bitnami/redis:7.2', expect: 'mirror.example.com/dockerhub/bitnami/redis:7.2' },
   { name: 'digest kept byte for byte', image: `nginx@${D}`, expect: `mirror.example.com/dockerhub/library/nginx@${D}` },
   { name: 'tag and digest kept', image: `nginx:1.25@${D}`, expect: `mirror.example.com/dockerhub/library/nginx:1.25@${D}` },

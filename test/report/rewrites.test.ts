@@ -5,7 +5,7 @@ import { compilePolicy } from '../../src/core/policy.js';
 import { escapeHtml, renderReportHtml, reportCsp } from '../../src/report/html.js';
 import { copyCommand, copyCommands, CSV_HEADER, formatTable, pendingImages, worklistCsv } from '../../src/report/format.js';
 import { progress, workItems } from '../../src/report/worklist.js';
-import { mergeReports, parseReport, ReportCache } from '../../src/report/rewrites.js';
+import { mergeReports, parseReport, REPORT_SCHEMA_VERSION, ReportCache } from '../../src/report/rewrites.js';
 
 function settings(): Settings {
   const rules = compileRules([
@@ -278,4 +278,40 @@ t.test('budget is given back when an image leaves a list, so churn never starves
   const e = cache.snapshot().registries['quay.io'];
   t.equal(e?.missing.length, 0);
   t.equal(e?.missingOverflow, 0, 'every missing image was listed, none dropped for lack of budget');
+});
+
+t.test('one row per registry whatever the host case, as rules and policy compare hosts; images as the runtime pulls them', async (t) => {
+  const cache = new ReportCache(now, 'enforce');
+  // DOCKER.IO/evil is repository evil on host DOCKER.IO (no library/): the runtime pulls
+  // exactly that; the host is docker.io's, as DNS and the rules read it.
+  cache.record(decisions(['nginx:1', 'DOCKER.IO/evil:1', 'Docker.IO/library/nginx:1', 'INDEX.DOCKER.IO/nginx:2', 'Quay.IO/acme/app:1'], 'audit'), 'team-a');
+  const r = cache.snapshot();
+  t.same(Object.keys(r.registries), ['docker.io', 'quay.io'], 'DOCKER.IO, Docker.IO and INDEX.DOCKER.IO are docker.io; Quay.IO is quay.io');
+  const hub = r.registries['docker.io'];
+  t.equal(hub?.wouldRewrite, 4, 'all four counted in one row (the rule from: docker.io matches them all)');
+  t.same(hub?.images, ['docker.io/library/nginx:1', 'DOCKER.IO/evil:1', 'Docker.IO/library/nginx:1', 'INDEX.DOCKER.IO/nginx:2'], 'each image as written');
+  t.equal(hub?.pending['DOCKER.IO/evil:1'], 'mirror.example.com/dockerhub/evil:1', 'repository evil, never library/evil');
+  t.match(r.registries['quay.io'], { images: ['Quay.IO/acme/app:1'] });
+
+  cache.recordCopy('QUAY.IO', 'Quay.IO/acme/app:1', true);
+  t.equal(cache.snapshot().registries['quay.io']?.copied, 1, 'a copy is counted in the same row');
+
+  // A report kept by an older version, keyed as written, folds into the same rows.
+  const old = new ReportCache(now, 'enforce');
+  old.absorb({ schemaVersion: REPORT_SCHEMA_VERSION, trend: [], generatedAt: '2026-11-22T09:00:00.000Z', mode: 'enforce', registries: { 'DOCKER.IO': { ...structuredClone(hub!), wouldRewrite: 1, images: ['DOCKER.IO/evil:1'], pending: {} } } });
+  old.absorb(cache.snapshot());
+  t.same(Object.keys(old.snapshot().registries), ['docker.io', 'quay.io']);
+  t.equal(old.snapshot().registries['docker.io']?.wouldRewrite, 5);
+  const merged = mergeReports([cache.snapshot(), { schemaVersion: REPORT_SCHEMA_VERSION, trend: [], generatedAt: '', mode: 'enforce', registries: { 'Docker.IO': structuredClone(hub!) } }], now());
+  t.same(Object.keys(merged.registries), ['docker.io', 'quay.io'], 'replicas merge into one row per registry');
+  t.equal(merged.registries['docker.io']?.wouldRewrite, 8);
+});
+
+t.test('copy commands find registries.<host> settings whatever the host case', async (t) => {
+  const registries = { 'quay.io': { insecure: true } } as unknown as Parameters<typeof copyCommand>[3];
+  t.equal(copyCommand('Quay.IO/acme/app:1', 'mirror.example.com/quay/acme/app:1', 'crane', registries), 'crane copy --insecure Quay.IO/acme/app:1 mirror.example.com/quay/acme/app:1');
+  t.equal(copyCommand('QUAY.IO/acme/app:1', 'mirror.example.com/quay/acme/app:1', 'skopeo', registries), 'skopeo copy --all --preserve-digests --src-tls-verify=false docker://QUAY.IO/acme/app:1 docker://mirror.example.com/quay/acme/app:1');
+  // The config keeps registries.<host> under registrySettingsKey: Docker Hub's under docker.io.
+  const hub = { 'docker.io': { insecure: true } } as unknown as Parameters<typeof copyCommand>[3];
+  t.match(copyCommand('INDEX.DOCKER.IO/nginx:1', 'mirror.example.com/dockerhub/nginx:1', 'crane', hub), /--insecure/, 'Docker Hub settings for any of its spellings');
 });
