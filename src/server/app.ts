@@ -21,6 +21,8 @@ export interface ServerDeps extends MutateDeps {
   readonly draining?: (() => boolean) | undefined;
   /** Request body bytes in flight at once (default 16 MiB, see limits.ts). */
   readonly bodyBudget?: number | undefined;
+  /** Deadline for a request's headers (default 10 s, see limits.ts). */
+  readonly headersTimeoutMs?: number | undefined;
   /** Starts a request's receive deadline (default `setTimeout`, unref'd); tests pass a fake. */
   readonly setTimer?: ((fn: () => void, ms: number) => { clear(): void }) | undefined;
   readonly readiness: Readiness;
@@ -53,7 +55,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   if (deps.https) options.https = { ...deps.https, connectionsCheckingInterval: 1000 };
   const app = Fastify(options as FastifyServerOptions) as unknown as FastifyInstance;
   // The API server sends its headers at once; a client that dribbles them holds a socket.
-  if (deps.https) app.server.headersTimeout = HEADERS_TIMEOUT_MS;
+  if (deps.https) app.server.headersTimeout = deps.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
   installLimits(app, { bodyLimit: BODY_LIMIT, bodyBudget: deps.bodyBudget, draining: deps.draining, setTimer: deps.setTimer, onRefused: (why) => deps.metrics.requestsRefused.inc({ reason: why }) });
 
   app.removeAllContentTypeParsers();

@@ -5,6 +5,7 @@
  * The timer is the test's: nothing here depends on how fast the machine is.
  */
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import t from 'tap';
 import { validateConfig } from '../../src/config/schema.js';
 import { createLogger } from '../../src/logger.js';
@@ -12,6 +13,7 @@ import { createMetrics } from '../../src/metrics.js';
 import { buildServer } from '../../src/server/app.js';
 import { DEFAULT_RECEIVE_MS, MAX_RECEIVE_MS } from '../../src/server/limits.js';
 import { EXAMPLE, LogSink, review } from '../support/app.js';
+import { makeTestPki } from '../support/certs.js';
 
 interface FakeTimer {
   readonly ms: number;
@@ -108,4 +110,36 @@ t.test('a request not received when its deadline fires is closed and counted; th
   t.ok(second.cleared, 'its deadline was cleared once the body was in');
   second.fire();
   t.match(await metrics.registry.metrics(), /mirrorgate_requests_refused_total\{reason="deadline"\} 1/, 'not counted again');
+});
+
+t.test('headers that do not arrive within their deadline: 408 and the connection closed', async (t) => {
+  // Node enforces it on its own clock (checked every second); a short deadline keeps the test short.
+  const pki = makeTestPki();
+  const config = validateConfig(EXAMPLE);
+  const app = buildServer({
+    config: { current: () => config },
+    metrics: createMetrics({ defaultMetrics: false }),
+    log: createLogger({ level: 'error', destination: new LogSink() }),
+    now: () => performance.now(),
+    readiness: { notReadyReasons: () => [], degraded: () => [] },
+    https: { key: pki.key, cert: pki.cert },
+    headersTimeoutMs: 1000,
+  });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  t.teardown(() => app.close());
+  t.equal(app.server.headersTimeout, 1000);
+  const address = app.server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : 0;
+  const answer = await new Promise<string>((resolve) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port, ca: pki.caCert, servername: 'localhost' }, () => {
+      // Half the headers, then nothing.
+      socket.write('POST /mutate HTTP/1.1\r\nHost: localhost\r\n');
+    });
+    let text = '';
+    socket.on('data', (d: Buffer) => (text += d.toString('utf8')));
+    socket.once('close', () => resolve(text));
+    // The server closes right after its 408: the client may see a reset instead of the answer.
+    socket.on('error', () => undefined);
+  });
+  t.ok(answer === '' || /^HTTP\/1.1 408/.test(answer), `closed${answer === '' ? '' : ' after a 408 Request Timeout'}`);
 });
