@@ -116,3 +116,14 @@ t.test('a huge value is quoted only cut, with its length, and problems are cappe
     t.match(m, /\(and \d+ more problems\)/);
   }
 });
+
+t.test('an alias bomb is a config error, not a document expanded in memory', async (t) => {
+  // Seven levels of ten aliases each would expand to ten million entries.
+  let text = 'rules: &a [x, x, x, x, x, x, x, x, x, x]\n';
+  let previous = 'a';
+  for (const key of ['b', 'c', 'd', 'e', 'f', 'g']) {
+    text += `exclude${key}: &${key} [${Array.from({ length: 10 }, () => `*${previous}`).join(', ')}]\n`;
+    previous = key;
+  }
+  t.throws(() => parseConfig(text, 'bomb.yaml'), { name: 'ConfigError', message: /\(syntax\): Excessive alias count/ });
+});
