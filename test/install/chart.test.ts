@@ -202,6 +202,18 @@ t.test('config: every section of the webhook\'s config file goes through as give
   t.match(bad.stderr, /logLevel/, 'a bad config value fails helm install');
 });
 
+t.test('NOTES.txt: how to wait, open the report and switch to enforce, for this release', async (t) => {
+  // helm renders NOTES only on install; a client-side dry run needs no cluster.
+  const r = await helm(['install', 'gate', CHART, '--namespace', 'infra', '--dry-run=client']);
+  t.equal(r.code, 0, r.stderr);
+  const notes = r.stdout.slice(r.stdout.indexOf('NOTES:'));
+  t.match(notes, 'kubectl -n infra rollout status deploy/gate-mirrorgate');
+  t.match(notes, 'kubectl -n infra port-forward svc/gate-mirrorgate 9090:9090');
+  t.match(notes, 'http://127.0.0.1:9090/report.html');
+  t.match(notes, 'mirrorgate report --kubeconfig ~/.kube/config --namespace infra');
+  t.match(notes, 'helm upgrade gate CHART -n infra --reset-then-reuse-values --set config.mode=enforce', 'upgrade names the chart and keeps new defaults');
+});
+
 t.test('values.schema.json refuses bad values', async (t) => {
   const bad: [string[], RegExp][] = [
     [['config.mode=nonsense'], /config\/mode/],
