@@ -4,7 +4,8 @@
  * validation accepted every env var, mount and projected token volume mirrorgate added
  * (next to the ServiceAccount admission plugin's own kube-api-access volume). Also: a
  * ServiceAccount created a moment before its pod, an annotation changed after start, a
- * namespace in audit, and kubectl debug, which is never wired.
+ * namespace in audit, a second webhook whose sidecar makes the server call mirrorgate again
+ * (the second pass adds nothing twice), and UPDATE and kubectl debug, never wired.
  *
  * (A pod naming a ServiceAccount that does not exist never reaches a webhook here: the
  * API server's ServiceAccount admission plugin refuses it first. mirrorgate's answer for
@@ -12,9 +13,11 @@
  */
 import t from 'tap';
 import { azureVolumeName } from '../../src/core/identity/azure.js';
+import { getText, metricSample } from '../support/http.js';
 import { kubectl } from '../support/k8s-tools.js';
 import { realKubeTestOptions } from '../support/kube-apiserver.js';
-import { eventually, startRealCluster, type Obj } from '../support/real-cluster.js';
+import { eventually, kubectlApply, pod, startRealCluster, type Obj } from '../support/real-cluster.js';
+import { startSidecarWebhook } from '../support/sidecar-webhook.js';
 
 // This file starts a whole control plane (etcd, kube-apiserver, mirrorgate) on a machine
 // that may be busy: more than package.json's per-file 120 s, told to the runner.
@@ -28,6 +31,9 @@ const ANNOTATIONS = {
   'azure.workload.identity/tenant-id': '00000000-0000-0000-0000-0000000000aa',
 };
 
+const AWS_ENV = ['AWS_DEFAULT_REGION', 'AWS_REGION', 'AWS_ROLE_ARN', 'AWS_WEB_IDENTITY_TOKEN_FILE'];
+const GCP_ENV = ['GOOGLE_APPLICATION_CREDENTIALS', 'CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE', 'CLOUDSDK_CONFIG', 'CLOUDSDK_CORE_PROJECT'];
+const AZURE_ENV = ['AZURE_CLIENT_ID', 'AZURE_TENANT_ID', 'AZURE_FEDERATED_TOKEN_FILE', 'AZURE_AUTHORITY_HOST'];
 /** The mounts of the three clouds in pod `podName` (Azure v1.6.0 names its volume after the pod). */
 function mountsFor(podName: string): Record<string, string> {
   return {
@@ -67,11 +73,25 @@ t.test('Workload Identity through the real API server', realKubeTestOptions(), a
     identity: { aws: { region: 'us-east-1' }, serviceAccountWaitMs: 2000 },
   });
   t.teardown(() => cluster.stop());
-  const { kube } = cluster;
+  const { kube, mg } = cluster;
   for (const ns of ['team-a', 'team-audit']) {
     await kube.must('POST', '/api/v1/namespaces', { metadata: { name: ns, ...(ns === 'team-audit' ? { labels: { 'mirrorgate.io/mode': 'audit' } } : {}) } });
     await kube.must('POST', `/api/v1/namespaces/${ns}/serviceaccounts`, { metadata: { name: 'workload', annotations: ANNOTATIONS } });
   }
+  // Every pod in team-a also passes a second webhook (after mirrorgate) that adds a
+  // sidecar, so the server calls mirrorgate again on the wired pod: a second pass that added
+  // a volume twice would make the pod invalid, and one that added env twice would show.
+  const sidecar = await startSidecarWebhook('mesh', 'envoyproxy/envoy:v1.31.0');
+  t.teardown(() => sidecar.close());
+  await kubectlApply(kube, [sidecar.configuration('zz-sidecar', 'team-a')]);
+  await eventually('the sidecar webhook is called', async () => {
+    const a = await kube.must<Obj>('POST', '/api/v1/namespaces/team-a/pods?dryRun=All', pod('probe', 'nginx:1.27', { serviceAccountName: 'workload' }));
+    return (a.spec.containers as Obj[]).length === 2;
+  });
+  const lookups = async (): Promise<number> => {
+    const text = await getText(`${mg.metricsUrl}/metrics`);
+    return ['cache', 'direct', 'miss', 'error'].reduce((n, r) => n + metricSample(text, `mirrorgate_serviceaccount_lookups_total{result="${r}"}`), 0);
+  };
   const create = async (ns: string, body: Obj): Promise<Obj> => {
     await kube.must('POST', `/api/v1/namespaces/${ns}/pods`, body);
     return kube.must<Obj>('GET', `/api/v1/namespaces/${ns}/pods/${body.metadata.name as string}`);
@@ -94,7 +114,22 @@ t.test('Workload Identity through the real API server', realKubeTestOptions(), a
       AZURE_TENANT_ID: ANNOTATIONS['azure.workload.identity/tenant-id'],
       AZURE_FEDERATED_TOKEN_FILE: '/var/run/secrets/azure/wi/token/azure-identity-token',
     });
-    for (const c of [web, worker, proxy]) t.match(mountsOf(c), MOUNTS, `${c?.name as string}: the three clouds' mounts`);
+    for (const c of [web, worker, proxy]) {
+      t.match(mountsOf(c), MOUNTS, `${c?.name as string}: the three clouds' mounts`);
+      const names = Object.keys(envOf(c));
+      // The web container sets AWS_REGION itself: the region group is not half-added there.
+      for (const n of [...AWS_ENV.filter((e) => c !== web || !e.includes('REGION')), ...GCP_ENV, ...AZURE_ENV]) t.ok(names.includes(n), `${c?.name as string}: env ${n}`);
+    }
+    t.notOk(Object.keys(envOf(web)).includes('AWS_DEFAULT_REGION'), 'no AWS_DEFAULT_REGION where the container sets AWS_REGION');
+    const mesh = (stored.spec.containers as Obj[])[2];
+    t.equal(mesh?.name, 'mesh', 'the second webhook added its sidecar');
+    t.equal(mesh?.image, 'mirror.example.com/dockerhub/envoyproxy/envoy:v1.31.0', 'and the server called mirrorgate again (it rewrote the sidecar)');
+    for (const c of stored.spec.containers as Obj[]) {
+      const names = ((c.env ?? []) as Obj[]).map((e) => e.name as string);
+      t.same(names, [...new Set(names)], `${c.name as string}: no env var twice after the second pass`);
+      const mounts = ((c.volumeMounts ?? []) as Obj[]).map((m) => m.name as string);
+      t.same(mounts, [...new Set(mounts)], `${c.name as string}: no mount twice`);
+    }
     t.equal(proxy?.restartPolicy, 'Always', 'the native sidecar keeps restartPolicy');
     const volumes = Object.fromEntries((stored.spec.volumes as Obj[]).map((v) => [v.name, v]));
     for (const name of Object.keys(MOUNTS)) t.ok(volumes[name], `volume ${name}`);
@@ -149,7 +184,16 @@ t.test('Workload Identity through the real API server', realKubeTestOptions(), a
     t.notOk((stored.spec.volumes as Obj[]).some((v) => v.name in mountsFor('audited')));
   });
 
-  await t.test('kubectl debug on a wired pod: the ephemeral container is rewritten, never wired', async (t) => {
+  await t.test('UPDATE and kubectl debug on a wired pod: images rewritten, never wired, no ServiceAccount looked up', async (t) => {
+    const before = await kube.must<Obj>('GET', '/api/v1/namespaces/team-a/pods/web-1');
+    const looked = await lookups();
+    const patch = { spec: { containers: [{ name: 'worker', image: 'nginx:1.28' }] } };
+    const u = await kube.request('PATCH', '/api/v1/namespaces/team-a/pods/web-1', JSON.stringify(patch), 'application/strategic-merge-patch+json');
+    t.equal(u.status, 200, u.body);
+    const updated = await kube.must<Obj>('GET', '/api/v1/namespaces/team-a/pods/web-1');
+    t.equal(updated.spec.containers[1].image, 'mirror.example.com/dockerhub/library/nginx:1.28');
+    t.same(updated.spec.containers.map(envOf), before.spec.containers.map(envOf), 'UPDATE: no env added');
+    t.same(updated.spec.volumes, before.spec.volumes, 'UPDATE: no volume added');
     const r = await kubectl(['--kubeconfig', kube.adminKubeconfig, '-n', 'team-a', 'debug', 'web-1', '--image=busybox:1.36', '--container=debugger']);
     t.equal(r.code, 0, r.stderr);
     const stored = await kube.must<Obj>('GET', '/api/v1/namespaces/team-a/pods/web-1');
@@ -157,5 +201,6 @@ t.test('Workload Identity through the real API server', realKubeTestOptions(), a
     t.equal(debuggerC?.image, 'mirror.example.com/dockerhub/library/busybox:1.36');
     t.same(envOf(debuggerC), {});
     t.same(mountsOf(debuggerC), {});
+    t.equal(await lookups(), looked, 'no ServiceAccount lookup for either');
   });
 });
