@@ -1,7 +1,8 @@
 /**
  * `mirrorgate certs`, in-process through `main()`: offline files (`--out-dir`) with the
- * caBundle to paste, and against the loopback Kubernetes API (the Secret and the caBundle
- * of the MutatingWebhookConfiguration); usage and kubeconfig errors exit 2.
+ * caBundle to paste; usage and kubeconfig errors exit 2. Against a cluster (the Secret and
+ * the caBundle of the MutatingWebhookConfiguration) it is tested with the real API server
+ * in test/real/adapters.test.ts.
  */
 import { X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
@@ -10,8 +11,6 @@ import { join } from 'node:path';
 import t from 'tap';
 import { parse as parseYaml } from 'yaml';
 import { main } from '../src/cli.js';
-import { KEYS, TLS_SECRET } from '../src/kube/cert-rotation.js';
-import { kubeconfigFor, startKubeApi } from './support/kube-api.js';
 
 function capture(): { out: string[]; err: string[]; io: { out(l: string): void; err(l: string): void } } {
   const out: string[] = [];
@@ -56,49 +55,6 @@ t.test('--out-dir writes the CA and serving pair (0600), prints the caBundle, an
   t.match(again.out[0], /^kept /);
   t.equal(again.out[1], bundleLine, 'same caBundle');
   t.equal(await readFile(join(dir, 'tls.crt'), 'utf8'), cert, 'same certificate');
-});
-
-t.test('--kubeconfig creates the Secret and fills the caBundle (a dotted webhook name); a second run changes nothing', async (t) => {
-  const api = await startKubeApi();
-  t.teardown(() => api.close());
-  api.put({ kind: 'Namespace', metadata: { name: 'infra' } });
-  api.put({
-    apiVersion: 'admissionregistration.k8s.io/v1',
-    kind: 'MutatingWebhookConfiguration',
-    metadata: { name: 'gate.example.com' },
-    webhooks: [{ name: 'pods.gate.io', admissionReviewVersions: ['v1'], sideEffects: 'None', clientConfig: { service: { name: 'gate', namespace: 'infra' } } }],
-  });
-  const kubeconfig = await kubeconfigFor(api);
-  const args = ['certs', '--kubeconfig', kubeconfig, '--namespace', 'infra', '--service', 'gate', '--webhook-name', 'gate.example.com'];
-
-  const c = capture();
-  t.equal(await main(args, c.io), 0, c.err.join('\n'));
-  t.equal(c.out[0], 'applied: create, publish-bundle');
-  t.match(c.out[1], /^serving certificate valid until \d{4}-.*, CA until \d{4}-/);
-
-  const secret = api.get('secrets', 'infra', TLS_SECRET);
-  t.equal(secret?.type, 'kubernetes.io/tls');
-  const data = Object.fromEntries(Object.entries((secret?.data ?? {}) as Record<string, string>).map(([k, v]) => [k, unb64(v)]));
-  const leaf = new X509Certificate(data[KEYS.cert]!);
-  t.equal(leaf.checkHost('gate.infra.svc', { subject: 'never' }), 'gate.infra.svc');
-  const mwc = api.get('mutatingwebhookconfigurations', undefined, 'gate.example.com');
-  const [hook] = (mwc?.webhooks ?? []) as { clientConfig: { caBundle?: string } }[];
-  t.equal(unb64(hook?.clientConfig.caBundle).trim(), data[KEYS.ca]!.trim(), 'the caBundle is the CA of the Secret');
-
-  const again = capture();
-  t.equal(await main(args, again.io), 0);
-  t.equal(again.out[0], `Secret infra/${TLS_SECRET} and the caBundle of gate.example.com are current`);
-  t.equal(api.get('secrets', 'infra', TLS_SECRET)?.metadata.resourceVersion, secret?.metadata.resourceVersion, 'Secret untouched');
-});
-
-t.test('a missing webhook configuration is a runtime failure that names it', async (t) => {
-  const api = await startKubeApi();
-  t.teardown(() => api.close());
-  api.put({ kind: 'Namespace', metadata: { name: 'mirrorgate' } });
-  const c = capture();
-  t.equal(await main(['certs', '--kubeconfig', await kubeconfigFor(api)], c.io), 1);
-  t.match(c.err.join('\n'), /MutatingWebhookConfiguration mirrorgate not found/);
-  t.equal(api.get('secrets', 'mirrorgate', TLS_SECRET), undefined, 'nothing written before the configuration is found');
 });
 
 t.test('usage and kubeconfig errors exit 2', async (t) => {
