@@ -134,6 +134,8 @@ t.test('a webhook added without a caBundle gets it too', async (t) => {
   t.ok(all.every((b) => b !== '' && b === all[0]), 'all three carry the same bundle');
 });
 
+// Imitation only: the PATCH is held back so that a concurrent change lands in between
+// (a timing the real server cannot be made to show on demand).
 t.test('a concurrent change of the webhook configuration fails the patch test; reconcile re-reads and retries', async (t) => {
   const { api, store } = await setup(t);
   const now = new Date();

@@ -166,6 +166,7 @@ t.test('a serving certificate put beside the wrong key is replaced, never served
   await waitFor('served annotation follows', () => api.get('secrets', NS, TLS_SECRET)?.metadata.annotations?.[servedKey(REPLICA)]?.startsWith(fingerprint(now[KEYS.cert]!)));
 });
 
+// Imitation only: an API server that is down at start and comes up later (an outage).
 t.test('API down at start: serve retries and starts when the API comes up', async (t) => {
   const { api, dir, kubeconfig } = await setup(t);
   await api.stop();

@@ -29,6 +29,9 @@ async function tempDir(t: { teardown(fn: () => unknown): void }): Promise<string
   return dir;
 }
 
+// Imitation: the API server is stopped and started again mid-test (an outage) to show
+// degraded readiness without blocked admission. The audit label and replication are also
+// shown by the real API server (test/real/identity.test.ts, test/real/chart.test.ts).
 t.test('namespace audit label, pull-secret replication, degraded readiness', async (t) => {
   const api = await startKubeApi();
   t.teardown(() => api.close());

@@ -58,6 +58,7 @@ t.test('initial list: annotations of interest only, answered from the cache', as
   t.match(cache.status(), { synced: true, healthy: true });
 });
 
+// Imitation only: a watch cut mid-stream.
 t.test('a watch that drops resumes from its resourceVersion and sees later changes', async (t) => {
   const { api, cache } = await setup(t);
   api.put(ns('team-a'));
@@ -84,6 +85,7 @@ t.test('a watch that drops resumes from its resourceVersion and sees later chang
   t.equal(await cache.get('team-a', 'late'), undefined, 'deleted: unknown (404 on the direct GET)');
 });
 
+// Imitation only: the watch is held back and dropped so the pod certainly comes first.
 t.test('the ServiceAccount race: a miss in the cache, then a direct GET finds it', async (t) => {
   const { api, cache, metrics } = await setup(t);
   api.put(ns('team-a'));
@@ -132,6 +134,7 @@ t.test('an account the API does not know is asked for once per second, not once 
   t.same(await lookups(metrics), { cache: 1, direct: 0, miss: 22, error: 0 });
 });
 
+// Imitation only: a 500 answer and a held-back watch.
 t.test('a failing API is asked once per TTL; other accounts are not held back', async (t) => {
   let clock = 0;
   const { api, cache, metrics } = await setup(t, { now: () => clock, unknownTtlMs: 1000 });
@@ -154,6 +157,7 @@ t.test('a failing API is asked once per TTL; other accounts are not held back', 
   t.same(await lookups(metrics), { cache: 0, direct: 1, miss: 1, error: 11 });
 });
 
+// Imitation only: an expired watch history (410) on demand, and dropped watches.
 t.test('history expired (410): relist, whether as an ERROR event or an HTTP 410', async (t) => {
   for (const tooOldAs of ['event', 'http'] as const) {
     await t.test(tooOldAs, async (t) => {
@@ -174,6 +178,7 @@ t.test('history expired (410): relist, whether as an ERROR event or an HTTP 410'
   }
 });
 
+// Imitation only: an outage at start and later.
 t.test('API down at start: lookups answer unknown at once, readiness degraded, recovery when it comes up', async (t) => {
   const { api, cache, logs } = await setup(t);
   api.put(ns('team-a'));

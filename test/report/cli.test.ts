@@ -172,6 +172,7 @@ function key(registries: Record<string, unknown>): string {
   return JSON.stringify({ updatedAt: new Date().toISOString(), report: { generatedAt: new Date().toISOString(), mode: 'enforce', registries } });
 }
 
+// Imitation: ends with the API stopped (an outage) to show the exit code and message.
 t.test('report --kubeconfig: the merged report from the ConfigMap', async (t) => {
   const api = await startKubeApi();
   t.teardown(() => api.close());
