@@ -105,7 +105,7 @@ t.test('the namespace cache and scoped rules against the real API server', realK
       exclude: ['ghcr.io/acme/mirror-agent'],
       policy: { allowedRegistries: ['mirror.example.com', 'blue.example.com', 'green.example.com', 'quay.io'] },
     };
-    const { app } = testApp(raw, { namespaceLabels: (ns) => cache.labels(ns) });
+    const { app } = testApp(raw, { namespaces: { mode: () => undefined, labels: (ns) => cache.labels(ns) } });
     const admit = async (namespace: string, image: string, labels: Record<string, string> = {}) => {
       const { body } = review({ namespace, object: { metadata: { labels }, spec: { containers: [{ name: 'c', image }] } } });
       const res = await app.inject({ method: 'POST', url: '/mutate', headers: json, payload: body });
