@@ -12,8 +12,12 @@ import { REPORT_CONFIGMAP } from '../../src/kube/report-store.js';
 import type { Report } from '../../src/report/rewrites.js';
 import { serve, type Running, type ServeOptions } from '../../src/serve.js';
 import { review } from '../support/app.js';
-import { kubeconfigFor, startKubeApi, waitFor } from '../support/kube-api.js';
+import { realKubeTestOptions, startRealKube } from '../support/kube-apiserver.js';
+import { eventually } from '../support/real-cluster.js';
 import { serveOptions } from '../support/serve.js';
+
+// One test here starts a real etcd and kube-apiserver on a machine that may be busy.
+t.setTimeout(300_000);
 
 const CONFIG = `mode: enforce
 rules:
@@ -122,10 +126,11 @@ t.test('GET /report.html: self-contained, every value escaped', async (t) => {
   t.same([...links].filter((l) => l !== '#work' && l !== 'report' && l !== 'report.csv'), [], 'and to nothing else but itself');
 });
 
-t.test('with the Kubernetes API: /report is the merged view, shutdown flushes the final counts', async (t) => {
-  const api = await startKubeApi();
-  t.teardown(() => api.close());
-  api.put({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'mirrorgate' } });
+// Against the real API server (this file's other tests need no cluster).
+t.test('with the Kubernetes API: /report is the merged view, shutdown flushes the final counts', realKubeTestOptions(), async (t) => {
+  const kube = await startRealKube();
+  t.teardown(() => kube.stop());
+  await kube.must('POST', '/api/v1/namespaces', { metadata: { name: 'mirrorgate' } });
   // Another replica has written its counts a moment ago.
   const otherReport = {
     generatedAt: new Date().toISOString(),
@@ -134,9 +139,9 @@ t.test('with the Kubernetes API: /report is the merged view, shutdown flushes th
       'docker.io': { target: 'mirror.example.com/dockerhub', rewritten: 5, wouldRewrite: 0, denied: 0, skipped: 0, unchanged: 0, images: ['docker.io/library/busybox:1'], imagesOverflow: 0, missing: [], missingOverflow: 0, namespaces: ['team-z'], namespacesOverflow: 0, pending: {}, pendingOverflow: 0, copied: 0, copyFailed: 0, firstSeen: '2026-01-01T00:00:00.000Z', lastSeen: new Date().toISOString() },
     },
   };
-  api.put({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: REPORT_CONFIGMAP, namespace: 'mirrorgate' }, data: { 'pod-b': JSON.stringify({ updatedAt: new Date().toISOString(), report: otherReport }) } });
+  await kube.must('POST', '/api/v1/namespaces/mirrorgate/configmaps', { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: REPORT_CONFIGMAP, namespace: 'mirrorgate' }, data: { 'pod-b': JSON.stringify({ updatedAt: new Date().toISOString(), report: otherReport }) } });
 
-  const running = await start(t, { noKube: false, kubeconfig: await kubeconfigFor(api), replica: 'pod-a' });
+  const running = await start(t, { noKube: false, kubeconfig: kube.adminKubeconfig, replica: 'pod-a' });
   await admit(running, ['nginx:1.14.2']);
   await admit(running, ['nginx:1.14.2', 'quay.io/acme/app:2'], 'team-b');
 
@@ -150,7 +155,7 @@ t.test('with the Kubernetes API: /report is the merged view, shutdown flushes th
 
   await admit(running, ['nginx:1.14.2']);
   await running.shutdown('SIGTERM');
-  const data = (api.get('configmaps', 'mirrorgate', REPORT_CONFIGMAP)?.data ?? {}) as Record<string, string>;
+  const data = ((await kube.must<{ data?: Record<string, string> }>('GET', `/api/v1/namespaces/mirrorgate/configmaps/${REPORT_CONFIGMAP}`)).data ?? {});
   t.same(Object.keys(data).sort(), ['pod-a', 'pod-b']);
   const mine = JSON.parse(data['pod-a'] ?? '{}') as { report: Report };
   t.match(mine.report.registries['docker.io'], { rewritten: 3, namespaces: ['team-a', 'team-b'] });
@@ -158,7 +163,7 @@ t.test('with the Kubernetes API: /report is the merged view, shutdown flushes th
   t.equal((JSON.parse(data['pod-b'] ?? '{}') as { report: Report }).report.registries['docker.io']?.rewritten, 5, 'the other key is left alone');
 
   // A restart with the same replica name continues from the flushed counts.
-  const again = await start(t, { noKube: false, kubeconfig: await kubeconfigFor(api), replica: 'pod-a' });
-  await waitFor('reloaded', async () => (await getReport(again)).registries['docker.io']?.rewritten === 8);
+  const again = await start(t, { noKube: false, kubeconfig: kube.adminKubeconfig, replica: 'pod-a' });
+  await eventually('reloaded', async () => (await getReport(again)).registries['docker.io']?.rewritten === 8);
   t.pass('merged view after the restart: 3 + 5');
 });

@@ -12,8 +12,12 @@ import { createLogger } from '../../src/logger.js';
 import type { MutateDeps } from '../../src/server/mutate-route.js';
 import { Verification } from '../../src/verify/setup.js';
 import { LogSink, patchOf, review, testApp } from '../support/app.js';
-import { kubeconfigFor, startKubeApi, waitFor } from '../support/kube-api.js';
+import { realKubeTestOptions, startRealKube } from '../support/kube-apiserver.js';
+import { eventually } from '../support/real-cluster.js';
 import { pushImage, pushIndex, startRegistry } from '../support/registry.js';
+
+// One test here starts a real etcd and kube-apiserver on a machine that may be busy.
+t.setTimeout(300_000);
 
 const json = { 'content-type': 'application/json' };
 
@@ -157,26 +161,26 @@ t.test('platform-aware checks: an index counts only with every platform the pod 
     t.equal(imageOf(await admit(config('off'), 'armonly:1')), at('armonly:1'));
   });
 
-  t.test('nodes: the platforms of the cluster\'s nodes, from the node cache', async (t) => {
-    const api = await startKubeApi();
-    t.teardown(() => api.close());
+  // The node cache against the real API server (nodes created as the kubelets would register them).
+  t.test("nodes: the platforms of the cluster's nodes, from the node cache", realKubeTestOptions(), async (t) => {
+    const kube = await startRealKube();
+    t.teardown(() => kube.stop());
     const node = (name: string, arch: string) => ({ apiVersion: 'v1', kind: 'Node', metadata: { name, labels: { 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': arch } } });
-    api.put(node('a1', 'arm64'));
-    api.put(node('x1', 'amd64'));
-    const client = loadKubeClient({ file: await kubeconfigFor(api) });
+    await kube.must('POST', '/api/v1/nodes', node('a1', 'arm64'));
+    await kube.must('POST', '/api/v1/nodes', node('x1', 'amd64'));
+    const client = loadKubeClient({ file: kube.adminKubeconfig });
     const nodes = new NodeCache({ core: client.core, watch: client.watch, log: createLogger({ destination: new LogSink() }), backoff: { initialMs: 20, maxMs: 100 }, resyncMs: 0 }).start();
     t.teardown(() => nodes.stop());
-    t.equal(await nodes.waitForSync(5000), true);
-    const list = api.requests.find((r) => r.path === '/api/v1/nodes' && !r.watch);
-    t.ok(list, 'nodes are listed (RBAC: list, watch on nodes)');
+    t.equal(await nodes.waitForSync(30_000), true, 'nodes are listed and watched');
     const w = await webhook(config(), { nodes });
     t.teardown(() => w.verification.close());
     const kept = await w.admit('armonly:1');
     t.equal(imageOf(kept), undefined, 'an amd64 node exists: the arm64-only index is not enough');
     t.match(kept.response.warnings?.[0], 'for linux/amd64');
-    api.remove('nodes', undefined, 'x1');
-    await waitFor('amd64 node gone', () => nodes.platforms().length === 1);
+    await kube.must('DELETE', '/api/v1/nodes/x1');
+    await eventually('amd64 node gone', async () => nodes.platforms().length === 1);
     t.equal(imageOf(await w.admit('armonly:1')), at('armonly:1'), 'only arm64 nodes left: rewritten');
     t.equal(imageOf(await w.admit('single:1')), undefined, 'an amd64-only image is no use now');
   });
+
 });
