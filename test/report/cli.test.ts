@@ -3,6 +3,7 @@
  * cluster's ConfigMap (--kubeconfig), as a table, as JSON, the list of images still to
  * copy and the copy commands; usage errors exit 2, an unreachable instance exits 1.
  */
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,8 +13,11 @@ import { REPORT_CONFIGMAP } from '../../src/kube/report-store.js';
 import type { Report } from '../../src/report/rewrites.js';
 import { serve, type Running } from '../../src/serve.js';
 import { review } from '../support/app.js';
-import { kubeconfigFor, startKubeApi } from '../support/kube-api.js';
+import { realKubeTestOptions, startRealKube } from '../support/kube-apiserver.js';
 import { serveOptions } from '../support/serve.js';
+
+// One test here starts a real etcd and kube-apiserver on a machine that may be busy.
+t.setTimeout(300_000);
 
 // Audit mode: nothing is rewritten, so every matched image is still to be copied.
 const CONFIG = `mode: audit
@@ -172,18 +176,28 @@ function key(registries: Record<string, unknown>): string {
   return JSON.stringify({ updatedAt: new Date().toISOString(), report: { generatedAt: new Date().toISOString(), mode: 'enforce', registries } });
 }
 
-// Imitation: ends with the API stopped (an outage) to show the exit code and message.
-t.test('report --kubeconfig: the merged report from the ConfigMap', async (t) => {
-  const api = await startKubeApi();
-  t.teardown(() => api.close());
-  api.put({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'mg-system' } });
-  const kubeconfig = await kubeconfigFor(api);
+// Against the real API server, stopped at the end to show an unreachable cluster.
+t.test('report --kubeconfig: the merged report from the ConfigMap', realKubeTestOptions(), async (t) => {
+  const kube = await startRealKube();
+  t.teardown(() => kube.stop());
+  await kube.must('POST', '/api/v1/namespaces', { metadata: { name: 'mg-system' } });
+  // Outside the server's folder (which stop() removes), the CA inline: the same kubeconfig
+  // must still exist once the server is gone.
+  const kcDir = await mkdtemp(join(tmpdir(), 'mg-report-kc-'));
+  t.teardown(() => rm(kcDir, { recursive: true, force: true }));
+  const kc = JSON.parse(readFileSync(kube.adminKubeconfig, 'utf8')) as { clusters: { cluster: Record<string, string> }[] };
+  for (const c of kc.clusters) {
+    c.cluster['certificate-authority-data'] = readFileSync(c.cluster['certificate-authority'] as string).toString('base64');
+    delete c.cluster['certificate-authority'];
+  }
+  const kubeconfig = join(kcDir, 'kubeconfig');
+  await writeFile(kubeconfig, JSON.stringify(kc), { mode: 0o600 });
 
   const none = capture();
   t.equal(await main(['report', '--kubeconfig', kubeconfig, '--namespace', 'mg-system'], none.io), 1, 'no ConfigMap yet: exit 1');
   t.match(none.err.join('\n'), /no ConfigMap mirrorgate-report yet/);
 
-  api.put({
+  await kube.must('POST', '/api/v1/namespaces/mg-system/configmaps', {
     apiVersion: 'v1',
     kind: 'ConfigMap',
     metadata: { name: REPORT_CONFIGMAP, namespace: 'mg-system' },
@@ -211,7 +225,7 @@ t.test('report --kubeconfig: the merged report from the ConfigMap', async (t) =>
   t.equal(await main(['report', '--kubeconfig', kubeconfig, '--namespace', 'mg-system', '--copy-commands', 'skopeo'], s.io), 0);
   t.same(s.out, ['skopeo copy --all --preserve-digests docker://docker.io/library/redis:7 docker://mirror.example.com/dockerhub/library/redis:7']);
 
-  await api.stop();
+  await kube.stop();
   const down = capture();
   t.equal(await main(['report', '--kubeconfig', kubeconfig, '--namespace', 'mg-system'], down.io), 1, 'API down: exit 1');
   t.match(down.err.join('\n'), /^mirrorgate: .+/);
