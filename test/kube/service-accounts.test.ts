@@ -1,7 +1,10 @@
 /**
- * The ServiceAccount cache against the loopback Kubernetes API, through the real
- * client-node code: initial list, a dropped watch that resumes, changes after start,
- * the SA-created-just-before-the-pod race, 410 relists, and the API down at start.
+ * The ServiceAccount cache when the API misbehaves, against the loopback imitation
+ * (test/support/kube-api.ts), through the real client-node code: a dropped watch that
+ * resumes, the SA-created-just-before-the-pod race with the watch held back, 500s, 410
+ * relists, and the API down at start; each test says which fault it needs. The initial
+ * list, unknown accounts and the periodic resync run against the real API server in
+ * test/real/service-accounts.test.ts.
  */
 import t from 'tap';
 import { loadKubeClient } from '../../src/kube/client.js';
@@ -42,21 +45,6 @@ async function lookups(metrics: Metrics): Promise<Record<string, number>> {
 const directGets = (api: KubeApi): number => api.requests.filter((r) => r.method === 'GET' && !r.watch && /\/namespaces\/[^/]+\/serviceaccounts\/[^/]+$/.test(r.path)).length;
 const lists = (api: KubeApi): number => api.requests.filter((r) => r.path === '/api/v1/serviceaccounts' && !r.watch).length;
 
-t.test('initial list: annotations of interest only, answered from the cache', async (t) => {
-  const api = await startKubeApi();
-  api.put(ns('team-a'));
-  api.put(sa('team-a', 'default'));
-  api.put(sa('team-a', 'app', { 'eks.amazonaws.com/role-arn': 'arn:aws:iam::111122223333:role/app', 'kubectl.kubernetes.io/last-applied-configuration': '{"huge":true}' }));
-  const { cache, metrics } = await setup(t, { api });
-  t.equal(cache.synced(), false, 'not synced before start');
-  cache.start();
-  t.equal(await cache.waitForSync(5000), true);
-  t.same(await cache.get('team-a', 'app'), { namespace: 'team-a', name: 'app', annotations: { 'eks.amazonaws.com/role-arn': 'arn:aws:iam::111122223333:role/app' } });
-  t.same((await cache.get('team-a', 'default'))?.annotations, {});
-  t.equal(directGets(api), 0, 'no direct GET for cached accounts');
-  t.same(await lookups(metrics), { cache: 2, direct: 0, miss: 0, error: 0 });
-  t.match(cache.status(), { synced: true, healthy: true });
-});
 
 // Imitation only: a watch cut mid-stream.
 t.test('a watch that drops resumes from its resourceVersion and sees later changes', async (t) => {
@@ -111,28 +99,6 @@ t.test('the ServiceAccount race: a miss in the cache, then a direct GET finds it
   t.same(await lookups(metrics), { cache: 1, direct: 1, miss: 1, error: 1 });
 });
 
-t.test('an account the API does not know is asked for once per second, not once per admission', async (t) => {
-  let clock = 0;
-  const { api, cache, metrics } = await setup(t, { now: () => clock, unknownTtlMs: 1000 });
-  api.put(ns('team-a'));
-  cache.start();
-  await cache.waitForSync(5000);
-  for (let i = 0; i < 20; i++) t.equal(await cache.get('team-a', 'ghost'), undefined, `admission ${i}: unknown`);
-  t.equal(directGets(api), 1, 'one GET for 20 admissions');
-  clock += 999;
-  t.equal(await cache.get('team-a', 'ghost'), undefined);
-  t.equal(directGets(api), 1, 'still remembered just before the TTL ends');
-  clock += 2;
-  t.equal(await cache.get('team-a', 'ghost'), undefined);
-  t.equal(directGets(api), 2, 'asked again once the TTL is over');
-
-  // Created now: the watch delivers it and the cache answers before the memory does.
-  api.put(sa('team-a', 'ghost', { 'eks.amazonaws.com/role-arn': 'arn:aws:iam::1:role/ghost' }));
-  await waitFor('delivered by the watch', () => cache.cached('team-a', 'ghost') !== undefined);
-  t.same((await cache.get('team-a', 'ghost'))?.annotations, { 'eks.amazonaws.com/role-arn': 'arn:aws:iam::1:role/ghost' }, 'found within the TTL');
-  t.equal(directGets(api), 2);
-  t.same(await lookups(metrics), { cache: 1, direct: 0, miss: 22, error: 0 });
-});
 
 // Imitation only: a 500 answer and a held-back watch.
 t.test('a failing API is asked once per TTL; other accounts are not held back', async (t) => {
@@ -207,11 +173,3 @@ t.test('API down at start: lookups answer unknown at once, readiness degraded, r
   await waitFor('healthy again', () => cache.status().healthy);
 });
 
-t.test('periodic resync relists', async (t) => {
-  const { api, cache } = await setup(t, { resyncMs: 150 });
-  api.put(ns('team-a'));
-  cache.start();
-  await cache.waitForSync(5000);
-  await waitFor('relisted twice', () => lists(api) >= 3);
-  t.equal(cache.synced(), true);
-});
