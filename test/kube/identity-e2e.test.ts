@@ -3,12 +3,12 @@
  * against the loopback imitation (test/support/kube-api.ts) with `serve()` in-process.
  * Everything the real server shows (the three clouds wired and stored, the second pass of a
  * reinvocation, an annotation change, an audit namespace, UPDATE and ephemeral containers
- * never wired) is in test/real/identity.test.ts.
+ * never wired, a static mirror pod untouched) is in test/real/identity.test.ts.
  *
  * Here, each for the reason given at the test: the ServiceAccount race with the cache held
  * back (a delayed watch), a ServiceAccount that does not exist (the real server's
- * ServiceAccount admission plugin refuses such a pod before any webhook sees it), a static
- * mirror pod (only a kubelet creates those), and the API hanging or down (an outage).
+ * ServiceAccount admission plugin refuses such a pod before any webhook sees it), and the
+ * API hanging or down (an outage).
  */
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { Agent } from 'node:https';
@@ -193,14 +193,6 @@ t.test('identity wiring through /mutate against the loopback Kubernetes API', as
     t.equal(after.spec.volumes, undefined, 'nothing wired');
     t.same(envNames(after.spec.containers[1]), []);
     t.equal(await hook.lookups('miss'), misses + 1, 'mirrorgate_serviceaccount_lookups_total{result="miss"}');
-  });
-
-  // Imitation only: static mirror pods are created by a kubelet (none runs here).
-  await t.test('a static mirror pod is untouched', async (t) => {
-    const mirror = pod('workload', { annotations: { 'kubernetes.io/config.mirror': 'abc123' } });
-    const answer = await hook.admit({ namespace: 'team-a', object: mirror });
-    t.equal(answer.allowed, true);
-    t.equal(answer.patch, undefined);
   });
 
   // Imitation only: a hanging answer and an outage of the API server.

@@ -184,6 +184,16 @@ t.test('Workload Identity through the real API server', realKubeTestOptions(), a
     t.notOk((stored.spec.volumes as Obj[]).some((v) => v.name in mountsFor('audited')));
   });
 
+  await t.test('a static mirror pod (as a kubelet registers one) is stored untouched', async (t) => {
+    // A mirror pod may not name a ServiceAccount (the server refuses it): its namespace's default would drive the wiring.
+    const p = workloadPod('mirror-1', undefined);
+    p.metadata.annotations = { 'kubernetes.io/config.mirror': 'abc123' };
+    p.spec.nodeName = 'node-1';
+    const stored = await create('team-a', p);
+    t.equal(stored.spec.containers[0].image, 'nginx:1.14.2', 'not rewritten');
+    t.same(envOf(stored.spec.containers[1]), {}, 'not wired');
+  });
+
   await t.test('UPDATE and kubectl debug on a wired pod: images rewritten, never wired, no ServiceAccount looked up', async (t) => {
     const before = await kube.must<Obj>('GET', '/api/v1/namespaces/team-a/pods/web-1');
     const looked = await lookups();
