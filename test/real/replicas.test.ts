@@ -268,9 +268,10 @@ t.test('two replicas with managed certificates against one real API server', rea
     offsetMs = 0;
     await eventually('the serving certificate moved to the new CA', async () => fp((await tlsSecret(kube)).data['tls.crt'] as string) !== fp(oldLeaf.cert));
     await created(3);
+    // Retiring is two writes (the Secret, then the caBundle): wait for both.
     await eventually('the old CA retired', async () => {
       const s = await tlsSecret(kube);
-      return s.data['ca-previous.crt'] === undefined && s.data['ca-next.crt'] === undefined;
+      return s.data['ca-previous.crt'] === undefined && s.data['ca-next.crt'] === undefined && (await bundleFingerprints(kube)).length === 1;
     });
     const done = await tlsSecret(kube);
     t.equal(fp(done.data['ca.crt'] as string), fp(nextCa), 'the staged CA is the CA now');
