@@ -31,6 +31,7 @@ import {
 } from '../core/identity/gcp.js';
 import type { IdentitySettings } from '../core/identity/wiring.js';
 import type { Problem } from '../core/rules.js';
+import { isRecord } from '../core/json.js';
 
 export const IDENTITY_KEYS = ['aws', 'gcp', 'azure', 'onUnknownServiceAccount', 'serviceAccountWaitMs', 'onInvalidAnnotation'] as const;
 export const AWS_KEYS = ['enabled', 'region', 'tokenExpiration', 'audience', 'fsGroup', 'stsRegionalEndpoints'] as const;
@@ -39,9 +40,6 @@ export const AZURE_KEYS = ['enabled', 'authorityHost', 'tokenExpiration', 'audie
 
 type Raw = Record<string, unknown>;
 
-function isRecord(v: unknown): v is Raw {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 /** Collects problems; each reader returns the default when the value is absent or bad. */
 class Reader {

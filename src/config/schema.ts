@@ -13,6 +13,7 @@ import type { IdentitySettings } from '../core/identity/wiring.js';
 import { parsePlatform } from '../core/platforms.js';
 import { validateIdentityConfig, type IdentityLookup } from './identity.js';
 import type { Mode, OnUnreachable, Settings } from '../core/pod.js';
+import { isRecord } from '../core/json.js';
 
 export type FailurePolicy = 'Ignore' | 'Fail';
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
@@ -147,9 +148,6 @@ export class ConfigError extends Error {
 
 type Raw = Record<string, unknown>;
 
-function isRecord(v: unknown): v is Raw {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 class Checker {
   readonly problems: Problem[] = [];

@@ -6,6 +6,7 @@
  * platform in manifest`), so "the mirror has the tag" is not enough: an index counts only
  * if it has every platform the pod can run on, a single-platform image only for its own.
  */
+import { isRecord } from './json.js';
 
 /** The node labels the kubelet sets (https://kubernetes.io/docs/reference/labels-annotations-taints/). */
 export const OS_LABEL = 'kubernetes.io/os';
@@ -64,9 +65,6 @@ export function podPlatforms(available: readonly Platform[], nodeSelector: Reado
   return [...seen.keys()].sort().map((k) => seen.get(k) as Platform);
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function platformOf(v: unknown): Platform | undefined {
   if (!isRecord(v) || typeof v.os !== 'string' || typeof v.architecture !== 'string') return undefined;

@@ -5,6 +5,7 @@
  * See https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#resources-that-support-set-based-requirements
  */
 import type { Problem } from './rules.js';
+import { isRecord } from './json.js';
 
 export type SelectorOperator = 'In' | 'NotIn' | 'Exists' | 'DoesNotExist';
 
@@ -28,9 +29,6 @@ const VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
 /** Terms per selector at most: each is checked on every admission. */
 const MAX_TERMS = 32;
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 /** Parse a selector from the config; problems are reported at `path`. Never throws. */
 export function parseSelector(raw: unknown, path: string): { ok: true; selector: LabelSelector } | { ok: false; problems: Problem[] } {

@@ -18,6 +18,7 @@ import { AdmissionregistrationV1Api, CoreV1Api, PatchStrategy, setHeaderOptions,
 import { createCa, createServingCert, type ServingNames } from '../certs.js';
 import type { Logger } from '../logger.js';
 import type { RotationPolicy } from '../core/rotation.js';
+import { statusOf } from './errors.js';
 
 export const TLS_SECRET = 'mirrorgate-tls';
 export const KEYS = { ca: 'ca.crt', caKey: 'ca.key', cert: 'tls.crt', key: 'tls.key', next: 'ca-next.crt', nextKey: 'ca-next.key', previous: 'ca-previous.crt' } as const;
@@ -216,10 +217,6 @@ export interface CertStore {
   writeCaBundle(bundlePem: string): Promise<void>;
 }
 
-function statusOf(err: unknown): number | undefined {
-  const c = (err as { code?: unknown; statusCode?: unknown } | null)?.code;
-  return typeof c === 'number' ? c : undefined;
-}
 
 const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
 const unb64 = (s: string): string => Buffer.from(s, 'base64').toString('utf8');

@@ -14,6 +14,8 @@
  */
 import type { KubernetesObject, Watch } from '@kubernetes/client-node';
 import type { Logger } from '../logger.js';
+import { isRecord } from '../core/json.js';
+import { describe, statusOf } from './errors.js';
 import { systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from '../ports.js';
 
 /** One page of a list call. */
@@ -69,6 +71,8 @@ export interface ReflectorStatus {
 export function keyOf(namespace: string | undefined, name: string): string {
   return namespace ? `${namespace}/${name}` : name;
 }
+
+export { describe, statusOf };
 
 export class Reflector<T> {
   readonly #o: ReflectorOptions<T>;
@@ -330,37 +334,6 @@ export class Reflector<T> {
   }
 }
 
-/** HTTP status of a client-node error (ApiException `code`, Watch `statusCode`). */
-export function statusOf(err: unknown): number | undefined {
-  if (!isRecord(err)) return undefined;
-  if (typeof err.statusCode === 'number') return err.statusCode;
-  if (typeof err.code === 'number') return err.code;
-  return undefined;
-}
-
-/** A short, log-friendly description of a client-node error. */
-export function describe(err: unknown): string {
-  if (!(err instanceof Error)) return typeof err === 'string' ? err : JSON.stringify(err);
-  const status = statusOf(err);
-  // ApiException messages embed the whole response; keep the Status message.
-  const body = (err as { body?: unknown }).body;
-  if (status !== undefined && typeof body === 'string') {
-    try {
-      const parsed: unknown = JSON.parse(body);
-      if (isRecord(parsed) && typeof parsed.message === 'string') return `HTTP ${status}: ${parsed.message}`;
-    } catch {
-      // not JSON: fall through
-    }
-  }
-  if (status !== undefined) return `HTTP ${status}: ${err.message.split('\n')[0] ?? ''}`;
-  const cause = (err as { cause?: unknown }).cause;
-  const code = isRecord(err) && typeof err.code === 'string' ? err.code : isRecord(cause) && typeof cause.code === 'string' ? cause.code : undefined;
-  return code ? `${code}: ${err.message}` : err.message;
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null;
-}
 
 /**
  * A cache fed by one Reflector: the lifecycle and health calls every informer-style

@@ -14,6 +14,7 @@
 import { CoreV1Api, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
 import type { Logger } from '../logger.js';
 import { mergeReports, parseReport, REPORT_SCHEMA_VERSION, type Report, type ReportCache } from '../report/rewrites.js';
+import { statusOf } from './errors.js';
 
 export const REPORT_CONFIGMAP = 'mirrorgate-report';
 /** ConfigMaps are capped at 1 MiB in etcd; keep well under it. */
@@ -33,10 +34,6 @@ export class ConflictError extends Error {
   readonly code = 'MG_CONFLICT';
 }
 
-function statusOf(err: unknown): number | undefined {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'number' ? code : undefined;
-}
 
 /** ConfigMapStore over the real API through @kubernetes/client-node. */
 export function configMapStore(kc: KubeConfig, namespace: string, name = REPORT_CONFIGMAP): ConfigMapStore {

@@ -4,11 +4,8 @@
  */
 import type { CoreV1Api } from '@kubernetes/client-node';
 import type { SecretReader } from '../ports.js';
+import { statusOf } from './errors.js';
 
-function statusOf(err: unknown): number | undefined {
-  const c = (err as { code?: unknown } | null)?.code;
-  return typeof c === 'number' ? c : undefined;
-}
 
 /** A SecretReader over the API: undefined when the Secret does not exist. */
 export function dockerConfigReader(core: CoreV1Api, namespace: string): SecretReader {

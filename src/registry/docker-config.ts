@@ -4,6 +4,7 @@
  * the top level). See https://kubernetes.io/docs/concepts/containers/images/#config-json
  */
 import { canonicalRegistryHost, type RegistryAuth } from './auth.js';
+import { isRecord } from '../core/json.js';
 
 interface Entry {
   auth?: unknown;
@@ -11,9 +12,6 @@ interface Entry {
   password?: unknown;
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function entryCredentials(e: Entry): RegistryAuth | undefined {
   if (typeof e.auth === 'string' && e.auth !== '') {
