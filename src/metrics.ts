@@ -3,6 +3,7 @@
  * values: registries beyond a cap are counted under `other`, so a cluster full of
  * one-off registries cannot blow up the series count.
  */
+import { normaliseRegistryHost } from './core/reference.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export const OPERATIONS = ['create', 'update', 'ephemeralcontainers', 'other'] as const;
@@ -199,13 +200,15 @@ export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: 
       admissionChild({ operation, result }, `${operation}\0${result}`).inc();
       admissionDuration.observe(seconds);
     },
+    // Registries as rules, policy and the report compare them (DNS is case-insensitive,
+    // index.docker.io is docker.io): DOCKER.IO/x and docker.io/y are one series.
     countRewrite: (source, target, mode) => {
-      const s = limiter.value(source);
-      const t = limiter.value(target);
+      const s = limiter.value(normaliseRegistryHost(source));
+      const t = limiter.value(normaliseRegistryHost(target));
       rewriteChild({ source_registry: s, target_registry: t, mode }, `${s}\0${t}\0${mode}`).inc();
     },
     countViolation: (registry, mode) => {
-      const r = limiter.value(registry);
+      const r = limiter.value(normaliseRegistryHost(registry));
       violationChild({ registry: r, mode }, `${r}\0${mode}`).inc();
     },
   };
