@@ -13,6 +13,17 @@ async function tempConfig(t: { teardown(fn: () => unknown): void }, text: string
   return file;
 }
 
+/**
+ * Replace the file by a rename, as a ConfigMap volume update does: a write in place can be
+ * read between its truncation and its data (an empty document, rightly refused), which on
+ * a busy machine made the rejection counted below the wrong one.
+ */
+async function replaceFile(file: string, text: string): Promise<void> {
+  const next = `${file}.new`;
+  await writeFile(next, text);
+  await rename(next, file);
+}
+
 function until(cond: () => boolean, ms = 60_000): Promise<void> {
   const start = Date.now();
   return new Promise((resolve, reject) => {
@@ -40,11 +51,11 @@ t.test('reloads a valid change, rejects an invalid one and keeps the last good c
   }, { intervalMs: 50, debounceMs: 10 }).start();
   t.teardown(() => w.stop());
 
-  await writeFile(file, 'mode: audit\n');
+  await replaceFile(file, 'mode: audit\n');
   await until(() => reloaded.length === 1);
   t.equal(w.current().mode, 'audit');
 
-  await writeFile(file, 'mode: nonsense\n');
+  await replaceFile(file, 'mode: nonsense\n');
   await until(() => rejected.length === 1);
   t.match(rejected[0], /mode: must be one of enforce, audit/);
   t.equal(w.current().mode, 'audit', 'last good config stays in force');
