@@ -5,10 +5,11 @@
  */
 import { normaliseRegistryHost } from './core/reference.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { AdmissionMetrics, AdmissionResult } from './ports.js';
 
 export const OPERATIONS = ['create', 'update', 'ephemeralcontainers', 'other'] as const;
-export const RESULTS = ['allowed', 'patched', 'denied', 'error', 'invalid'] as const;
-export type AdmissionResult = (typeof RESULTS)[number];
+export const RESULTS = ['allowed', 'patched', 'denied', 'error', 'invalid'] as const satisfies readonly AdmissionResult[];
+export type { AdmissionResult };
 export const REGISTRY_CHECK_RESULTS = ['present', 'absent', 'error'] as const;
 export type RegistryCheckResult = (typeof REGISTRY_CHECK_RESULTS)[number];
 
@@ -24,7 +25,7 @@ export class LabelLimiter {
   }
 }
 
-export interface Metrics {
+export interface Metrics extends AdmissionMetrics {
   readonly registry: Registry;
   readonly admissionRequests: Counter<'operation' | 'result'>;
   readonly admissionDuration: Histogram;
@@ -52,12 +53,6 @@ export interface Metrics {
   readonly observerFailures: Counter<'observer'>;
   /** Bounded registry label value. */
   registryLabel(registry: string): string;
-  /** Count one answered admission and observe its duration (hot path: children cached). */
-  countAdmission(operation: string, result: AdmissionResult, seconds: number): void;
-  /** Count a rewrite (hot path: labelled children are cached, label values bounded). */
-  countRewrite(sourceRegistry: string, targetRegistry: string, mode: string): void;
-  /** Count a policy violation (hot path, as countRewrite). */
-  countViolation(registry: string, mode: string): void;
 }
 
 /**
@@ -200,6 +195,9 @@ export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: 
       admissionChild({ operation, result }, `${operation}\0${result}`).inc();
       admissionDuration.observe(seconds);
     },
+    countInvalid: (operation) => admissionChild({ operation, result: 'invalid' }, `${operation}\0invalid`).inc(),
+    countObserverFailure: (observer) => observerFailures.inc({ observer }),
+    countRefused: (reason) => requestsRefused.inc({ reason }),
     // Registries as rules, policy and the report compare them (DNS is case-insensitive,
     // index.docker.io is docker.io): DOCKER.IO/x and docker.io/y are one series.
     countRewrite: (source, target, mode) => {

@@ -13,6 +13,26 @@ import type { Platform } from './core/platforms.js';
 
 export type { ServiceAccountInfo };
 
+/** How an admission ended, as the admission metric labels it. */
+export type AdmissionResult = 'allowed' | 'patched' | 'denied' | 'error' | 'invalid';
+
+/**
+ * What the admission route counts. Narrow methods only: the route never sees the metrics
+ * library's counters, so label sets stay bounded and cached in one place (metrics.ts).
+ */
+export interface AdmissionMetrics {
+  /** One answered admission and its duration. */
+  countAdmission(operation: string, result: AdmissionResult, seconds: number): void;
+  /** A review that could not be read (no duration: it never reached a decision). */
+  countInvalid(operation: string): void;
+  countRewrite(sourceRegistry: string, targetRegistry: string, mode: string): void;
+  countViolation(registry: string, mode: string): void;
+  /** An observer threw after the answer was fixed. */
+  countObserverFailure(observer: string): void;
+  /** A request refused before it was read: over the body budget or past its deadline. */
+  countRefused(reason: 'budget' | 'deadline'): void;
+}
+
 /** Answers registry checks for verified rules (the verification module implements it). */
 export interface Verifier {
   /** Resolve within `budgetMs`; never rejects. */

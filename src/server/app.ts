@@ -56,7 +56,7 @@ export function buildServer(deps: ServerDeps): FastifyInstance {
   const app = Fastify(options as FastifyServerOptions) as unknown as FastifyInstance;
   // The API server sends its headers at once; a client that dribbles them holds a socket.
   if (deps.https) app.server.headersTimeout = deps.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
-  installLimits(app, { bodyLimit: BODY_LIMIT, bodyBudget: deps.bodyBudget, draining: deps.draining, setTimer: deps.setTimer, onRefused: (why) => deps.metrics.requestsRefused.inc({ reason: why }) });
+  installLimits(app, { bodyLimit: BODY_LIMIT, bodyBudget: deps.bodyBudget, draining: deps.draining, setTimer: deps.setTimer, onRefused: (why) => deps.metrics.countRefused(why) });
 
   app.removeAllContentTypeParsers();
   app.addContentTypeParser(['application/json'], { parseAs: 'string', bodyLimit: BODY_LIMIT }, (_req, body, done) => {

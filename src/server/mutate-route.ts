@@ -22,13 +22,13 @@ import { parsePlatform, type Platform } from '../core/platforms.js';
 import type { ConfigSource } from '../config/watch.js';
 import type { Config } from '../config/schema.js';
 import { infoLineWriter, type LineFields, type Logger } from '../logger.js';
-import type { AdmissionResult, Metrics } from '../metrics.js';
+import type { AdmissionMetrics, AdmissionResult } from '../ports.js';
 import { parseTimeoutParam } from './json-body.js';
 import { clip } from '../core/text.js';
 
 export interface MutateDeps {
   readonly config: ConfigSource;
-  readonly metrics: Metrics;
+  readonly metrics: AdmissionMetrics;
   readonly log: Logger;
   /** Monotonic milliseconds. */
   readonly now: () => number;
@@ -57,7 +57,7 @@ async function handle(deps: MutateDeps, admissionLine: (fields: LineFields) => v
   const started = deps.now();
   const decoded = decodeReview(req.body);
   if (!decoded.ok) {
-    deps.metrics.admissionRequests.inc({ operation: 'other', result: 'invalid' });
+    deps.metrics.countInvalid('other');
     deps.log.warn({ uid: decoded.uid, error: decoded.error }, 'malformed admission review');
     // With a readable uid the API server gets an answer it can match: allowed false, 400.
     if (decoded.uid !== undefined) await reply.code(200).send(reviewOf(errored(decoded.uid, 400, `mirrorgate: ${decoded.error}`)));
@@ -84,7 +84,7 @@ async function handle(deps: MutateDeps, admissionLine: (fields: LineFields) => v
     evaluation = evaluate(request, config.settings, mode, undefined, identity, context);
     label = evaluation.label;
     if (evaluation.error !== undefined) {
-      deps.metrics.admissionRequests.inc({ operation: label, result: 'invalid' });
+      deps.metrics.countInvalid(label);
       log.warn({ error: evaluation.error }, 'malformed admission review');
       await reply.code(200).send(reviewOf(errored(request.uid, 400, `mirrorgate: ${evaluation.error}`)));
       return reply;
@@ -241,7 +241,7 @@ function notify(deps: MutateDeps, log: { error(o: object, msg: string): void }, 
 
 function observerFailed(deps: MutateDeps, log: { error(o: object, msg: string): void }, observer: string, err: unknown): void {
   try {
-    deps.metrics.observerFailures.inc({ observer });
+    deps.metrics.countObserverFailure(observer);
     log.error({ observer, err }, 'admission observer failed; the answer stands');
   } catch {
     // Counting a failure must not fail the admission either.
