@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hostname } from 'node:os';
 import { stringify as stringifyYaml } from 'yaml';
-import { rotationPolicy, type RotationPolicy } from './core/rotation.js';
+import { rotationPolicy, TLS_SECRET, type RotationPolicy } from './core/rotation.js';
 import { KubeConfigError } from './kube/errors.js';
 import type { Report } from './report/rewrites.js';
 import { closeLogger, createLogger } from './logger.js';
@@ -499,7 +499,7 @@ async function cmdCerts(args: string[], io: Io): Promise<number> {
   // A webhook configuration's name is a DNS subdomain: dots are common (`mirrorgate.example.com`).
   const webhook = str(values['webhook-name']) ?? 'mirrorgate';
   if (webhook.length > 253 || !webhook.split('.').every((label) => NAME.test(label))) throw new UsageError(`--webhook-name: not a Kubernetes name: ${webhook}`);
-  const [{ loadKubeClient }, { kubeCertStore, reconcile, TLS_SECRET }] = await Promise.all([import('./kube/client.js'), import('./kube/cert-rotation.js')]);
+  const [{ loadKubeClient }, { kubeCertStore, reconcile }] = await Promise.all([import('./kube/client.js'), import('./kube/cert-rotation.js')]);
   const kc = loadKubeClient({ file: str(values.kubeconfig) }).config;
   const store = kubeCertStore(kc, { namespace, webhook });
   const policy = (): RotationPolicy => rotationPolicy(new Date(), names);

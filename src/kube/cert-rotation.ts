@@ -13,31 +13,27 @@
  *               leaves the Secret and the caBundle.
  * The serving certificate alone is renewed `renewBeforeDays` before it expires.
  */
-import { X509Certificate, createHash, createPrivateKey } from 'node:crypto';
+import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { AdmissionregistrationV1Api, CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig, type V1MutatingWebhookConfiguration, type V1Secret } from '@kubernetes/client-node';
 import { createCa, createServingCert, type ServingNames } from '../certs.js';
 import type { Logger } from '../logger.js';
-import type { RotationPolicy } from '../core/rotation.js';
+import {
+  ANNOTATION_STAGED,
+  desiredBundle,
+  KEYS,
+  planRotation,
+  SERVED_KEEP_MS,
+  SERVED_PREFIX,
+  servedBy,
+  servedKey,
+  splitPem,
+  TLS_SECRET,
+  type CertFacts,
+  type RotationFacts,
+  type RotationPolicy,
+  type RotationStep,
+} from '../core/rotation.js';
 import { statusOf } from './errors.js';
-
-export const TLS_SECRET = 'mirrorgate-tls';
-export const KEYS = { ca: 'ca.crt', caKey: 'ca.key', cert: 'tls.crt', key: 'tls.key', next: 'ca-next.crt', nextKey: 'ca-next.key', previous: 'ca-previous.crt' } as const;
-export const ANNOTATION_STAGED = 'mirrorgate.io/ca-next-staged-at';
-/** Each replica records what it serves: `served.mirrorgate.io/<pod>: <sha256> <ISO time>`. */
-export const SERVED_PREFIX = 'served.mirrorgate.io/';
-/** Served annotations older than this are dropped when a replica records (pod names change at every rollout). */
-export const SERVED_KEEP_MS = 7 * 86_400_000;
-/** The name part of an annotation key: at most 63 characters, alphanumeric at both ends. */
-const ANNOTATION_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
-
-/**
- * The annotation key for a replica: its pod name when that is a valid annotation name
- * (a Deployment's pod names are), else a digest of it, so that the API never refuses it.
- */
-export function servedKey(replica: string): string {
-  const name = ANNOTATION_NAME.test(replica) ? replica : `r-${createHash('sha256').update(replica).digest('hex').slice(0, 32)}`;
-  return `${SERVED_PREFIX}${name}`;
-}
 
 export interface SecretState {
   readonly data: Readonly<Record<string, string>>;
@@ -45,24 +41,14 @@ export interface SecretState {
   readonly resourceVersion: string;
 }
 
+/** The Secret and the caBundle as read. */
 export interface CertState {
   readonly secret: SecretState | undefined;
   /** The caBundle as PEM, '' when empty. */
   readonly caBundle: string;
 }
 
-export type { RotationPolicy };
-
-export type RotationStep =
-  | { readonly kind: 'none' }
-  | { readonly kind: 'create'; readonly reason: string }
-  | { readonly kind: 'publish-bundle'; readonly bundle: string }
-  | { readonly kind: 'renew-serving'; readonly reason: string }
-  | { readonly kind: 'stage-next-ca' }
-  | { readonly kind: 'promote-next-ca' }
-  | { readonly kind: 'retire-previous-ca' };
-
-const DAY_MS = 86_400_000;
+export type { RotationPolicy, RotationStep };
 
 function x509(pem: string | undefined): X509Certificate | undefined {
   if (pem === undefined || pem.trim() === '') return undefined;
@@ -73,26 +59,9 @@ function x509(pem: string | undefined): X509Certificate | undefined {
   }
 }
 
-/** SHA-256 fingerprint of a PEM certificate, as recorded in served annotations. */
+/** SHA-256 fingerprint of a PEM certificate, as recorded in served annotations ('' when unreadable). */
 export function fingerprint(pem: string): string {
   return (x509(pem)?.fingerprint256 ?? '').replace(/:/g, '').toLowerCase();
-}
-
-/** Split a PEM bundle into certificates. */
-export function splitPem(bundle: string): string[] {
-  return bundle.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
-}
-
-/** The caBundle the Secret calls for: previous, current and next CA, in that order. */
-export function desiredBundle(data: Readonly<Record<string, string>>): string {
-  const pems = [data[KEYS.previous], data[KEYS.ca], data[KEYS.next]].filter((p): p is string => p !== undefined && p.trim() !== '');
-  return pems.map((p) => `${p.trim()}\n`).join('');
-}
-
-function sameBundle(a: string, b: string): boolean {
-  const fa = splitPem(a).map(fingerprint).sort();
-  const fb = splitPem(b).map(fingerprint).sort();
-  return fa.length === fb.length && fa.every((f, i) => f === fb[i]);
 }
 
 /** Whether `keyPem` is the private key of `cert` (a TLS context cannot be built otherwise). */
@@ -109,52 +78,35 @@ function covers(cert: X509Certificate, names: ServingNames): boolean {
   return names.dnsNames.every((n) => cert.checkHost(n, { subject: 'never' }) !== undefined) && names.ipAddresses.every((ip) => cert.checkIP(ip) !== undefined);
 }
 
-/** Live replicas and the fingerprints they serve. */
-export function servedBy(annotations: Readonly<Record<string, string>>, now: Date, liveWindowMs: number): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const [k, v] of Object.entries(annotations)) {
-    if (!k.startsWith(SERVED_PREFIX)) continue;
-    const [fp, at] = v.split(' ');
-    if (fp && at && now.getTime() - Date.parse(at) <= liveWindowMs) out.set(k.slice(SERVED_PREFIX.length), fp);
-  }
-  return out;
+function facts(cert: X509Certificate): CertFacts {
+  return { fingerprint: cert.fingerprint256.replace(/:/g, '').toLowerCase(), validFrom: cert.validFrom, validTo: cert.validTo };
 }
 
-/** The next step towards a healthy state. Pure: the caller applies it and asks again. */
-export function planRotation(state: CertState, p: RotationPolicy): RotationStep {
+/** Read the certificates of the state into the facts the core's planner decides on. */
+export function inspectCerts(state: CertState, names: ServingNames): RotationFacts {
+  const bundleFingerprints = splitPem(state.caBundle).map(fingerprint);
   const s = state.secret;
-  if (s === undefined) return { kind: 'create', reason: `no Secret ${TLS_SECRET}` };
+  if (s === undefined) return { secret: undefined, bundleFingerprints };
   const ca = x509(s.data[KEYS.ca]);
-  const cert = x509(s.data[KEYS.cert]);
-  if (ca === undefined || s.data[KEYS.caKey] === undefined) return { kind: 'create', reason: 'CA missing or unreadable' };
-  if (ca.validTo && Date.parse(ca.validTo) <= p.now.getTime()) return { kind: 'create', reason: 'CA expired' };
-  const desired = desiredBundle(s.data);
-  if (!sameBundle(desired, state.caBundle)) return { kind: 'publish-bundle', bundle: desired };
-
   const next = x509(s.data[KEYS.next]);
-  const tlsFp = fingerprint(s.data[KEYS.cert] ?? '');
-  if (s.data[KEYS.previous] !== undefined) {
-    const served = servedBy(s.annotations, p.now, p.liveWindowMs);
-    if (served.size > 0 && [...served.values()].every((fp) => fp === tlsFp)) return { kind: 'retire-previous-ca' };
-  }
-  if (next !== undefined) {
-    // Without the annotation (lost to a hand edit), the next CA's own start time stands in:
-    // otherwise the staged CA would never be promoted.
-    const annotated = Date.parse(s.annotations[ANNOTATION_STAGED] ?? '');
-    const stagedAt = Number.isNaN(annotated) ? Date.parse(next.validFrom) : annotated;
-    if (!Number.isNaN(stagedAt) && p.now.getTime() - stagedAt >= p.overlapMs) return { kind: 'promote-next-ca' };
-  } else if (s.data[KEYS.previous] === undefined && Date.parse(ca.validTo) - p.now.getTime() < p.caRenewBeforeDays * DAY_MS) {
-    return { kind: 'stage-next-ca' };
-  }
-  if (cert === undefined) return { kind: 'renew-serving', reason: 'serving certificate missing or unreadable' };
-  if (!keyMatches(cert, s.data[KEYS.key])) return { kind: 'renew-serving', reason: 'serving key missing or not the key of the certificate' };
-  if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey)) return { kind: 'renew-serving', reason: 'serving certificate not issued by the CA' };
-  if (!covers(cert, p.names)) return { kind: 'renew-serving', reason: 'serving certificate does not cover the service names' };
-  // A serving certificate never outlives its CA: when it already ends with the CA, a new one
-  // would end there too, and renewing would only repeat itself (the CA rotation is the cure).
-  const certEnd = Date.parse(cert.validTo);
-  if (certEnd - p.now.getTime() < p.renewBeforeDays * DAY_MS && certEnd < Date.parse(ca.validTo)) return { kind: 'renew-serving', reason: `serving certificate expires ${cert.validTo}` };
-  return { kind: 'none' };
+  const cert = x509(s.data[KEYS.cert]);
+  const desired = desiredBundle(s.data);
+  return {
+    bundleFingerprints,
+    secret: {
+      annotations: s.annotations,
+      ca: ca === undefined ? undefined : facts(ca),
+      hasCaKey: s.data[KEYS.caKey] !== undefined,
+      next: next === undefined ? undefined : facts(next),
+      hasPrevious: s.data[KEYS.previous] !== undefined,
+      serving:
+        cert === undefined
+          ? undefined
+          : { ...facts(cert), keyMatches: keyMatches(cert, s.data[KEYS.key]), issuedByCa: ca !== undefined && cert.checkIssued(ca) && cert.verify(ca.publicKey), coversNames: covers(cert, names) },
+      desiredBundle: desired,
+      desiredFingerprints: splitPem(desired).map(fingerprint),
+    },
+  };
 }
 
 /** New Secret contents for a step (keys are generated here; the write is the caller's). */
@@ -311,7 +263,7 @@ export async function reconcile(store: CertStore, policy: () => RotationPolicy, 
   for (let i = 0; i < maxSteps; i++) {
     secret = await store.readSecret();
     const p = policy();
-    const step = planRotation({ secret, caBundle: await store.readCaBundle() }, p);
+    const step = planRotation(inspectCerts({ secret, caBundle: await store.readCaBundle() }, p.names), p);
     if (step.kind === 'none') break;
     try {
       if (step.kind === 'publish-bundle') await store.writeCaBundle(step.bundle);

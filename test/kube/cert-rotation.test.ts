@@ -1,5 +1,6 @@
 /**
- * Certificate lifecycle: the planner table-driven over states, and whole rotations
+ * Certificate lifecycle over real certificates: the adapter reads them (inspectCerts) and
+ * the core plans (its pure table is test/core/rotation.test.ts), and whole rotations
  * played out against an in-memory store with the same conflict semantics as the API
  * (the real API adapter is exercised against the loopback API in cert-store.test.ts).
  */
@@ -7,22 +8,12 @@ import { X509Certificate } from 'node:crypto';
 import t from 'tap';
 import { createCa, createServingCert, defaultServingNames } from '../../src/certs.js';
 import { createLogger } from '../../src/logger.js';
-import {
-  ANNOTATION_STAGED,
-  applyStep,
-  desiredBundle,
-  KEYS,
-  planRotation,
-  reconcile,
-  recordServed,
-  SERVED_PREFIX,
-  splitPem,
-  fingerprint,
-  type CertStore,
-  type RotationPolicy,
-  type SecretState,
-} from '../../src/kube/cert-rotation.js';
+import { applyStep, inspectCerts, reconcile, recordServed, fingerprint, type CertState, type CertStore, type SecretState } from '../../src/kube/cert-rotation.js';
+import { ANNOTATION_STAGED, desiredBundle, KEYS, planRotation, SERVED_PREFIX, splitPem, type RotationPolicy } from '../../src/core/rotation.js';
 import { LogSink } from '../support/app.js';
+
+/** The adapter's reading of real certificates, then the core's decision. */
+const plan = (state: CertState, p: RotationPolicy) => planRotation(inspectCerts(state, p.names), p);
 
 const DAY = 86_400_000;
 const names = defaultServingNames('mirrorgate', 'mirrorgate');
@@ -57,7 +48,7 @@ t.test('planRotation', async (t) => {
   for (const c of cases) {
     t.test(c.name, async (t) => {
       const bundle = c.bundle ?? (c.secret ? desiredBundle(c.secret.data) : '');
-      t.equal(planRotation({ secret: c.secret, caBundle: bundle }, policy(c.now ?? t0)).kind, c.expect);
+      t.equal(plan({ secret: c.secret, caBundle: bundle }, policy(c.now ?? t0)).kind, c.expect);
     });
   }
 });
@@ -142,13 +133,13 @@ t.test('a replica that is gone (stale served annotation) does not block retireme
     [`${SERVED_PREFIX}gone`]: `deadbeef ${new Date(t0.getTime() - 3600_000).toISOString()}`,
   };
   const state = { secret: { data: s.data, annotations, resourceVersion: '9' }, caBundle: desiredBundle(s.data) };
-  t.equal(planRotation(state, policy(t0)).kind, 'retire-previous-ca');
+  t.equal(plan(state, policy(t0)).kind, 'retire-previous-ca');
 });
 
 t.test('two replicas reconciling at once never lose a write', async (t) => {
   const store = new MemoryStore();
   const results = await Promise.all([reconcile(store, () => policy(t0), log), reconcile(store, () => policy(t0), log)]);
   t.ok(store.secret, 'secret exists');
-  t.equal(planRotation({ secret: store.secret, caBundle: store.bundle }, policy(t0)).kind, 'none', 'converged');
+  t.equal(plan({ secret: store.secret, caBundle: store.bundle }, policy(t0)).kind, 'none', 'converged');
   t.equal(results.flatMap((r) => r.steps).filter((s) => s === 'create').length, 1, 'created once');
 });

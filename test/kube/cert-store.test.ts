@@ -8,7 +8,8 @@
 import t from 'tap';
 import { defaultServingNames } from '../../src/certs.js';
 import { loadKubeClient } from '../../src/kube/client.js';
-import { KEYS, reconcile, splitPem, TLS_SECRET, type RotationPolicy } from '../../src/kube/cert-rotation.js';
+import { reconcile } from '../../src/kube/cert-rotation.js';
+import { KEYS, splitPem, TLS_SECRET, type RotationPolicy } from '../../src/core/rotation.js';
 import { createLogger } from '../../src/logger.js';
 import { LogSink } from '../support/app.js';
 import { kubeconfigFor, startKubeApi, type KubeApi, type KubeObject } from '../support/kube-api.js';

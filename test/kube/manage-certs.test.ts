@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import t from 'tap';
-import { KEYS, TLS_SECRET } from '../../src/kube/cert-rotation.js';
+import { KEYS, TLS_SECRET } from '../../src/core/rotation.js';
 import { serve, type Running } from '../../src/serve.js';
 import { LogSink } from '../support/app.js';
 import { kubeconfigFor, startKubeApi, waitFor, type KubeApi } from '../support/kube-api.js';
@@ -96,7 +96,7 @@ t.test('API down at start: serve retries and starts when the API comes up', asyn
   await api.stop();
   const logs = new LogSink();
   const starting = start(dir, kubeconfig, logs);
-  await waitFor('a failed attempt', () => logs.find('certificates: cannot reach the Secret or the webhook configuration yet').length > 0);
+  await waitFor('a failed attempt', () => logs.find('certificates: cannot reach the Secret or the webhook configuration yet').length > 0, 30_000); // the first attempt loads the Kubernetes modules lazily
   t.equal(api.get('secrets', NS, TLS_SECRET), undefined, 'nothing created while the API is down');
   await api.start();
   const running = await starting;

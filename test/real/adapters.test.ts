@@ -12,7 +12,7 @@
 import { X509Certificate } from 'node:crypto';
 import t from 'tap';
 import { main } from '../../src/cli.js';
-import { KEYS, TLS_SECRET } from '../../src/kube/cert-rotation.js';
+import { KEYS, TLS_SECRET } from '../../src/core/rotation.js';
 import { loadKubeClient } from '../../src/kube/client.js';
 import { MODE_LABEL, NamespaceCache } from '../../src/kube/namespaces.js';
 import { COPIED_FROM_ANNOTATION, MANAGED_BY_LABEL, PullSecretReplicator } from '../../src/kube/pull-secret-replicator.js';

@@ -10,7 +10,8 @@
 import { X509Certificate } from 'node:crypto';
 import t from 'tap';
 import { defaultServingNames } from '../../src/certs.js';
-import { kubeCertStore, KEYS, reconcile, recordServed, SERVED_PREFIX, splitPem, TLS_SECRET, type RotationPolicy } from '../../src/kube/cert-rotation.js';
+import { kubeCertStore, reconcile, recordServed } from '../../src/kube/cert-rotation.js';
+import { KEYS, SERVED_PREFIX, splitPem, TLS_SECRET, type RotationPolicy } from '../../src/core/rotation.js';
 import { loadKubeClient } from '../../src/kube/client.js';
 import { createLogger } from '../../src/logger.js';
 import { LogSink } from '../support/app.js';
