@@ -26,7 +26,7 @@ import { reviewMix } from './reviews.js';
  * (so that 5 runs send well over 10,000 whatever the machine does), at most 60 s.
  */
 export const DRAIN_LOAD_S = 3;
-export const DRAIN_MIN_REQUESTS = 2500;
+export const DRAIN_MIN_REQUESTS = 3000;
 const DRAIN_MAX_LOAD_MS = 60_000;
 export const DRAIN_SERVER_ARGS = ['--shutdown-delay', '1500ms', '--drain-timeout', '5s'] as const;
 const CLIENTS_PER_KIND = 4;
