@@ -115,7 +115,7 @@ async function oneRun(h: DrainHarness, index: number, bodies: readonly { body: s
   const newConnection: ClientCounts = { sent: 0, ok: 0, failed: 0 };
   const keepAlive: ClientCounts = { sent: 0, ok: 0, failed: 0 };
 
-  const send = (agent: https.Agent | false, counts: ClientCounts): Promise<Answer> =>
+  const send = (pool: https.Agent | false, counts: ClientCounts): Promise<Answer> =>
     new Promise((resolve) => {
       const review = bodies[next++ % bodies.length] ?? bodies[0]!;
       counts.sent++;
@@ -136,7 +136,7 @@ async function oneRun(h: DrainHarness, index: number, bodies: readonly { body: s
           path: '/mutate?timeout=10s',
           method: 'POST',
           ca: h.ca,
-          agent,
+          agent: pool,
           timeout: 10_000,
           headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(review.body) },
         },
@@ -166,15 +166,15 @@ async function oneRun(h: DrainHarness, index: number, bodies: readonly { body: s
     while (!endpointsGone) await send(false, newConnection);
   };
   const keepAliveClient = async (): Promise<void> => {
-    const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+    const pool = new https.Agent({ keepAlive: true, maxSockets: 1 });
     try {
       for (;;) {
-        const { closing } = await send(agent, keepAlive);
+        const { closing } = await send(pool, keepAlive);
         // The connection is gone; a new one would go only to pods still in the endpoints.
         if (closing && endpointsGone) return;
       }
     } finally {
-      agent.destroy();
+      pool.destroy();
     }
   };
   const readiness = (): Promise<number> =>
