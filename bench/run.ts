@@ -19,6 +19,7 @@ import { parseArgs } from 'node:util';
 import ts from 'typescript';
 import { createCa, createServingCert } from '../src/certs.js';
 import { startRegistry, type TestRegistry } from '../test/support/registry.js';
+import { renderDrain, runDrain, type DrainResult } from './drain.js';
 import { fillMirror, MIRROR_RULES, startCountingProxy, type CountingProxy, type MirrorPlan, type ProxyCounts } from './mirror.js';
 import { renderReload, runReloadBench, type ReloadResult } from './reload.js';
 import { largeOnly, largeUpdateReview, reviewMix, summarize, type GeneratedReview, type MixSummary } from './reviews.js';
@@ -57,10 +58,13 @@ interface Options {
   reload: boolean;
   /** `--only reload`: nothing but the reload scenario. */
   reloadOnly: boolean;
+  /** `--only drain`: nothing but the drain scenario (see drain.ts), `drainRuns` SIGTERMs. */
+  drainOnly: boolean;
+  drainRuns: number;
 }
 
-const USAGE = `Usage: npm run bench -- [--only baseline|mirrorgate|reload] [--duration 10] [--warmup 2] [--rate 500]
-                          [--no-pin] [--no-verify] [--no-reload] [--cli dist/cli.js]
+const USAGE = `Usage: npm run bench -- [--only baseline|mirrorgate|reload|drain] [--duration 10] [--warmup 2] [--rate 500]
+                          [--no-pin] [--no-verify] [--no-reload] [--drain-runs 5] [--cli dist/cli.js]
 
 Runs mirrorgate (node dist/cli.js, build first: npm run build) and a bare node:https
 baseline on the same generated AdmissionReview mix and prints a table and a JSON line.`;
@@ -77,6 +81,7 @@ function parseOptions(argv: string[]): Options | undefined {
       'no-pin': { type: 'boolean', default: false },
       'no-verify': { type: 'boolean', default: false },
       'no-reload': { type: 'boolean', default: false },
+      'drain-runs': { type: 'string', default: '5' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -88,8 +93,9 @@ function parseOptions(argv: string[]): Options | undefined {
   };
   let servers: ServerKind[] = ['baseline', 'mirrorgate'];
   const reloadOnly = values.only === 'reload';
-  if (values.only !== undefined && !reloadOnly) {
-    if (values.only !== 'baseline' && values.only !== 'mirrorgate') throw new HarnessError(`--only: baseline, mirrorgate or reload (got ${values.only})`);
+  const drainOnly = values.only === 'drain';
+  if (values.only !== undefined && !reloadOnly && !drainOnly) {
+    if (values.only !== 'baseline' && values.only !== 'mirrorgate') throw new HarnessError(`--only: baseline, mirrorgate, reload or drain (got ${values.only})`);
     servers = [values.only];
   }
   return {
@@ -102,6 +108,8 @@ function parseOptions(argv: string[]): Options | undefined {
     verify: !values['no-verify'],
     reload: reloadOnly || (!values['no-reload'] && values.only !== 'baseline'),
     reloadOnly,
+    drainOnly,
+    drainRuns: Math.round(positive('drain-runs', values['drain-runs'], 1)),
   };
 }
 
@@ -1033,6 +1041,12 @@ async function main(): Promise<number> {
     process.stdout.write(`${JSON.stringify({ bench: 'mirrorgate', scenario: 'reload', reload })}\n`);
     return 0;
   }
+  if (opts.drainOnly) {
+    const drain = await drainScenario(opts);
+    process.stdout.write(renderDrain(drain).join('\n') + '\n');
+    process.stdout.write(`${JSON.stringify({ bench: 'mirrorgate', scenario: 'drain', drain })}\n`);
+    return 0;
+  }
   if (spawnSync('wrk', ['-v'], { stdio: 'ignore' }).error) throw new HarnessError('wrk not found: apt-get install wrk (scripts/test-deps.sh installs it)');
   if (opts.servers.includes('mirrorgate') && !existsSync(opts.cli)) throw new HarnessError(`${path.relative(process.cwd(), opts.cli)} not found: run npm run build first (make bench does), or use --only baseline`);
 
@@ -1292,6 +1306,27 @@ async function reloadScenario(opts: Options): Promise<ReloadResult> {
   const r = await runReloadBench(dist);
   log(`reload: worker ${fmtMs(r.worker.totalMs)} ms total, longest block ${fmtMs(r.worker.maxBlockMs)} ms; main thread ${fmtMs(r.mainThread.totalMs)} ms, longest block ${fmtMs(r.mainThread.maxBlockMs)} ms`);
   return r;
+}
+
+/** The drain scenario (drain.ts): SIGTERM to the built CLI under load, server on CPU 0 as above. */
+async function drainScenario(opts: Options): Promise<DrainResult> {
+  if (!existsSync(opts.cli)) throw new HarnessError(`${path.relative(process.cwd(), opts.cli)} not found: run npm run build first`);
+  const pin = setUpPinning(opts.pin);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'mirrorgate-bench-'));
+  tmpDir = dir;
+  const tls = makeTls(dir);
+  return runDrain({
+    runs: opts.drainRuns,
+    ca: tls.ca,
+    log,
+    async start(name, extraArgs) {
+      const port = await freePort();
+      // The later --shutdown-delay of extraArgs wins over mirrorgateArgs' 0s.
+      const args = [...mirrorgateArgs(name, benchConfig(), opts.cli, port, 0, tls, dir), ...extraArgs];
+      const server = await startServer('mirrorgate', args, port, tls, dir, pin, name);
+      return { port, child: server.child };
+    },
+  });
 }
 
 // ---------------------------------------------------------------------------------
