@@ -4,6 +4,7 @@
  * command cannot exist without its help.
  */
 import { parseArgs } from 'node:util';
+import { MirrorgateError } from './errors.js';
 
 export interface FlagSpec {
   readonly type: 'string' | 'boolean';
@@ -29,13 +30,12 @@ export interface CommandSpec {
 export const HELP_FLAG: FlagSpec = { type: 'boolean', short: 'h', default: 'off', help: 'print this help and exit' };
 
 /** A thrown usage error: exit 2 with the message and the command's usage on stderr. */
-export class UsageError extends Error {
-  readonly code = 'MG_USAGE';
+export class UsageError extends MirrorgateError {
   constructor(
     message: string,
     readonly command?: CommandSpec,
   ) {
-    super(message);
+    super('MG_USAGE', message);
   }
 }
 

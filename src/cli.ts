@@ -10,14 +10,12 @@ import { fileURLToPath } from 'node:url';
 import { hostname } from 'node:os';
 import { stringify as stringifyYaml } from 'yaml';
 import { rotationPolicy, TLS_SECRET, type RotationPolicy } from './core/rotation.js';
-import { KubeConfigError } from './kube/errors.js';
 import type { Report } from './report/rewrites.js';
 import { closeLogger, createLogger } from './logger.js';
 import { fetchReport } from './report/fetch.js';
 import { copyCommands, formatTable, pendingImages, worklistCsv } from './report/format.js';
 import type { ReportContext } from './report/worklist.js';
 import { commandHelp, commandUsage, overview, parseCommand, UsageError, wantsHelp, type CommandSpec } from './cli-help.js';
-import { ConfigError } from './config/schema.js';
 import { loadConfigFile } from './config/watch.js';
 import { decideRewrite } from './core/rules.js';
 import { decideImage, ruleLabel } from './core/decide.js';
@@ -29,6 +27,7 @@ import { RegistryClient } from './registry/client.js';
 import { endpointFor, loadEndpoints } from './verify/endpoints.js';
 import { CloudSources } from './registry/cloud/sources.js';
 import { formatScanJson, formatScanText, scanExitCode, scanPaths } from './scan/scan.js';
+import { exitCodeOf, messageOf } from './errors.js';
 
 interface Io {
   out(line: string): void;
@@ -363,7 +362,7 @@ async function cmdCopy(args: string[], io: Io): Promise<number> {
         io.out(copySummary(result));
       } catch (err) {
         if (tty) process.stderr.write('\r\x1b[K');
-        io.err(`mirrorgate: copy failed: ${image} -> ${d.rewritten}: ${err instanceof Error ? err.message : String(err)}`);
+        io.err(`mirrorgate: copy failed: ${image} -> ${d.rewritten}: ${messageOf(err)}`);
         failed.push(image);
       }
     }
@@ -567,12 +566,9 @@ export async function main(argv: string[], io: Io = stdio): Promise<number> {
       io.err(`mirrorgate: ${err.message}\n\n${spec ? commandUsage(spec) : USAGE}`);
       return 2;
     }
-    if (err instanceof ConfigError || err instanceof KubeConfigError) {
-      io.err(`mirrorgate: ${err.message}`);
-      return 2;
-    }
-    io.err(`mirrorgate: ${err instanceof Error ? err.message : String(err)}`);
-    return 1;
+    // The error table says which are the caller's to fix (exit 2) and which are failures (1).
+    io.err(`mirrorgate: ${messageOf(err)}`);
+    return exitCodeOf(err);
   }
 }
 

@@ -18,6 +18,7 @@
  */
 import type { Config } from './config/schema.js';
 import type { ConfigSource } from './config/watch.js';
+import { messageOf } from './errors.js';
 
 /** What a component says about a new config: ready to apply it, or why it cannot. */
 export type Prepared = { readonly commit: () => void } | { readonly problems: readonly string[] };
@@ -125,7 +126,7 @@ export class Runtime {
         if ('problems' in prepared) problems.push(...prepared.problems.map((p) => `${c.name}: ${p}`));
         else commits.push(prepared.commit);
       } catch (err) {
-        problems.push(`${c.name}: ${err instanceof Error ? err.message : String(err)}`);
+        problems.push(`${c.name}: ${messageOf(err)}`);
       }
     }
     if (problems.length > 0) {
@@ -146,7 +147,7 @@ export class Runtime {
       try {
         out.push(...(c.degraded?.() ?? []));
       } catch (err) {
-        out.push(`${c.name}: ${err instanceof Error ? err.message : String(err)}`);
+        out.push(`${c.name}: ${messageOf(err)}`);
       }
     }
     return out;

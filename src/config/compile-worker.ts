@@ -8,6 +8,7 @@ import { serialize } from 'node:v8';
 import { clip } from '../core/text.js';
 import { ConfigError, parseConfig } from './schema.js';
 import { RULES_PER_PART, type CompileInput, type CompileOutput } from './compile.js';
+import { messageOf } from '../errors.js';
 
 const { text, source } = workerData as CompileInput;
 const port = parentPort;
@@ -36,6 +37,6 @@ try {
   if (err instanceof ConfigError) {
     // Values can be megabytes: only as much as a config error lists crosses over.
     out = { kind: 'invalid', problems: err.problems.map((p) => ({ path: clip(p.path, 1024), message: clip(p.message, 1024) })) };
-  } else out = { kind: 'failed', message: clip(err instanceof Error ? err.message : String(err), 1024) };
+  } else out = { kind: 'failed', message: clip(messageOf(err), 1024) };
 }
 port?.postMessage(out, transfer);

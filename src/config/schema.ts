@@ -14,6 +14,7 @@ import { parsePlatform } from '../core/platforms.js';
 import { validateIdentityConfig, type IdentityLookup } from './identity.js';
 import type { Mode, OnUnreachable, Settings } from '../core/pod.js';
 import { isRecord } from '../core/json.js';
+import { MirrorgateError } from '../errors.js';
 
 export type FailurePolicy = 'Ignore' | 'Fail';
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
@@ -135,14 +136,12 @@ function listed(problems: readonly Problem[]): string {
   return lines.join('\n');
 }
 
-export class ConfigError extends Error {
-  readonly code = 'MG_CONFIG_INVALID';
+export class ConfigError extends MirrorgateError {
   constructor(
     readonly source: string,
     readonly problems: readonly Problem[],
   ) {
-    super(`invalid config ${source}:\n${listed(problems)}`);
-    this.name = 'ConfigError';
+    super('MG_CONFIG_INVALID', `invalid config ${source}:\n${listed(problems)}`);
   }
 }
 

@@ -9,6 +9,7 @@ import { watch, watchFile, unwatchFile, type FSWatcher } from 'node:fs';
 import { dirname } from 'node:path';
 import { compileOffThread } from './compile.js';
 import { ConfigError, parseConfig, type Config } from './schema.js';
+import { messageOf, asError } from '../errors.js';
 
 /** Read and validate a config file. Throws ConfigError (unreadable files included). */
 export async function loadConfigFile(path: string): Promise<{ config: Config; text: string }> {
@@ -16,7 +17,7 @@ export async function loadConfigFile(path: string): Promise<{ config: Config; te
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
+    const reason = messageOf(err);
     throw new ConfigError(path, [{ path: '(file)', message: `cannot read: ${reason}` }]);
   }
   return { config: parseConfig(text, path), text };
@@ -107,7 +108,7 @@ export class ConfigWatcher implements ConfigSource {
     if (this.#stopped) return;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = setTimeout(() => {
-      this.check().catch((err: unknown) => this.events.onReject(err instanceof Error ? err : new Error(String(err))));
+      this.check().catch((err: unknown) => this.events.onReject(asError(err)));
     }, this.opts.debounceMs ?? 100);
   }
 
@@ -129,7 +130,7 @@ export class ConfigWatcher implements ConfigSource {
       const compile = this.opts.compile ?? ((t: string, source: string, signal: AbortSignal) => compileOffThread(t, source, { signal }));
       config = await compile(text, this.path, this.#abort.signal);
     } catch (err) {
-      if (!this.#stopped) this.events.onReject(err instanceof Error ? err : new Error(String(err)));
+      if (!this.#stopped) this.events.onReject(asError(err));
       return;
     }
     if (this.#stopped) return;

@@ -10,7 +10,6 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import { pipeline, Readable, Transform, type TransformCallback } from 'node:stream';
-import { finished } from 'node:stream/promises';
 import { digestAlgorithm, formatReference, isValidDigest, type ImageReference } from '../core/reference.js';
 import {
   MANIFEST_MEDIA_TYPES,
@@ -19,7 +18,9 @@ import {
   type RegistryEndpoint,
   type RegistryResponse,
 } from '../registry/client.js';
+import { discard, firstHeader, readUpTo } from '../registry/body.js';
 import { CredentialError } from '../registry/credentials.js';
+import { messageOf, MirrorgateError } from '../errors.js';
 
 /** `os/architecture[/variant]`, as an index's `platform` names it. */
 export interface Platform {
@@ -29,7 +30,7 @@ export interface Platform {
 }
 
 /** Why a copy failed; `transient` failures may succeed when tried again later. */
-export type CopyErrorCode =
+export type CopyErrorReason =
   | 'not-found' // the source has no such manifest (or blob)
   | 'unauthorized' // a registry refused our credentials
   | 'digest-mismatch' // bytes or a registry's digest differ from what was expected
@@ -39,17 +40,16 @@ export type CopyErrorCode =
   | 'unreachable'; // network, TLS, timeout (after retries)
 
 /** The only error a copy throws; `message` names the step and never carries secrets. */
-export class CopyError extends Error {
-  override readonly name = 'CopyError';
-  readonly code: CopyErrorCode;
+export class CopyError extends MirrorgateError {
+  readonly reason: CopyErrorReason;
   readonly status: number | undefined;
   /** Worth trying again later (429, 5xx, network). */
   readonly transient: boolean;
   /** From `Retry-After`, when the registry said how long to wait. */
   readonly retryAfterMs: number | undefined;
-  constructor(code: CopyErrorCode, message: string, opts: { status?: number; transient?: boolean; retryAfterMs?: number; cause?: unknown } = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
-    this.code = code;
+  constructor(reason: CopyErrorReason, message: string, opts: { status?: number; transient?: boolean; retryAfterMs?: number; cause?: unknown } = {}) {
+    super('MG_COPY', message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.reason = reason;
     this.status = opts.status;
     this.transient = opts.transient ?? false;
     this.retryAfterMs = opts.retryAfterMs;
@@ -317,19 +317,19 @@ async function fetchManifest(ctx: Ctx, reference: string): Promise<Fetched> {
       actions: 'pull',
     });
     if (res.status === 404) {
-      await drain(res);
+      await discard(res.body);
       throw new CopyError('not-found', `source manifest ${ctx.src.host}/${ctx.srcRepo}:${reference}: not found (HTTP 404)`, { status: 404 });
     }
     await expectStatus(res, [200], `source manifest ${reference}`);
-    const bytes = await readLimited(res, MAX_MANIFEST_BYTES, `source manifest ${reference}`);
+    const bytes = await readUpTo(res.body, MAX_MANIFEST_BYTES, () => new CopyError('unsupported', `source manifest ${reference}: larger than ${MAX_MANIFEST_BYTES} bytes`));
     const algorithm = digestAlgorithm(reference) ?? 'sha256';
     const digest = digestOf(algorithm, bytes);
-    const header = headerValue(res, 'docker-content-digest');
+    const header = firstHeader(res.headers, 'docker-content-digest');
     // A registry that names another digest served bytes we would not copy faithfully.
     if (header !== undefined && header.startsWith(`${algorithm}:`) && header !== digest) {
       throw new CopyError('digest-mismatch', `source manifest ${reference}: registry says ${header}, the bytes are ${digest}`);
     }
-    return parseManifest(bytes, digest, headerValue(res, 'content-type'));
+    return parseManifest(bytes, digest, firstHeader(res.headers, 'content-type'));
   });
 }
 
@@ -389,10 +389,10 @@ async function headManifest(ctx: Ctx, ep: RegistryEndpoint, repo: string, refere
     repository: repo,
     actions,
   });
-  await drain(res);
+  await discard(res.body);
   if (res.status === 404) return undefined;
   await expectStatus(res, [200], `target manifest ${reference}`);
-  return headerValue(res, 'docker-content-digest') ?? (isValidDigest(reference) ? reference : undefined);
+  return firstHeader(res.headers, 'docker-content-digest') ?? (isValidDigest(reference) ? reference : undefined);
 }
 
 async function putManifest(ctx: Ctx, m: Fetched, reference: string): Promise<void> {
@@ -406,8 +406,8 @@ async function putManifest(ctx: Ctx, m: Fetched, reference: string): Promise<voi
       actions: 'pull,push',
     });
     await expectStatus(res, [201], `put manifest ${reference}`);
-    await drain(res);
-    const answered = headerValue(res, 'docker-content-digest');
+    await discard(res.body);
+    const answered = firstHeader(res.headers, 'docker-content-digest');
     if (answered !== m.digest) {
       throw new CopyError('digest-mismatch', `put manifest ${reference}: target digest ${answered ?? '(none)'} differs from the source's ${m.digest}`);
     }
@@ -427,7 +427,7 @@ async function copyBlob(ctx: Ctx, b: Descriptor): Promise<void> {
       repository: ctx.dstRepo,
       actions: 'pull,push',
     });
-    await drain(head);
+    await discard(head.body);
     if (head.status === 200) return 'skipped';
     if (head.status !== 404) await expectStatus(head, [200, 404], `target blob ${b.digest}`);
 
@@ -466,9 +466,9 @@ async function tryMount(ctx: Ctx, digest: string, from: string): Promise<'mounte
     actions: 'pull,push',
     extraScopes: [`repository:${from}:pull`],
   });
-  await drain(res);
+  await discard(res.body);
   if (res.status === 201) return 'mounted';
-  if (res.status === 202) return { location: headerValue(res, 'location') };
+  if (res.status === 202) return { location: firstHeader(res.headers, 'location') };
   if (res.status === 429 || res.status >= 500) await expectStatus(res, [201, 202], `mount ${digest}`);
   // Refused (e.g. no pull access to `from`): fall back to sending it.
   ctx.opts.log?.debug({ digest, from, status: res.status }, 'blob mount refused');
@@ -478,7 +478,7 @@ async function tryMount(ctx: Ctx, digest: string, from: string): Promise<'mounte
 async function cancelUpload(ctx: Ctx, location: string): Promise<void> {
   try {
     const res = await call(ctx, ctx.dst, { method: 'DELETE', path: uploadPath(ctx, location), repository: ctx.dstRepo, actions: 'pull,push' });
-    await drain(res);
+    await discard(res.body);
   } catch {
     // An abandoned upload session is purged by the registry; nothing else to do.
   }
@@ -494,8 +494,8 @@ async function startUpload(ctx: Ctx): Promise<string> {
     actions: 'pull,push',
   });
   await expectStatus(res, [202], 'start upload');
-  await drain(res);
-  const location = headerValue(res, 'location');
+  await discard(res.body);
+  const location = firstHeader(res.headers, 'location');
   if (location === undefined) throw new CopyError('registry', 'start upload: no Location in the answer');
   return location;
 }
@@ -513,7 +513,7 @@ async function upload(ctx: Ctx, b: Descriptor, openLocation: string | undefined)
   let location = openLocation ?? (await startUpload(ctx));
   const res = await call(ctx, ctx.src, { method: 'GET', path: `/v2/${ctx.srcRepo}/blobs/${b.digest}`, repository: ctx.srcRepo, actions: 'pull' });
   if (res.status === 404) {
-    await drain(res);
+    await discard(res.body);
     throw new CopyError('not-found', `source blob ${b.digest}: not found (HTTP 404)`, { status: 404 });
   }
   await expectStatus(res, [200], `source blob ${b.digest}`);
@@ -533,7 +533,7 @@ async function upload(ctx: Ctx, b: Descriptor, openLocation: string | undefined)
       });
       // The registry's refusal says more than our half-read stream would.
       await expectStatus(put, [201], `upload ${b.digest}`);
-      await drain(put);
+      await discard(put.body);
       hasher.check(b);
     } else {
       const chunkSize = Math.max(1, ctx.opts.chunkSize ?? 16 << 20);
@@ -553,8 +553,8 @@ async function upload(ctx: Ctx, b: Descriptor, openLocation: string | undefined)
           actions: 'pull,push',
         });
         await expectStatus(patch, [202], `upload ${b.digest} chunk at ${start}`);
-        await drain(patch);
-        location = headerValue(patch, 'location') ?? location;
+        await discard(patch.body);
+        location = firstHeader(patch.headers, 'location') ?? location;
       }
       await reader.end();
       hasher.check(b);
@@ -567,7 +567,7 @@ async function upload(ctx: Ctx, b: Descriptor, openLocation: string | undefined)
         actions: 'pull,push',
       });
       await expectStatus(put, [201], `upload ${b.digest}`);
-      await drain(put);
+      await discard(put.body);
     }
   } catch (err) {
     hashed.destroy();
@@ -646,18 +646,18 @@ async function call(ctx: Ctx, ep: RegistryEndpoint, req: Parameters<RegistryClie
     return { ...(await ctx.opts.client.request(ep, { ...req, ...(ctx.opts.signal ? { signal: ctx.opts.signal } : {}) })), endpoint: ep };
   } catch (err) {
     if (err instanceof RegistryError) {
-      const code: CopyErrorCode = err.code === 'unauthorized' || err.code === 'credentials' ? 'unauthorized' : 'unreachable';
+      const code: CopyErrorReason = err.reason === 'unauthorized' || err.reason === 'credentials' ? 'unauthorized' : 'unreachable';
       const transient =
-        err.code === 'unreachable' ||
-        (err.code === 'timeout' && !ctx.opts.signal?.aborted) ||
-        (err.code === 'token' && (err.status ?? 0) >= 500) ||
+        err.reason === 'unreachable' ||
+        (err.reason === 'timeout' && !ctx.opts.signal?.aborted) ||
+        (err.reason === 'token' && (err.status ?? 0) >= 500) ||
         // Cloud identity services that failed (rather than refused) may answer the next time.
-        (err.code === 'credentials' && err.cause instanceof CredentialError && !err.cause.refused);
+        (err.reason === 'credentials' && err.cause instanceof CredentialError && !err.cause.refused);
       // The client says only `unauthorized` when a Bearer token service refused us; say who and why.
       const message =
-        err.code === 'unauthorized'
+        err.reason === 'unauthorized'
           ? `${ep.host}: authentication failed: its token service refused ${ep.auth ? 'the credentials' : ep.credentials ? `the ${ep.credentials.kind} credentials` : 'anonymous access'} (HTTP ${err.status ?? 401})${noCredentials(ep)}`
-          : err.code === 'credentials'
+          : err.reason === 'credentials'
             ? err.message // names the registry, the source and the step already
             : `${ep.host}: ${err.message}`;
       throw new CopyError(code, message, { transient, cause: err, ...(err.status === undefined ? {} : { status: err.status }) });
@@ -683,14 +683,14 @@ async function expectStatus(res: Answer, ok: number[], what: string): Promise<vo
     throw new CopyError('unauthorized', `${what}: ${why} at ${res.endpoint.host} (HTTP ${status}${detail})${noCredentials(res.endpoint)}`, { status });
   }
   const transient = status === 429 || status >= 500;
-  const retryAfterMs = transient ? retryAfter(headerValue(res, 'retry-after')) : undefined;
+  const retryAfterMs = transient ? retryAfter(firstHeader(res.headers, 'retry-after')) : undefined;
   throw new CopyError('registry', `${what}: HTTP ${status}${detail}`, { status, transient, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) });
 }
 
 /** The first error code of a distribution error body (`{"errors":[{"code":...}]}`), if any. */
 async function errorDetail(res: RegistryResponse): Promise<string> {
   try {
-    const body = await readLimited(res, 64 << 10, 'error');
+    const body = await readUpTo(res.body, 64 << 10, () => new CopyError('unsupported', `error: larger than ${64 << 10} bytes`));
     const parsed = JSON.parse(body.toString('utf8')) as { errors?: { code?: unknown }[] };
     const code = parsed.errors?.[0]?.code;
     return typeof code === 'string' ? ` ${code}` : '';
@@ -715,7 +715,7 @@ async function retrying<T>(ctx: Ctx, what: string, fn: () => Promise<T>): Promis
     try {
       return await fn();
     } catch (err) {
-      const e = err instanceof CopyError ? err : new CopyError('unreachable', `${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      const e = err instanceof CopyError ? err : new CopyError('unreachable', `${what}: ${messageOf(err)}`, { cause: err });
       if (!e.transient || attempt >= attempts || ctx.opts.signal?.aborted) throw e;
       // Jitter spreads retries of parallel transfers; Retry-After wins when the registry gives one.
       const wait = Math.min(cap, e.retryAfterMs ?? base * 2 ** (attempt - 1) * (0.5 + Math.random() / 2));
@@ -743,36 +743,9 @@ async function eachLimited<T>(items: T[], limit: number, fn: (item: T) => Promis
   if (failure) throw failure.err;
 }
 
-function headerValue(res: RegistryResponse, name: string): string | undefined {
-  const v = res.headers[name];
-  const s = Array.isArray(v) ? v[0] : v;
-  return typeof s === 'string' && s !== '' ? s : undefined;
-}
 
 function digestOf(algorithm: string, bytes: Buffer): string {
   return `${algorithm}:${createHash(HASHES[algorithm] ?? 'sha256').update(bytes).digest('hex')}`;
 }
 
-async function readLimited(res: RegistryResponse, limit: number, what: string): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of res.body) {
-    const b = chunk as Buffer;
-    size += b.length;
-    if (size > limit) {
-      res.body.destroy();
-      throw new CopyError('unsupported', `${what}: larger than ${limit} bytes`);
-    }
-    chunks.push(b);
-  }
-  return Buffer.concat(chunks);
-}
 
-async function drain(res: RegistryResponse): Promise<void> {
-  res.body.resume();
-  try {
-    await finished(res.body);
-  } catch {
-    // Only the status mattered.
-  }
-}

@@ -7,6 +7,7 @@
 import { formatReference, type ImageReference } from '../core/reference.js';
 import type { Metrics } from '../metrics.js';
 import { CopyError, type CopyResult } from './copier.js';
+import { messageOf } from '../errors.js';
 
 /** Copies one image; the queue passes a signal that aborts on {@link CopyQueue.close}. */
 export type CopyFn = (source: ImageReference, target: ImageReference, signal: AbortSignal) => Promise<CopyResult>;
@@ -172,9 +173,9 @@ export class CopyQueue {
       );
       this.#finish(job, { source: job.source, target: job.target, ok: true, result, attempts: job.attempts });
     } catch (err) {
-      const reason = err instanceof Error ? err.message : String(err);
+      const reason = messageOf(err);
       // Waiting does not bring back an image missing at the source, nor fix credentials or digests.
-      const retry = !this.#closed && job.attempts < this.#o.attempts && !(err instanceof CopyError && !err.transient && err.code !== 'unreachable');
+      const retry = !this.#closed && job.attempts < this.#o.attempts && !(err instanceof CopyError && !err.transient && err.reason !== 'unreachable');
       if (retry) {
         const delay = this.#o.backoffMs * 2 ** (job.attempts - 1);
         this.#o.log?.warn({ source, target: job.key, attempt: job.attempts, retryInMs: delay, reason }, 'image copy failed; will retry');

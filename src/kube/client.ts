@@ -8,6 +8,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api, KubeConfig, Watch } from '@kubernetes/client-node';
 import { KubeConfigError } from './errors.js';
+import { messageOf } from '../errors.js';
 
 export { KubeConfigError };
 
@@ -70,7 +71,7 @@ export function loadKubeClient(opts: LoadKubeOptions = {}): KubeClient {
     }
   } catch (err) {
     if (err instanceof KubeConfigError) throw err;
-    throw new KubeConfigError(`cannot load the Kubernetes configuration: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    throw new KubeConfigError(`cannot load the Kubernetes configuration: ${messageOf(err)}`, { cause: err });
   }
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new KubeConfigError('the Kubernetes configuration has no current cluster (check current-context)');

@@ -3,13 +3,12 @@
  * library, and the one reading of an API error: its HTTP status and a short description.
  */
 import { isRecord } from '../core/json.js';
+import { MirrorgateError } from '../errors.js';
 
 /** No usable kubeconfig: a usage problem (exit 2), with a message naming the way out. */
-export class KubeConfigError extends Error {
-  readonly code = 'MG_KUBECONFIG';
+export class KubeConfigError extends MirrorgateError {
   constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = 'KubeConfigError';
+    super('MG_KUBECONFIG', message, options);
   }
 }
 

@@ -15,6 +15,7 @@ import { CoreV1Api, type KubeConfig, type V1ConfigMap } from '@kubernetes/client
 import type { Logger } from '../logger.js';
 import { mergeReports, parseReport, REPORT_SCHEMA_VERSION, type Report, type ReportCache } from '../report/rewrites.js';
 import { statusOf } from './errors.js';
+import { MirrorgateError } from '../errors.js';
 
 export const REPORT_CONFIGMAP = 'mirrorgate-report';
 /** ConfigMaps are capped at 1 MiB in etcd; keep well under it. */
@@ -30,8 +31,10 @@ export interface ConfigMapStore {
   replace(data: Record<string, string>, resourceVersion: string): Promise<void>;
 }
 
-export class ConflictError extends Error {
-  readonly code = 'MG_CONFLICT';
+export class ConflictError extends MirrorgateError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('MG_CONFLICT', message, options);
+  }
 }
 
 

@@ -11,12 +11,13 @@ import { createHash } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import { pipeline, type Readable } from 'node:stream';
-import { finished } from 'node:stream/promises';
 import tls from 'node:tls';
 import { isValidDigest, isValidRegistryHost, isValidRepositoryPath, isValidTag, registrySettingsKey } from '../core/reference.js';
 import { parseChallenges, type RegistryAuth } from './auth.js';
+import { discard, readUpTo } from './body.js';
 import { configPlatform, formatPlatform, manifestPlatforms } from '../core/platforms.js';
 import type { ChallengeContext, CredentialSource } from './credentials.js';
+import { asError, messageOf, MirrorgateError } from '../errors.js';
 
 export type { RegistryAuth } from './auth.js';
 
@@ -51,16 +52,15 @@ export const MANIFEST_MEDIA_TYPES: readonly string[] = [
 ];
 
 /** Why a registry request failed before yielding an HTTP answer (or with an auth refusal). */
-export type RegistryErrorCode = 'unauthorized' | 'timeout' | 'unreachable' | 'tls' | 'token' | 'invalid' | 'credentials';
+export type RegistryErrorReason = 'unauthorized' | 'timeout' | 'unreachable' | 'tls' | 'token' | 'invalid' | 'credentials';
 
-/** The only error type the client throws; `message` is short, safe to log, and starts with the code. */
-export class RegistryError extends Error {
-  override readonly name = 'RegistryError';
-  readonly code: RegistryErrorCode;
+/** The only error type the client throws; `message` is short, safe to log, and starts with the reason. */
+export class RegistryError extends MirrorgateError {
+  readonly reason: RegistryErrorReason;
   readonly status: number | undefined;
-  constructor(code: RegistryErrorCode, message: string, opts: { status?: number; cause?: unknown } = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
-    this.code = code;
+  constructor(reason: RegistryErrorReason, message: string, opts: { status?: number; cause?: unknown } = {}) {
+    super('MG_REGISTRY', message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.reason = reason;
     this.status = opts.status;
   }
 }
@@ -182,7 +182,7 @@ export class RegistryClient {
         ...(opts.signal ? { signal: opts.signal } : {}),
       });
       // Wait for the (empty) body to end: only then is the socket back in the pool for the next check.
-      await drain(res.body);
+      await discard(res.body);
       check = manifestCheckFrom(res.status, res.headers, reference);
     } catch (err) {
       check = errorCheck(toRegistryError(err, opts.signal), endpoint);
@@ -218,10 +218,10 @@ export class RegistryClient {
         this.request(endpoint, { method: 'GET', path, headers: { accept }, repository, actions: 'pull', ...(opts.signal ? { signal: opts.signal } : {}) });
       const res = await get(`/v2/${repository}/manifests/${reference}`, MANIFEST_MEDIA_TYPES.join(', '));
       if (res.status !== 200) {
-        await drain(res.body);
+        await discard(res.body);
         check = manifestCheckFrom(res.status, res.headers, reference);
       } else {
-        const bytes = await readBody(res.body, MAX_MANIFEST_BYTES, 'manifest');
+        const bytes = await readUpTo(res.body, MAX_MANIFEST_BYTES, () => new RegistryError('invalid', `invalid: manifest larger than ${MAX_MANIFEST_BYTES} bytes`));
         const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
         const header = res.headers['docker-content-digest'];
         if (typeof header === 'string' && header.startsWith('sha256:') && header !== digest) {
@@ -234,11 +234,11 @@ export class RegistryClient {
         else if (found.kind === 'image') {
           const blob = await get(`/v2/${repository}/blobs/${found.configDigest}`, '*/*');
           if (blob.status !== 200) {
-            await drain(blob.body);
+            await discard(blob.body);
             // The manifest is there but its config is not: the image cannot run.
             throw new RegistryError('invalid', `invalid: config blob ${found.configDigest}: HTTP ${blob.status}`, { status: blob.status });
           }
-          const p = configPlatform(parseJson(await readBody(blob.body, MAX_CONFIG_BYTES, 'config'), 'config'));
+          const p = configPlatform(parseJson(await readUpTo(blob.body, MAX_CONFIG_BYTES, () => new RegistryError('invalid', `invalid: config larger than ${MAX_CONFIG_BYTES} bytes`)), 'config'));
           platforms = p === undefined ? [] : [formatPlatform(p)];
         } else throw new RegistryError('invalid', `invalid: ${found.reason}`);
         check = { result: 'present', digest, ...(mediaType ? { mediaType } : {}), platforms };
@@ -295,7 +295,7 @@ export class RegistryClient {
       if (res.statusCode === 401 && resendable && authorization?.startsWith('Basic ') && endpoint.credentials && !endpoint.auth) {
         const next = await this.#refreshBasic(endpoint, base, authorization);
         if (next !== undefined) {
-          await drain(res);
+          await discard(res);
           authorization = next;
           res = await this.#exchange(url, req.method, headersWith(authorization), req.body, agent, signal);
         }
@@ -314,7 +314,7 @@ export class RegistryClient {
             throw err;
           }
           if (next !== undefined) {
-            await drain(res);
+            await discard(res);
             authorization = next;
             res = await this.#exchange(url, req.method, headersWith(authorization), req.body, agent, signal);
           }
@@ -328,7 +328,7 @@ export class RegistryClient {
       for (let hops = 0; REDIRECTS.has(res.statusCode ?? 0) && (req.method === 'GET' || req.method === 'HEAD'); hops++) {
         const location = res.headers.location;
         if (location === undefined) break;
-        await drain(res);
+        await discard(res);
         if (hops === MAX_REDIRECTS) throw new RegistryError('unreachable', 'unreachable: too many redirects');
         const next = new URL(location, url);
         if (next.protocol !== 'https:' && !(next.protocol === 'http:' && endpoint.insecure)) {
@@ -354,7 +354,7 @@ export class RegistryClient {
   /** Learn an origin's challenge without a body to lose: `GET /v2/`. */
   async #ping(endpoint: RegistryEndpoint, base: URL, signal: AbortSignal | undefined): Promise<KnownChallenge> {
     const res = await this.#exchange(new URL('/v2/', base), 'GET', {}, undefined, this.#agent(base.protocol, endpoint.ca), signal);
-    await drain(res);
+    await discard(res);
     const challenge: KnownChallenge = (res.statusCode === 401 ? challengeFrom(res) : undefined) ?? { scheme: 'none' };
     this.#challenges.set(base.origin, challenge);
     return challenge;
@@ -386,7 +386,7 @@ export class RegistryClient {
     try {
       return await endpoint.credentials.get(ctx);
     } catch (err) {
-      throw new RegistryError('credentials', err instanceof Error ? err.message : String(err), { cause: err });
+      throw new RegistryError('credentials', messageOf(err), { cause: err });
     }
   }
 
@@ -485,7 +485,7 @@ export class RegistryClient {
       res.resume();
       throw new RegistryError('token', `token: realm answered HTTP ${status}`, { status });
     }
-    const body = await readLimited(res, MAX_TOKEN_BODY);
+    const body = await readUpTo(res, MAX_TOKEN_BODY, () => new RegistryError('token', 'token: realm answer too large'));
     let parsed: unknown;
     try {
       parsed = JSON.parse(body.toString('utf8'));
@@ -689,31 +689,14 @@ function raceSignal<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<
       },
       (err: unknown) => {
         signal.removeEventListener('abort', onAbort);
-        reject(err instanceof Error ? err : new Error(String(err)));
+        reject(asError(err));
       },
     );
   });
 }
 
-/** Discard a response body and wait until it ended, so its keep-alive socket is free again. */
 const MAX_MANIFEST_BYTES = 4 << 20;
 const MAX_CONFIG_BYTES = 1 << 20;
-
-/** A body of at most `limit` bytes, or a RegistryError. */
-async function readBody(body: Readable, limit: number, what: string): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    const b = chunk as Buffer;
-    size += b.length;
-    if (size > limit) {
-      body.destroy();
-      throw new RegistryError('invalid', `invalid: ${what} larger than ${limit} bytes`);
-    }
-    chunks.push(b);
-  }
-  return Buffer.concat(chunks);
-}
 
 function parseJson(bytes: Buffer, what: string): unknown {
   try {
@@ -723,34 +706,10 @@ function parseJson(bytes: Buffer, what: string): unknown {
   }
 }
 
-async function drain(body: Readable): Promise<void> {
-  body.resume();
-  try {
-    await finished(body);
-  } catch {
-    // The status is what mattered; a broken body only costs the connection.
-  }
-}
-
-async function readLimited(res: http.IncomingMessage, limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of res) {
-    const b = chunk as Buffer;
-    size += b.length;
-    if (size > limit) {
-      res.destroy();
-      throw new RegistryError('token', 'token: realm answer too large');
-    }
-    chunks.push(b);
-  }
-  return Buffer.concat(chunks);
-}
-
 /** Classify any failure as a RegistryError whose message is safe to log. */
 /** A check's error answer; a refusal of cloud credentials is marked so that admissions can say so. */
 function errorCheck(e: RegistryError, endpoint: RegistryEndpoint): ManifestCheck {
-  const refused = e.code === 'credentials' || (e.code === 'unauthorized' && endpoint.credentials !== undefined && endpoint.auth === undefined);
+  const refused = e.reason === 'credentials' || (e.reason === 'unauthorized' && endpoint.credentials !== undefined && endpoint.auth === undefined);
   return { result: 'error', reason: e.message, ...(e.status === undefined ? {} : { status: e.status }), ...(refused ? { credentialsRefused: true as const } : {}) };
 }
 
@@ -758,7 +717,8 @@ function toRegistryError(err: unknown, signal: AbortSignal | undefined): Registr
   if (err instanceof RegistryError) return err;
   if (signal?.aborted) return new RegistryError('timeout', 'timeout: deadline exceeded', { cause: err });
   const e = err as NodeJS.ErrnoException;
-  const code = typeof e?.code === 'string' ? e.code : undefined;
+  // A system error's code (ECONNREFUSED, ...); ours carry an MG_ code that says less than their message.
+  const code = !(err instanceof MirrorgateError) && typeof e?.code === 'string' ? e.code : undefined;
   if (e?.name === 'AbortError' || e?.name === 'TimeoutError' || code === 'ETIMEDOUT' || code === 'ABORT_ERR') {
     return new RegistryError('timeout', 'timeout: deadline exceeded', { cause: err });
   }

@@ -10,6 +10,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { RegistryAuth } from './auth.js';
+import { messageOf, MirrorgateError } from '../errors.js';
 
 /** The cloud credential sources of `registries.<host>.auth`. */
 export type CloudSourceKind = 'google' | 'aws' | 'azure';
@@ -41,8 +42,7 @@ export interface CredentialSource {
 }
 
 /** Why cloud credentials could not be had. `message`: `<registry>: <kind> credentials: <step>: <why>`. */
-export class CredentialError extends Error {
-  override readonly name = 'CredentialError';
+export class CredentialError extends MirrorgateError {
   readonly registry: string;
   readonly kind: CloudSourceKind;
   /** The step that failed, e.g. `metadata server token`, `STS token exchange`. */
@@ -50,7 +50,7 @@ export class CredentialError extends Error {
   /** True when the identity service refused (4xx): retrying at once will not help. */
   readonly refused: boolean;
   constructor(registry: string, kind: CloudSourceKind, step: string, why: string, opts: { refused?: boolean; cause?: unknown } = {}) {
-    super(`${registry}: ${kind} credentials: ${step}: ${why}`, opts.cause === undefined ? undefined : { cause: opts.cause });
+    super('MG_CREDENTIALS', `${registry}: ${kind} credentials: ${step}: ${why}`, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.registry = registry;
     this.kind = kind;
     this.step = step;
@@ -115,7 +115,7 @@ export class CachedCredential {
         // Refresh ahead; a failure leaves the current credentials in use until they expire.
         this.#refresh().catch((err: unknown) => {
           this.#retryAt = this.#opts.now() + this.#retryMs;
-          this.#opts.log?.warn({ ...this.#opts.fields, error: err instanceof Error ? err.message : String(err) }, 'registry credentials refresh failed; the current ones stay in use');
+          this.#opts.log?.warn({ ...this.#opts.fields, error: messageOf(err) }, 'registry credentials refresh failed; the current ones stay in use');
         });
       }
       return c.auth;

@@ -11,6 +11,7 @@ import { decideImage, ruleLabel } from '../core/decide.js';
 import type { RuleSet } from '../core/rules.js';
 import { findDockerfileImages } from './dockerfile.js';
 import { findManifestImages } from './manifests.js';
+import { messageOf } from '../errors.js';
 
 export interface ScanSettings {
   readonly ruleSet: RuleSet;
@@ -151,7 +152,7 @@ async function collect(paths: readonly string[], problems: ScanProblem[]): Promi
 }
 
 function message(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  return messageOf(err);
 }
 
 interface Site {

@@ -16,6 +16,7 @@
  * `terminationGracePeriodSeconds` of 30. Timers are
  * injected, so the order and the deadlines are tested with a fake clock.
  */
+import { messageOf } from '../errors.js';
 
 export interface DrainSteps {
   /** Stop accepting and resolve once the requests in flight are answered. */
@@ -63,14 +64,14 @@ export async function drain(steps: DrainSteps, opts: DrainOptions): Promise<Drai
       }
     } catch (err) {
       flushFailures++;
-      log.warn({ when, error: err instanceof Error ? err.message : String(err) }, 'shutdown: report write failed');
+      log.warn({ when, error: messageOf(err) }, 'shutdown: report write failed');
     }
   };
 
   if (opts.delayMs > 0) await sleep(opts.delayMs);
   await flush('before the drain', false);
   const closing = steps.close().catch((err: unknown) => {
-    log.warn({ error: err instanceof Error ? err.message : String(err) }, 'shutdown: closing the server failed');
+    log.warn({ error: messageOf(err) }, 'shutdown: closing the server failed');
   });
   let cut = false;
   if ((await within(closing, opts.drainTimeoutMs, sleep)) === TIMED_OUT) {
@@ -83,7 +84,7 @@ export async function drain(steps: DrainSteps, opts: DrainOptions): Promise<Drai
   await flush('after the drain', true);
   if (steps.after) {
     const r = await within(steps.after().then(() => undefined), opts.flushTimeoutMs, sleep).catch((err: unknown) => {
-      log.warn({ error: err instanceof Error ? err.message : String(err) }, 'shutdown: releasing resources failed');
+      log.warn({ error: messageOf(err) }, 'shutdown: releasing resources failed');
     });
     if (r === TIMED_OUT) log.warn({ timeoutMs: opts.flushTimeoutMs }, 'shutdown: releasing resources did not finish in time; exiting anyway');
   }

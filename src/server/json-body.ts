@@ -3,20 +3,20 @@
  * `application/json`; we parse it ourselves so that depth is bounded and every
  * failure is a 400 with a message rather than an exception deeper in.
  */
+import { MirrorgateError } from '../errors.js';
 
 /** Deeper than any real Pod (managedFields included) by a wide margin. */
 export const MAX_JSON_DEPTH = 100;
 
-export class BodyError extends Error {
+export class BodyError extends MirrorgateError {
   constructor(
     message: string,
     readonly statusCode: number,
-    readonly code: string,
+    code: 'MG_BODY_EMPTY' | 'MG_BODY_MALFORMED' | 'MG_BODY_TOO_DEEP',
     /** The review's `request.uid`, when the body could be read far enough to find one. */
     readonly uid?: string,
   ) {
-    super(message);
-    this.name = 'BodyError';
+    super(code, message);
   }
 }
 

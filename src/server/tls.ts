@@ -14,6 +14,7 @@ import { readFile } from 'node:fs/promises';
 import type { ServerOptions } from 'node:https';
 import { dirname } from 'node:path';
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
+import { asError } from '../errors.js';
 
 /** Where the serving certificate and its key live (PEM). */
 export interface TlsFiles {
@@ -113,7 +114,7 @@ export function watchTlsFiles(
   const report = (err: unknown): void => {
     if (stopped) return;
     try {
-      handlers.onError(err instanceof Error ? err : new Error(String(err)));
+      handlers.onError(asError(err));
     } catch {
       // A throwing handler must not take the process down from a timer.
     }

@@ -12,6 +12,7 @@ import { registrySettingsKey } from '../core/reference.js';
 import { credentialsFromDockerConfig } from '../registry/docker-config.js';
 import { isCloudAuth, type CloudSources } from '../registry/cloud/sources.js';
 import type { SecretReader } from '../ports.js';
+import { messageOf, MirrorgateError } from '../errors.js';
 
 /** The subset of a pino logger used here. */
 export interface EndpointLog {
@@ -111,8 +112,9 @@ export function endpointFor(table: EndpointTable, host: string): RegistryEndpoin
   return table.get(registrySettingsKey(host)) ?? { host };
 }
 
+/** A system error's code (ENOENT, ...); for anything else, ours included, the message. */
 function reason(err: unknown): string {
   const e = err as NodeJS.ErrnoException;
-  if (typeof e?.code === 'string') return e.code;
-  return err instanceof Error ? err.message : String(err);
+  if (!(err instanceof MirrorgateError) && typeof e?.code === 'string') return e.code;
+  return messageOf(err);
 }

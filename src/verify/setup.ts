@@ -13,6 +13,7 @@ import type { SecretReader, Timers, Verifier } from '../ports.js';
 import { loadEndpoints, type EndpointTable } from './endpoints.js';
 import { RegistryVerifier, type ManifestChecker, type VerifierLog } from './verifier.js';
 import type { Prepared } from '../runtime.js';
+import { messageOf } from '../errors.js';
 
 export interface VerificationDeps {
   readonly metrics: Metrics;
@@ -92,7 +93,7 @@ export class Verification {
     try {
       endpoints = await loadEndpoints(config.registries, { secrets: this.#deps.secrets, log: this.#deps.log, cloud: this.#deps.cloud });
     } catch (err) {
-      return { problems: [err instanceof Error ? err.message : String(err)] };
+      return { problems: [messageOf(err)] };
     }
     return {
       commit: () => {

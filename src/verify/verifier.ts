@@ -23,6 +23,7 @@ import { REGISTRY_CHECK_RESULTS } from '../metrics.js';
 import type { ManifestCheck, RegistryEndpoint } from '../registry/client.js';
 import { systemTimers, type TimerHandle, type Timers, type Verifier } from '../ports.js';
 import { endpointFor, type EndpointTable } from './endpoints.js';
+import { messageOf } from '../errors.js';
 
 /** What the verifier needs of the registry client. */
 export interface ManifestChecker {
@@ -482,7 +483,7 @@ export class RegistryVerifier implements Verifier {
           : await this.#client.checkManifest(endpoint, ref.repository, reference, opts);
     } catch (err) {
       // The client never throws; be safe anyway, an admission must not fail on it.
-      check = { result: 'error', reason: err instanceof Error ? err.message : String(err) };
+      check = { result: 'error', reason: messageOf(err) };
     } finally {
       timer.cancel();
     }

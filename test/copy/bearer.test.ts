@@ -172,7 +172,7 @@ void t.test('copyImage with Bearer token auth', async (t) => {
       sleep: async () => undefined,
     }).catch((e: unknown) => e);
     t.ok(err instanceof CopyError, String(err));
-    t.match(err, { code: 'unauthorized', transient: false, status: 401 });
+    t.match(err, { reason: 'unauthorized', transient: false, status: 401 });
     const message = (err as Error).message;
     t.ok(message.includes(src.host), `names the registry: ${message}`);
     t.match(message, /authentication failed/);
@@ -193,7 +193,7 @@ void t.test('copyImage with Bearer token auth', async (t) => {
     const targetBefore = openProxy.requests.length;
     const err = await copyImage(srcRef('team/app:v1'), ref(`${openProxy.host}/mirror/team/anon:v1`), { client: fresh, endpoint: anonymous }).catch((e: unknown) => e);
     t.ok(err instanceof CopyError, String(err));
-    t.match(err, { code: 'unauthorized', transient: false, status: 401 });
+    t.match(err, { reason: 'unauthorized', transient: false, status: 401 });
     const message = (err as Error).message;
     t.ok(message.includes(src.host), `names the registry: ${message}`);
     t.match(message, /authentication failed/);

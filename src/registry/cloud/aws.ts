@@ -17,6 +17,7 @@
  * also how the tests point it at loopback.
  */
 import { CachedCredential, CredentialError, type CredentialLog, type CredentialSource, type Expiring } from '../credentials.js';
+import { messageOf } from '../../errors.js';
 
 export const ECR_USERNAME = 'AWS';
 /** `<account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]` */
@@ -114,7 +115,7 @@ export function awsSource(settings: AwsSettings, deps: AwsSourceDeps): Credentia
     if (!region) throw fail('identity', 'no region: the registry host names none; set registries.<host>.auth.aws.region or AWS_REGION');
     sdk ??= load(region).catch((err: unknown) => {
       sdk = undefined;
-      throw fail('loading the AWS SDK', err instanceof Error ? err.message : String(err));
+      throw fail('loading the AWS SDK', messageOf(err));
     });
     const s = await sdk;
     let identity: Identity;
