@@ -2,7 +2,7 @@
  * Report persistence against the real API server, through the real @kubernetes/client-node
  * code: ConfigMap `mirrorgate-report`, one key per replica, resourceVersion-checked writes,
  * periodic flushes (none while nothing changed, as the server's own request metrics show),
- * reload on restart, adoption of the keys of replicas a rolling update removed, an idle
+ * a reloaded flush interval, reload on restart, adoption of the keys of replicas a rolling update removed, an idle
  * replica's heartbeat, the merged view, the size bound, garbage in a key. One server for
  * the file, a fresh namespace per test. Faults the real server cannot be made to show are
  * in test/report/persistence.test.ts.
@@ -180,6 +180,21 @@ t.test('report persistence against the real API server', realKubeTestOptions(), 
     const reads = await api.configMapRequests('GET');
     await eventually('a few idle intervals (each flush reads the ConfigMap)', async () => (await api.configMapRequests('GET')) >= reads + 3);
     t.equal(await api.configMapRequests('PUT'), before, 'no write while nothing changed');
+  });
+
+  await t.test('a reloaded flushSeconds applies to the next writes', async (t) => {
+    const api = await cluster(t);
+    const a = replica(api.store, 'pod-a', { flushSeconds: 3600 });
+    await a.persister.start();
+    t.teardown(() => a.persister.stop());
+    a.admit(1);
+    // start() wrote the empty key; at the interval it started with, nothing would follow for an hour.
+    const puts = await api.configMapRequests('PUT');
+    a.persister.setFlushSeconds(0.05);
+    await eventually('a periodic flush at the new interval', async () => (await rewrittenIn(api, 'pod-a')) === 1);
+    t.ok((await api.configMapRequests('PUT')) > puts, 'written by the timer, not by start() (the API server counted the update)');
+    a.admit(2);
+    await eventually('the next one', async () => (await rewrittenIn(api, 'pod-a')) === 3);
   });
 
   await t.test('a restart with the same replica name continues the counts, never doubles them', async (t) => {
