@@ -2,7 +2,7 @@
  * Report persistence against the real API server, through the real @kubernetes/client-node
  * code: ConfigMap `mirrorgate-report`, one key per replica, resourceVersion-checked writes,
  * periodic flushes (none while nothing changed, as the server's own request metrics show),
- * a reloaded flush interval, reload on restart, adoption of the keys of replicas a rolling update removed, an idle
+ * a reloaded flush interval and staleness, reload on restart, adoption of the keys of replicas a rolling update removed, an idle
  * replica's heartbeat, the merged view, the size bound, garbage in a key. One server for
  * the file, a fresh namespace per test. Faults the real server cannot be made to show are
  * in test/report/persistence.test.ts.
@@ -251,6 +251,27 @@ t.test('report persistence against the real API server', realKubeTestOptions(), 
     await fresh.persister.flush(true);
     t.equal((await rewrittenIn(api, 'pod-new-1')), 9);
     t.equal(await mergedRewritten(store), 9);
+  });
+
+  await t.test('a reloaded staleAfterMs applies at the next flush', async (t) => {
+    const api = await cluster(t);
+    const { store } = api;
+    let clock = T0;
+    const now = (): Date => new Date(clock);
+    const old = replica(store, 'pod-old', { now });
+    old.admit(2);
+    await old.persister.stop();
+
+    clock = T0 + 5 * 60_000;
+    const live = replica(store, 'pod-live', { now, flushSeconds: 60, staleAfterMs: 10 * 60_000 });
+    live.admit(1);
+    await live.persister.flush();
+    t.same(Object.keys(await stored(api)).sort(), ['pod-live', 'pod-old'], 'five minutes old, stale only after ten: kept');
+
+    live.persister.setStaleAfterMs(4 * 60_000);
+    await live.persister.flush();
+    t.same(Object.keys(await stored(api)), ['pod-live'], 'stale after four minutes now: adopted, with nothing new to write');
+    t.equal(await rewrittenIn(api, 'pod-live'), 3, 'its counts summed into the adopter');
   });
 
   await t.test('an idle replica keeps its key fresh, so no one adopts a live replica', async (t) => {
