@@ -156,14 +156,19 @@ export async function serve(opts: ServeOptions): Promise<Running> {
     runtime.add({ name: 'report', prepare: (next) => ({ commit: () => report.setMode(next.mode) }) });
     const persister: ReportPersister | undefined =
       kube && k8s && opts.replica
-        ? new k8s.reportStore.ReportPersister({ store: k8s.reportStore.configMapStore(kube.client.config, opts.namespace), cache: report, replica: opts.replica, now: wallClock, log, flushSeconds: initial.config.report.flushSeconds })
+        ? new k8s.reportStore.ReportPersister({ store: k8s.reportStore.configMapStore(kube.client.config, opts.namespace), cache: report, replica: opts.replica, now: wallClock, log, flushSeconds: initial.config.report.flushSeconds, staleAfterMs: initial.config.report.staleAfterSeconds * 1000 })
         : undefined;
     const stopPersister = persister ? once(() => persister.stop()) : undefined;
     if (persister && stopPersister) {
       runtime.add({
         name: 'report persistence',
         start: () => persister.start(),
-        prepare: (next) => ({ commit: () => persister.setFlushSeconds(next.report.flushSeconds) }),
+        prepare: (next) => ({
+          commit: () => {
+            persister.setFlushSeconds(next.report.flushSeconds);
+            persister.setStaleAfterMs(next.report.staleAfterSeconds * 1000);
+          },
+        }),
         degraded: () => (persister.lastError ? [`report not persisted: ${persister.lastError}`] : []),
         stop: stopPersister,
       });

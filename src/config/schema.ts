@@ -95,17 +95,56 @@ export interface ConfigFile {
 /** `report:` how often this replica writes its counts to the cluster. */
 export interface ReportSettings {
   readonly flushSeconds: number;
+  /**
+   * A replica's key not rewritten for this long belongs to a replica that is gone and is
+   * adopted. At least 3 flush intervals: a live replica, idle or not, rewrites its key at
+   * the first flush after a third of this has passed, so a late or failed flush still
+   * leaves it well short of the whole.
+   */
+  readonly staleAfterSeconds: number;
+}
+
+/** A day: a key older than that is gone for certain; keeping it apart longer serves nothing. */
+const MAX_STALE_AFTER_SECONDS = 86_400;
+const DEFAULT_FLUSH_SECONDS = 60;
+
+/** 3 flush intervals, and at least 2 minutes. */
+export function defaultStaleAfterSeconds(flushSeconds: number): number {
+  return Math.max(120, 3 * flushSeconds);
 }
 
 function reportSettings(c: Checker, raw: unknown): ReportSettings {
-  if (raw === undefined || raw === null) return { flushSeconds: 60 };
+  const defaults = { flushSeconds: DEFAULT_FLUSH_SECONDS, staleAfterSeconds: defaultStaleAfterSeconds(DEFAULT_FLUSH_SECONDS) };
+  if (raw === undefined || raw === null) return defaults;
   if (!isRecord(raw)) {
-    c.add('report', 'must be a mapping with flushSeconds');
-    return { flushSeconds: 60 };
+    c.add('report', 'must be a mapping with flushSeconds and staleAfterSeconds');
+    return defaults;
   }
-  c.keys(raw, 'report', ['flushSeconds']);
+  c.keys(raw, 'report', ['flushSeconds', 'staleAfterSeconds']);
   // At least 5 s: each flush is a ConfigMap write; at most an hour, or a crash loses too much.
-  return { flushSeconds: c.int(raw, 'flushSeconds', 'report.flushSeconds', 5, 3600, 60) };
+  const before = c.problems.length;
+  const flushSeconds = c.int(raw, 'flushSeconds', 'report.flushSeconds', 5, 3600, DEFAULT_FLUSH_SECONDS);
+  const flushValid = c.problems.length === before;
+  const dflt = defaultStaleAfterSeconds(flushSeconds);
+  const v = raw.staleAfterSeconds;
+  if (v === undefined || v === null) return { flushSeconds, staleAfterSeconds: dflt };
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_STALE_AFTER_SECONDS) {
+    c.add('report.staleAfterSeconds', `must be a whole number of seconds from 3 × report.flushSeconds (${3 * flushSeconds}) to ${MAX_STALE_AFTER_SECONDS} (got ${JSON.stringify(v)})`);
+    return { flushSeconds, staleAfterSeconds: dflt };
+  }
+  // A live replica rewrites its key (an idle one as a heartbeat) at the first flush after a
+  // third of this, so within a third plus one interval; 3 intervals leave room for a late or
+  // failed flush before a live key could be adopted and its counts doubled.
+  if (v < 3 * flushSeconds) {
+    if (flushValid) {
+      c.add(
+        'report.staleAfterSeconds',
+        `must be at least 3 × report.flushSeconds (${flushSeconds}) = ${3 * flushSeconds}, or the key of a live replica flushing on time could be taken for gone and its counts doubled (got ${v})`,
+      );
+    }
+    return { flushSeconds, staleAfterSeconds: dflt };
+  }
+  return { flushSeconds, staleAfterSeconds: v };
 }
 
 /** A validated, compiled config: what the webhook runs on. Frozen. */

@@ -163,7 +163,7 @@ export class ReportPersister {
    * and a key another replica adopts meanwhile is never counted twice.
    */
   #reloaded = false;
-  readonly #staleAfterMs: number;
+  #staleAfterMs: number;
 
   constructor(private readonly opts: ReportPersisterOptions) {
     this.#staleAfterMs = opts.staleAfterMs ?? Math.max(3 * opts.flushSeconds * 1000, 120_000);
@@ -171,14 +171,21 @@ export class ReportPersister {
   }
 
   /**
-   * A reloaded `report.flushSeconds`: the next write comes that long after this call. The
-   * age after which another replica's key counts as gone stays as started (other replicas
-   * judge this one's key by it too).
+   * A reloaded `report.flushSeconds`: the next write comes that long after this call.
    */
   setFlushSeconds(seconds: number): void {
     if (seconds === this.#flushSeconds) return;
     this.#flushSeconds = seconds;
     if (this.#timer !== undefined) this.#schedule();
+  }
+
+  /**
+   * A reloaded `report.staleAfterSeconds`: the next flush judges other replicas' keys, and
+   * times this replica's heartbeat, by it. Every replica reads the same config, so they
+   * keep agreeing on it once the reload has reached them all.
+   */
+  setStaleAfterMs(ms: number): void {
+    this.#staleAfterMs = ms;
   }
 
   #schedule(): void {

@@ -73,6 +73,54 @@ t.test('validation lists every problem by path', async (t) => {
   }
 });
 
+t.test('report: flushSeconds and staleAfterSeconds, each valid value as compiled', async (t) => {
+  const cases: { name: string; report: unknown; flushSeconds: number; staleAfterSeconds: number }[] = [
+    { name: 'no report: every 60 s, stale after 3 of them', report: undefined, flushSeconds: 60, staleAfterSeconds: 180 },
+    { name: 'empty mapping: the same', report: {}, flushSeconds: 60, staleAfterSeconds: 180 },
+    { name: '30 s: 3 intervals are under the 2-minute floor', report: { flushSeconds: 30 }, flushSeconds: 30, staleAfterSeconds: 120 },
+    { name: 'a short interval: stale after 2 minutes still', report: { flushSeconds: 5 }, flushSeconds: 5, staleAfterSeconds: 120 },
+    { name: 'a long interval: stale after 3 of them', report: { flushSeconds: 3600 }, flushSeconds: 3600, staleAfterSeconds: 10_800 },
+    { name: '41 s: 3 intervals are 123 s, over the 2-minute floor', report: { flushSeconds: 41 }, flushSeconds: 41, staleAfterSeconds: 123 },
+    { name: 'staleAfterSeconds at its lower bound, 3 intervals', report: { flushSeconds: 5, staleAfterSeconds: 15 }, flushSeconds: 5, staleAfterSeconds: 15 },
+    { name: 'staleAfterSeconds under 2 minutes when written so', report: { flushSeconds: 20, staleAfterSeconds: 60 }, flushSeconds: 20, staleAfterSeconds: 60 },
+    { name: 'staleAfterSeconds at its upper bound, a day', report: { flushSeconds: 3600, staleAfterSeconds: 86_400 }, flushSeconds: 3600, staleAfterSeconds: 86_400 },
+    { name: 'staleAfterSeconds alone, default interval', report: { staleAfterSeconds: 600 }, flushSeconds: 60, staleAfterSeconds: 600 },
+  ];
+  for (const c of cases) {
+    const config = validateConfig(c.report === undefined ? {} : { report: c.report });
+    t.same(config.report, { flushSeconds: c.flushSeconds, staleAfterSeconds: c.staleAfterSeconds }, c.name);
+  }
+});
+
+t.test('report: out-of-bounds values are refused, each with its reason', async (t) => {
+  const range = (min: number, got: string): string => `report.staleAfterSeconds: must be a whole number of seconds from 3 × report.flushSeconds (${min}) to 86400 (got ${got})`;
+  const cases: { name: string; report: unknown; expect: string[] }[] = [
+    { name: 'not a mapping', report: 60, expect: ['report: must be a mapping with flushSeconds and staleAfterSeconds'] },
+    { name: 'unknown key', report: { staleAfter: 60 }, expect: ['report.staleAfter: unknown key (allowed: flushSeconds, staleAfterSeconds)'] },
+    { name: 'flushSeconds under 5', report: { flushSeconds: 4 }, expect: ['report.flushSeconds: must be a whole number from 5 to 3600 (got 4)'] },
+    { name: 'flushSeconds over an hour', report: { flushSeconds: 3601 }, expect: ['report.flushSeconds: must be a whole number from 5 to 3600 (got 3601)'] },
+    { name: 'flushSeconds not whole', report: { flushSeconds: 7.5 }, expect: ['report.flushSeconds: must be a whole number from 5 to 3600 (got 7.5)'] },
+    {
+      name: 'staleAfterSeconds under 3 flush intervals',
+      report: { flushSeconds: 60, staleAfterSeconds: 179 },
+      expect: ['report.staleAfterSeconds: must be at least 3 × report.flushSeconds (60) = 180, or the key of a live replica flushing on time could be taken for gone and its counts doubled (got 179)'],
+    },
+    {
+      name: 'staleAfterSeconds equal to the interval',
+      report: { flushSeconds: 5, staleAfterSeconds: 5 },
+      expect: ['report.staleAfterSeconds: must be at least 3 × report.flushSeconds (5) = 15, or the key of a live replica flushing on time could be taken for gone and its counts doubled (got 5)'],
+    },
+    { name: 'staleAfterSeconds over a day', report: { flushSeconds: 5, staleAfterSeconds: 86_401 }, expect: [range(15, '86401')] },
+    { name: 'staleAfterSeconds negative', report: { flushSeconds: 5, staleAfterSeconds: -30 }, expect: [range(15, '-30')] },
+    { name: 'staleAfterSeconds zero', report: { flushSeconds: 5, staleAfterSeconds: 0 }, expect: [range(15, '0')] },
+    { name: 'staleAfterSeconds not whole', report: { flushSeconds: 5, staleAfterSeconds: 15.5 }, expect: [range(15, '15.5')] },
+    { name: 'staleAfterSeconds a string', report: { flushSeconds: 5, staleAfterSeconds: '120' }, expect: [range(15, '"120"')] },
+    { name: 'staleAfterSeconds a duration', report: { staleAfterSeconds: '2m' }, expect: [range(180, '"2m"')] },
+    { name: 'an invalid flushSeconds is the one problem, not staleAfterSeconds measured by its default', report: { flushSeconds: 1, staleAfterSeconds: 3 }, expect: ['report.flushSeconds: must be a whole number from 5 to 3600 (got 1)'] },
+  ];
+  for (const c of cases) t.same(problems({ report: c.report }), c.expect, c.name);
+});
+
 t.test('YAML syntax errors and duplicate keys are config errors', async (t) => {
   t.throws(() => parseConfig('mode: [unclosed', 'x.yaml'), ConfigError);
   t.throws(() => parseConfig('mode: audit\nmode: enforce\n', 'x.yaml'), /x.yaml/);

@@ -70,7 +70,7 @@ void t.test('copyImage between two real registries', async (t) => {
     t.equal(r.digest, arm?.digest);
     t.same(r.narrowed, { platform: 'linux/arm64', indexDigest });
     t.equal(await headDigest(mirror, 'dh/library/narrow', 'v1'), arm?.digest);
-    await t.rejects(copyImage(srcRef('library/narrow:v1'), dstRef('dh/library/narrow:v1'), opts({ platform: { os: 'windows', architecture: 'amd64' } })), { reason: 'platform' });
+    await t.rejects(copyImage(srcRef('library/narrow:v1'), dstRef('dh/library/narrow:v1'), opts({ platform: { os: 'windows', architecture: 'amd64' } })), { name: 'CopyError', reason: 'platform' });
   });
 
   t.test('by digest: the target is written by digest only', async (t) => {
@@ -101,7 +101,7 @@ void t.test('copyImage between two real registries', async (t) => {
     await pushImage(src, 'library/auth', 'v1');
     const bad = (host: string): RegistryEndpoint =>
       host === mirror.host ? { host, insecure: true, auth: { username: 'copier', password: 'wrong' } } : { host, insecure: true };
-    await t.rejects(copyImage(srcRef('library/auth:v1'), dstRef('dh/library/auth:v1'), { client: new RegistryClient(), endpoint: bad }), { reason: 'unauthorized' });
+    await t.rejects(copyImage(srcRef('library/auth:v1'), dstRef('dh/library/auth:v1'), { client: new RegistryClient(), endpoint: bad }), { name: 'CopyError', reason: 'unauthorized' });
   });
 
   t.test('a source that answers 429 once: retried after Retry-After', async (t) => {
@@ -137,7 +137,7 @@ void t.test('copyImage between two real registries', async (t) => {
     const waits: number[] = [];
     await t.rejects(
       copyImage(ref(`${proxy.host}/library/app:v1`), dstRef('dh/library/x:v1'), opts({ attempts: 3, sleep: async (ms) => void waits.push(ms) })),
-      { reason: 'registry', status: 503 },
+      { name: 'CopyError', reason: 'registry', status: 503 },
     );
     t.equal(waits.length, 2);
   });

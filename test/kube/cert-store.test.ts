@@ -63,35 +63,12 @@ function secretData(api: KubeApi): Record<string, string> {
   return Object.fromEntries(Object.entries((s?.data ?? {}) as Record<string, string>).map(([k, v]) => [k, unb64(v)]));
 }
 
-const writes = (api: KubeApi, from: number): string[] =>
-  api.requests.slice(from).filter((r) => r.method !== 'GET').map((r) => `${r.method} ${r.path}`);
-
-
-// Not yet moved to the real API server (it could show it): counts writes in the imitation's request log.
-t.test('the Secret the manifests create empty (Opaque, helm labels) is filled in place: type, labels and annotations kept, nothing created', async (t) => {
-  const { api, store } = await setup(t);
-  const labels = { 'app.kubernetes.io/name': 'mirrorgate', 'app.kubernetes.io/managed-by': 'Helm', 'app.kubernetes.io/instance': 'mirrorgate' };
-  const annotations = { 'meta.helm.sh/release-name': 'mirrorgate', 'meta.helm.sh/release-namespace': NS };
-  api.put({ apiVersion: 'v1', kind: 'Secret', type: 'Opaque', metadata: { name: TLS_SECRET, namespace: NS, labels, annotations } });
-  const from = api.requests.length;
-  const first = await reconcile(store, policy(() => new Date()), log);
-  t.same(first.steps, ['create', 'publish-bundle']);
-  t.same(writes(api, from).filter((w) => w.includes('/secrets')), [`PUT /api/v1/namespaces/${NS}/secrets/${TLS_SECRET}`], 'replaced, never created');
-  const secret = api.get('secrets', NS, TLS_SECRET);
-  t.equal(secret?.type, 'Opaque', 'a Secret type cannot change: kept');
-  t.match(secret?.metadata.labels, { ...labels, 'app.kubernetes.io/component': 'certificates' }, "helm's ownership labels kept");
-  t.match(secret?.metadata.annotations, annotations, "helm's annotations kept");
-  t.same(Object.keys(secretData(api)).sort(), [KEYS.ca, KEYS.caKey, KEYS.cert, KEYS.key].sort());
-  t.same((await reconcile(store, policy(() => new Date()), log)).steps, [], 'then current');
-});
-
 // Imitation only: a 403 on the create, answered on demand.
 t.test('a missing Secret mirrorgate may not create: an error that says to apply the manifests', async (t) => {
   const { api, store } = await setup(t);
   api.onNext({ method: 'POST', path: '/secrets', status: 403 });
   await t.rejects(reconcile(store, policy(() => new Date()), log), /Secret mirrorgate\/mirrorgate-tls is missing and mirrorgate may not create it: apply the manifests/);
 });
-
 
 // Imitation only: the PATCH is held back so that a concurrent change lands in between
 // (a timing the real server cannot be made to show on demand).
@@ -140,7 +117,6 @@ t.test('the loopback API answers a failed JSON-patch test as the real one does',
   });
   t.equal(bundles(api)[0], '', 'nothing written');
 });
-
 
 // Imitation only: a 422 answer on demand to an update the real server would accept.
 t.test('refusals that are not races surface instead of looping', async (t) => {

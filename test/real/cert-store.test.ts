@@ -2,7 +2,8 @@
  * The certificate lifecycle over the real API server: `kubeCertStore` and `reconcile`
  * through the real @kubernetes/client-node code, for the Secret `mirrorgate-tls` and the
  * caBundle of the MutatingWebhookConfiguration: first run and a second that writes nothing
- * (counted by the server's own request metrics), a webhook added later, two replicas at
+ * (counted by the server's own request metrics), the empty Secret the manifests ship filled
+ * in place, a webhook added later, two replicas at
  * once, refusals that are not races, a full CA rotation with an injected clock, and the
  * server's answer to a failed JSON-patch test. One server for the file, a namespace and a
  * configuration per test.
@@ -154,6 +155,38 @@ t.test('the certificate store against the real API server', realKubeTestOptions(
     const again = await reconcile(store, policy(() => now), log);
     t.same(again.steps, [], 'nothing to do');
     t.equal(await api.writes(), mark, 'no write at all (the API server counted none)');
+  });
+
+  await t.test('the Secret the manifests create empty (Opaque, helm labels) is filled in place: type, labels and annotations kept, nothing created', async (t) => {
+    const { api, store } = await setup();
+    const labels = { 'app.kubernetes.io/name': 'mirrorgate', 'app.kubernetes.io/managed-by': 'Helm', 'app.kubernetes.io/instance': 'mirrorgate' };
+    const annotations = { 'meta.helm.sh/release-name': 'mirrorgate', 'meta.helm.sh/release-namespace': api.ns };
+    const shipped = await kube.must<Obj>('POST', `/api/v1/namespaces/${api.ns}/secrets`, { metadata: { name: TLS_SECRET, labels, annotations }, type: 'Opaque' });
+    const secretWrites = async (): Promise<Record<string, number>> => {
+      const w: Record<string, number> = {};
+      for (const verb of ['POST', 'PUT', 'PATCH', 'DELETE']) w[verb] = await count(verb, 'secrets');
+      return w;
+    };
+    const before = await secretWrites();
+    const first = await reconcile(store, policy(() => new Date()), log);
+    t.same(first.steps, ['create', 'publish-bundle']);
+    const after = await secretWrites();
+    t.same(
+      Object.fromEntries(Object.entries(after).map(([verb, n]) => [verb, n - (before[verb] ?? 0)])),
+      { POST: 0, PUT: 1, PATCH: 0, DELETE: 0 },
+      'one update, never a create (the API server counted the requests)',
+    );
+    const secret = await api.secret();
+    t.equal(secret?.metadata.uid, shipped.metadata.uid, 'the same object, filled in place, not recreated');
+    t.equal(secret?.type, 'Opaque', 'a Secret type cannot change: kept');
+    t.match(secret?.metadata.labels, { ...labels, 'app.kubernetes.io/component': 'certificates' }, "helm's ownership labels kept");
+    t.match(secret?.metadata.annotations, annotations, "helm's annotations kept");
+    t.same(Object.keys(await secretData(api)).sort(), [KEYS.ca, KEYS.caKey, KEYS.cert, KEYS.key].sort());
+
+    const mark = await api.writes();
+    t.same((await reconcile(store, policy(() => new Date()), log)).steps, [], 'then current');
+    t.equal(await count('PUT', 'secrets'), after.PUT, 'no further update of the Secret');
+    t.equal(await api.writes(), mark, 'no write at all');
   });
 
   await t.test('a webhook added without a caBundle gets it too', async (t) => {

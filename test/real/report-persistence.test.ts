@@ -2,11 +2,14 @@
  * Report persistence against the real API server, through the real @kubernetes/client-node
  * code: ConfigMap `mirrorgate-report`, one key per replica, resourceVersion-checked writes,
  * periodic flushes (none while nothing changed, as the server's own request metrics show),
- * reload on restart, adoption of the keys of replicas a rolling update removed, an idle
+ * a reloaded flush interval and staleness (the latter also as `serve` applies it), reload
+ * on restart, adoption of the keys of replicas a rolling update removed, an idle
  * replica's heartbeat, the merged view, the size bound, garbage in a key. One server for
  * the file, a fresh namespace per test. Faults the real server cannot be made to show are
  * in test/report/persistence.test.ts.
  */
+import { rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import t from 'tap';
 import { readPod, planPod } from '../../src/core/pod.js';
@@ -14,9 +17,11 @@ import { compileRules } from '../../src/core/rules.js';
 import { configMapStore, readMergedReport, ReportPersister, REPORT_CONFIGMAP, type ConfigMapStore } from '../../src/kube/report-store.js';
 import { createLogger } from '../../src/logger.js';
 import { ReportCache, type Report } from '../../src/report/rewrites.js';
+import { serve } from '../../src/serve.js';
 import { LogSink } from '../support/app.js';
 import { realKubeTestOptions, startRealKube, type RealKube } from '../support/kube-apiserver.js';
 import { eventually } from '../support/real-cluster.js';
+import { serveOptions, tempDir } from '../support/serve.js';
 
 // This file starts etcd and kube-apiserver on a machine that may be busy.
 t.setTimeout(300_000);
@@ -182,6 +187,21 @@ t.test('report persistence against the real API server', realKubeTestOptions(), 
     t.equal(await api.configMapRequests('PUT'), before, 'no write while nothing changed');
   });
 
+  await t.test('a reloaded flushSeconds applies to the next writes', async (t) => {
+    const api = await cluster(t);
+    const a = replica(api.store, 'pod-a', { flushSeconds: 3600 });
+    await a.persister.start();
+    t.teardown(() => a.persister.stop());
+    a.admit(1);
+    // start() wrote the empty key; at the interval it started with, nothing would follow for an hour.
+    const puts = await api.configMapRequests('PUT');
+    a.persister.setFlushSeconds(0.05);
+    await eventually('a periodic flush at the new interval', async () => (await rewrittenIn(api, 'pod-a')) === 1);
+    t.ok((await api.configMapRequests('PUT')) > puts, 'written by the timer, not by start() (the API server counted the update)');
+    a.admit(2);
+    await eventually('the next one', async () => (await rewrittenIn(api, 'pod-a')) === 3);
+  });
+
   await t.test('a restart with the same replica name continues the counts, never doubles them', async (t) => {
     const api = await cluster(t);
     const { store } = api;
@@ -236,6 +256,53 @@ t.test('report persistence against the real API server', realKubeTestOptions(), 
     await fresh.persister.flush(true);
     t.equal((await rewrittenIn(api, 'pod-new-1')), 9);
     t.equal(await mergedRewritten(store), 9);
+  });
+
+  await t.test('a reloaded staleAfterMs applies at the next flush', async (t) => {
+    const api = await cluster(t);
+    const { store } = api;
+    let clock = T0;
+    const now = (): Date => new Date(clock);
+    const old = replica(store, 'pod-old', { now });
+    old.admit(2);
+    await old.persister.stop();
+
+    clock = T0 + 5 * 60_000;
+    const live = replica(store, 'pod-live', { now, flushSeconds: 60, staleAfterMs: 10 * 60_000 });
+    live.admit(1);
+    await live.persister.flush();
+    t.same(Object.keys(await stored(api)).sort(), ['pod-live', 'pod-old'], 'five minutes old, stale only after ten: kept');
+
+    live.persister.setStaleAfterMs(4 * 60_000);
+    await live.persister.flush();
+    t.same(Object.keys(await stored(api)), ['pod-live'], 'stale after four minutes now: adopted, with nothing new to write');
+    t.equal(await rewrittenIn(api, 'pod-live'), 3, 'its counts summed into the adopter');
+  });
+
+  await t.test('serve applies a reloaded report.staleAfterSeconds to the next flush', async (t) => {
+    const api = await cluster(t);
+    // A replica that exited a minute ago left its key.
+    const gone = replica(api.store, 'pod-gone', { now: () => new Date(Date.now() - 60_000) });
+    gone.admit(4);
+    await gone.persister.stop();
+
+    const dir = await tempDir(t, 'mg-report-');
+    const configPath = join(dir, 'config.yaml');
+    // Replaced by a rename, as a ConfigMap update replaces the file.
+    const writeConfig = async (report: string): Promise<void> => {
+      await writeFile(`${configPath}.next`, `mode: enforce\nrules:\n  - from: docker.io\n    to: mirror.example.com/dockerhub\nreport: ${report}\n`);
+      await rename(`${configPath}.next`, configPath);
+    };
+    await writeConfig('{flushSeconds: 5, staleAfterSeconds: 3600}');
+    const logs = new LogSink();
+    const running = await serve(serveOptions(dir, { configPath, noKube: false, kubeconfig: kube.adminKubeconfig, namespace: api.ns, replica: 'pod-live', logDestination: logs }));
+    t.teardown(() => running.shutdown('test over'));
+    t.same(Object.keys(await stored(api)).sort(), ['pod-gone', 'pod-live'], 'a minute old, stale only after an hour: kept by the first flush');
+
+    await writeConfig('{flushSeconds: 5, staleAfterSeconds: 30}');
+    await eventually('the reload', async () => logs.find('config reloaded').length === 1);
+    await eventually('the key adopted at a flush after the reload', async () => (await stored(api))['pod-gone'] === undefined);
+    t.equal(await rewrittenIn(api, 'pod-live'), 4, 'its counts summed into the live replica');
   });
 
   await t.test('an idle replica keeps its key fresh, so no one adopts a live replica', async (t) => {

@@ -240,8 +240,8 @@ void t.test('registry without auth', async (t) => {
     t.same(Buffer.concat(chunks), blob);
   });
   void t.test('request: a path off the registry is refused', async (t) => {
-    await t.rejects(client.request(ep, { method: 'GET', path: 'http://127.0.0.2:1/v2/', repository: 'a', actions: 'pull' }), { reason: 'invalid' });
-    await t.rejects(client.request(ep, { method: 'GET', path: '/v1/x', repository: 'a', actions: 'pull' }), { reason: 'invalid' });
+    await t.rejects(client.request(ep, { method: 'GET', path: 'http://127.0.0.2:1/v2/', repository: 'a', actions: 'pull' }), { name: 'RegistryError', reason: 'invalid' });
+    await t.rejects(client.request(ep, { method: 'GET', path: '/v1/x', repository: 'a', actions: 'pull' }), { name: 'RegistryError', reason: 'invalid' });
   });
 });
 

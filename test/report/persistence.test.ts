@@ -3,8 +3,8 @@
  * Kubernetes API (test/support/kube-api.ts), through the real @kubernetes/client-node code:
  * each test here needs a fault the real API server cannot be made to show on demand (a
  * write held back, conflicts forced, a 500, an outage), and says which. Everything else
- * (keys per replica, periodic flushes, reload on restart, adoption, the size bound,
- * garbage in a key) is tested against the real API server in
+ * (keys per replica, periodic flushes, a reloaded flush interval, reload on restart,
+ * adoption, the size bound, garbage in a key) is tested against the real API server in
  * test/real/report-persistence.test.ts.
  */
 import { KubeConfig } from '@kubernetes/client-node';
@@ -98,24 +98,6 @@ function rewrittenIn(api: KubeApi, key: string): number | undefined {
 async function mergedRewritten(store: ConfigMapStore): Promise<number | undefined> {
   return (await readMergedReport(store, new Date(T0))).registries['docker.io']?.rewritten;
 }
-
-
-
-// Not yet moved to the real API server (it could show it): counts reads in the imitation's request log.
-t.test('a reloaded flushSeconds applies to the next writes', async (t) => {
-  const { api, store } = await cluster(t);
-  const a = replica(store, 'pod-a', { flushSeconds: 3600 });
-  await a.persister.start();
-  t.teardown(() => a.persister.stop());
-  a.admit(1);
-  const reads = (): number => api.requests.filter((r) => r.method === 'GET').length;
-  const before = reads();
-  a.persister.setFlushSeconds(0.05);
-  await waitFor('a periodic flush at the new interval', () => rewrittenIn(api, 'pod-a') === 1);
-  t.ok(reads() > before, 'written by the timer, not by start()');
-  a.admit(2);
-  await waitFor('the next one', () => rewrittenIn(api, 'pod-a') === 3);
-});
 
 // Imitation only: a PUT held back so that admissions land while the flush is in flight.
 t.test('stop writes the final counts, also those recorded while a flush was in flight', async (t) => {
