@@ -1,7 +1,10 @@
 /**
- * `serve` with Kubernetes access, against the loopback Kubernetes API: the namespace
- * label turns audit on, replicated pull secrets follow admissions, an unreachable API
- * shows in readiness without blocking admission; and the KubeConfig errors.
+ * `serve` with Kubernetes access, against the loopback imitation of the Kubernetes API,
+ * for faults a real API server cannot be made to show on demand: the API going away and
+ * coming back (readiness says degraded, admission goes on from the caches), and a
+ * ServiceAccount GET that hangs (the reloaded wait bound cuts it). The same wiring against
+ * the real server (namespace modes, pull-secret replication, ServiceAccount lookups) is in
+ * test/real/adapters.test.ts and test/real/admission.test.ts. And the KubeConfig errors.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

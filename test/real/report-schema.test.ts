@@ -2,7 +2,8 @@
  * The JSON report's documented schema (schemas/report.schema.json, JSON Schema 2020-12)
  * checked by a real validator (ajv) against real output: GET /report of a running
  * `serve()` after admissions through /mutate, the value a replica stores in the ConfigMap
- * of the loopback Kubernetes API, and `mirrorgate report --output json`.
+ * of a real API server (so the server's own storage and the client's round trip are in
+ * between), and `mirrorgate report --output json`.
  */
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -16,8 +17,11 @@ import { REPORT_SCHEMA_VERSION, type Report } from '../../src/report/rewrites.js
 import { serve } from '../../src/serve.js';
 import { review } from '../support/app.js';
 import { pushImage, startRegistry } from '../support/registry.js';
-import { kubeconfigFor, startKubeApi } from '../support/kube-api.js';
+import { realKubeTestOptions, startRealKube } from '../support/kube-apiserver.js';
 import { serveOptions } from '../support/serve.js';
+
+// This file starts etcd and kube-apiserver on a machine that may be busy.
+t.setTimeout(300_000);
 
 // A CommonJS module: the plugin is module.exports, which its types call `default`.
 const addFormats = addFormatsModule.default;
@@ -48,7 +52,7 @@ function deploymentPod(images: string[], deployment: string, hash: string): Reco
   };
 }
 
-t.test('the report matches its schema: /report, the stored value, the CLI', async (t) => {
+t.test('the report matches its schema: /report, the stored value, the CLI', realKubeTestOptions(), async (t) => {
   const schema = JSON.parse(await readFile('schemas/report.schema.json', 'utf8')) as Record<string, unknown>;
   const ajv = new Ajv2020({ allErrors: true, strict: true });
   addFormats(ajv);
@@ -58,16 +62,16 @@ t.test('the report matches its schema: /report, the stored value, the CLI', asyn
     t.ok(ok, `${what} matches the schema${ok ? '' : `: ${ajv.errorsText(validate.errors)}`}`);
   };
 
-  const api = await startKubeApi();
-  t.teardown(() => api.close());
-  api.put({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'mirrorgate' } });
+  const kube = await startRealKube();
+  t.teardown(() => kube.stop());
+  await kube.must('POST', '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'mirrorgate' } });
   const dir = await mkdtemp(join(tmpdir(), 'mg-schema-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const mirror = await startRegistry();
   t.teardown(() => mirror.stop());
   await pushImage(mirror, 'quay/acme/app', '1');
   await writeFile(join(dir, 'config.yaml'), config(mirror.host));
-  const running = await serve(serveOptions(dir, { noKube: false, kubeconfig: await kubeconfigFor(api), replica: 'pod-a' }));
+  const running = await serve(serveOptions(dir, { noKube: false, kubeconfig: kube.adminKubeconfig, replica: 'pod-a' }));
   let stopped = false;
   t.teardown(() => (stopped ? undefined : running.shutdown('test over')));
   const admit = async (object: Record<string, unknown>, namespace: string): Promise<void> => {
@@ -95,7 +99,8 @@ t.test('the report matches its schema: /report, the stored value, the CLI', asyn
 
   await running.shutdown('test over');
   stopped = true;
-  const stored = JSON.parse(((api.get('configmaps', 'mirrorgate', REPORT_CONFIGMAP)?.data ?? {}) as Record<string, string>)['pod-a'] ?? '{}') as { report: unknown };
+  const cm = await kube.must<{ data?: Record<string, string> }>('GET', `/api/v1/namespaces/mirrorgate/configmaps/${REPORT_CONFIGMAP}`);
+  const stored = JSON.parse(cm.data?.['pod-a'] ?? '{}') as { report: unknown };
   check('the stored ConfigMap value', stored.report);
 
   // The check can fail: a report that breaks the schema is refused.
