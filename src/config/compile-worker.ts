@@ -7,7 +7,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { serialize } from 'node:v8';
 import { clip } from '../core/text.js';
 import { ConfigError, parseConfig } from './schema.js';
-import { RULES_PER_PART, type CompileInput, type CompileOutput } from './compile.js';
+import { buildRuleIndex, type Rule, type RuleScope } from '../core/rules.js';
+import { RULES_PER_PART, type CompileInput, type CompileOutput, type CompilePart } from './compile.js';
 
 const { text, source } = workerData as CompileInput;
 const port = parentPort;
@@ -23,15 +24,24 @@ try {
   const config = parseConfig(text, source);
   const rules = config.ruleSet.rules;
   const inputs = config.file.rules;
+  // The rules and their index as integers and one string table (see buildRuleIndex).
+  const table = buildRuleIndex(rules, true);
   const parts: ArrayBuffer[] = [];
   for (let i = 0; i < Math.max(rules.length, inputs.length); i += RULES_PER_PART) {
-    parts.push(toArrayBuffer(serialize({ rules: rules.slice(i, i + RULES_PER_PART), inputs: inputs.slice(i, i + RULES_PER_PART) })));
+    // What the table leaves out: the rules as written, and the scopes of those that have one.
+    const scopes: [number, RuleScope][] = [];
+    for (let j = i; j < Math.min(i + RULES_PER_PART, rules.length); j++) {
+      const scope = (rules[j] as Rule).scope;
+      if (scope !== undefined) scopes.push([j, scope]);
+    }
+    const part: CompilePart = { inputs: inputs.slice(i, i + RULES_PER_PART), scopes };
+    parts.push(toArrayBuffer(serialize(part)));
   }
   // Everything else, with the rule lists emptied: they come in the parts.
   const shell = { ...config, ruleSet: { ...config.ruleSet, rules: [] }, file: { ...config.file, rules: [] }, settings: { ...config.settings, ruleSet: undefined } };
   const rest = toArrayBuffer(serialize(shell));
-  transfer.push(...parts, rest);
-  out = { kind: 'ok', parts, rest };
+  transfer.push(table.ints.buffer as ArrayBuffer, ...parts, rest);
+  out = { kind: 'ok', table, parts, rest };
 } catch (err) {
   if (err instanceof ConfigError) {
     // Values can be megabytes: only as much as a config error lists crosses over.

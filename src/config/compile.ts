@@ -15,8 +15,8 @@
  */
 import { Worker } from 'node:worker_threads';
 import { deserialize } from 'node:v8';
-import type { Problem, Rule, RuleInput } from '../core/rules.js';
-import { RuleIndexBuilder } from '../core/rules.js';
+import type { Problem, Rule, RuleIndexData, RuleInput, RuleScope } from '../core/rules.js';
+import { adoptRuleIndex, RuleTableReader } from '../core/rules.js';
 import { ConfigError, deepFreeze, type Config } from './schema.js';
 
 /** Rules per part the main thread adopts at once (a few ms each on one core). */
@@ -32,9 +32,20 @@ export interface CompileInput {
   readonly source: string;
 }
 
-/** What the worker answers: the config in serialised parts, or why it is refused. */
+/** A part of {@link RULES_PER_PART} rules, serialised: what the rule table leaves out. */
+export interface CompilePart {
+  /** The rules as written (the config file's `rules`). */
+  readonly inputs: readonly RuleInput[];
+  /** [position in the rule list, scope] of the part's rules that have a scope. */
+  readonly scopes: readonly (readonly [number, RuleScope])[];
+}
+
+/**
+ * What the worker answers: the rules and their index as a table (its integers
+ * transferred), the rest in serialised parts; or why the config is refused.
+ */
 export type CompileOutput =
-  | { readonly kind: 'ok'; readonly parts: readonly ArrayBuffer[]; readonly rest: ArrayBuffer }
+  | { readonly kind: 'ok'; readonly table: RuleIndexData; readonly parts: readonly ArrayBuffer[]; readonly rest: ArrayBuffer }
   | { readonly kind: 'invalid'; readonly problems: readonly Problem[] }
   | { readonly kind: 'failed'; readonly message: string };
 
@@ -54,7 +65,7 @@ export async function compileOffThread(text: string, source: string, opts: Compi
   const out = await runWorker({ text, source }, opts);
   if (out.kind === 'invalid') throw new ConfigError(source, out.problems);
   if (out.kind === 'failed') throw new ConfigError(source, [{ path: '(compile)', message: out.message }]);
-  return adopt(out, opts.pause ?? nextTurn);
+  return adopt(out, source, opts.pause ?? nextTurn);
 }
 
 function nextTurn(): Promise<void> {
@@ -106,25 +117,29 @@ function runWorker(input: CompileInput, opts: CompileOptions): Promise<CompileOu
   });
 }
 
-/** Deserialise, freeze and index the parts, a part per turn of the event loop. */
-async function adopt(out: Extract<CompileOutput, { kind: 'ok' }>, pause: () => Promise<void>): Promise<Config> {
+/**
+ * Make the rules from the table and take in the serialised parts, a part per turn of the
+ * event loop; the table's index becomes the rules' index as it is.
+ */
+async function adopt(out: Extract<CompileOutput, { kind: 'ok' }>, source: string, pause: () => Promise<void>): Promise<Config> {
   const rules: Rule[] = [];
   const inputs: RuleInput[] = [];
-  const index = new RuleIndexBuilder();
-  for (const part of out.parts) {
+  const table = new RuleTableReader(out.table);
+  for (let p = 0; p < out.parts.length; p++) {
     await pause();
-    const batch = deserialize(Buffer.from(part)) as { rules: Rule[]; inputs: RuleInput[] };
-    deepFreeze(batch);
-    for (const r of batch.rules) rules.push(r);
-    for (const r of batch.inputs) inputs.push(r);
-    index.add(batch.rules);
+    const part = deserialize(Buffer.from(out.parts[p] as ArrayBuffer)) as CompilePart;
+    deepFreeze(part);
+    const scopes = new Map(part.scopes);
+    for (const r of table.rules(p * RULES_PER_PART, (p + 1) * RULES_PER_PART, (i) => scopes.get(i))) rules.push(r);
+    for (const r of part.inputs) inputs.push(r);
   }
+  if (rules.length !== table.size) throw new ConfigError(source, [{ path: '(compile)', message: `the rule table holds ${table.size} rules, ${rules.length} adopted` }]);
   await pause();
   // Every rule is frozen already: freezing the lists themselves is enough.
   Object.freeze(rules);
   Object.freeze(inputs);
   const shell = deserialize(Buffer.from(out.rest)) as Config;
   const ruleSet = { ...shell.ruleSet, rules };
-  index.finish(rules);
+  adoptRuleIndex(rules, out.table);
   return deepFreeze({ ...shell, ruleSet, file: { ...shell.file, rules: inputs }, settings: { ...shell.settings, ruleSet } });
 }
