@@ -49,3 +49,6 @@ try {
   } else out = { kind: 'failed', message: clip(err instanceof Error ? err.message : String(err), 1024) };
 }
 port?.postMessage(out, transfer);
+// Stay until the main thread has adopted the answer and terminates this thread: tearing
+// down this heap meanwhile would take a core from the adoption.
+port?.once('message', () => port.close());

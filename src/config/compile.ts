@@ -67,10 +67,16 @@ export interface CompileOptions {
 
 /** Parse, validate and compile `text` off the main thread. Throws ConfigError as parseConfig does. */
 export async function compileOffThread(text: string, source: string, opts: CompileOptions = {}): Promise<Config> {
-  const out = await runWorker({ text, source }, opts);
-  if (out.kind === 'invalid') throw new ConfigError(source, out.problems);
-  if (out.kind === 'failed') throw new ConfigError(source, [{ path: '(compile)', message: out.message }]);
-  return adopt(out, source, opts.pause ?? nextTurn);
+  const { out, stop } = await runWorker({ text, source }, opts);
+  try {
+    if (out.kind === 'invalid') throw new ConfigError(source, out.problems);
+    if (out.kind === 'failed') throw new ConfigError(source, [{ path: '(compile)', message: out.message }]);
+    return await adopt(out, source, opts.pause ?? nextTurn);
+  } finally {
+    // Only now: tearing down the worker's heap (hundreds of ms of a core) during the
+    // adoption would slow the adoption's steps and the collector's threads.
+    stop();
+  }
 }
 
 function nextTurn(): Promise<void> {
@@ -97,18 +103,21 @@ function startWorker(input: CompileInput, memoryMb: number): Worker {
   return new Worker(boot, { ...options, eval: true, execArgv: [] });
 }
 
-function runWorker(input: CompileInput, opts: CompileOptions): Promise<CompileOutput> {
+/** The worker's answer; `stop()` ends the worker (it waits for that once it has answered). */
+function runWorker(input: CompileInput, opts: CompileOptions): Promise<{ out: CompileOutput; stop: () => void }> {
   const memoryMb = opts.memoryMb ?? COMPILE_MEMORY_MB;
   const timeoutMs = opts.timeoutMs ?? COMPILE_TIMEOUT_MS;
   return new Promise((resolve) => {
     let settled = false;
     const worker = startWorker(input, memoryMb);
+    const stop = (): void => void worker.terminate();
     const settle = (out: CompileOutput): void => {
       if (settled) return;
       settled = true;
       timer.clear();
-      resolve(out);
-      void worker.terminate();
+      // Abandoned or failed: stopped at once. An answer: once it is adopted.
+      if (out.kind === 'failed') stop();
+      resolve({ out, stop });
     };
     const timer = (opts.setTimer ?? defaultTimer)(() => settle({ kind: 'failed', message: `compiling took longer than ${timeoutMs / 1000} s; abandoned` }), timeoutMs);
     worker.once('message', (out: CompileOutput) => settle(out));
