@@ -3,14 +3,23 @@
  * config text, and posts the result in the shape compile.ts adopts (see there). Runs no
  * I/O of its own; the text comes in `workerData`.
  */
+import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { serialize } from 'node:v8';
 import { clip } from '../core/text.js';
 import { ConfigError, parseConfig } from './schema.js';
 import { buildRuleIndex, type Rule, type RuleScope } from '../core/rules.js';
-import { RULES_PER_PART, type CompileInput, type CompileOutput, type CompilePart } from './compile.js';
+import { COMPILE_NICE, RULES_PER_PART, type CompileInput, type CompileOutput, type CompilePart } from './compile.js';
 
 const { text, source } = workerData as CompileInput;
+
+try {
+  // This thread only (on Linux a thread has a priority of its own): the thread answering
+  // admissions comes first when both want a core. Lowering one's priority needs no privilege.
+  setPriority(COMPILE_NICE);
+} catch {
+  // Not supported here: the compile runs at the usual priority.
+}
 const port = parentPort;
 
 function toArrayBuffer(b: Buffer): ArrayBuffer {

@@ -28,6 +28,11 @@ export const RULES_PER_PART = 250;
 export const BALLAST_BYTES_PER_PART = 2 * 1024 * 1024;
 /** Heap of the compiling worker: 20,000 rules (1.3 MiB of YAML) need between 64 and 96 MiB. */
 export const COMPILE_MEMORY_MB = 128;
+/**
+ * The compiling thread's priority (nice value): below the thread answering admissions, so
+ * that on a busy core the compile waits, not admissions.
+ */
+export const COMPILE_NICE = 10;
 /** A compile that takes longer is abandoned (the last good config stays). */
 export const COMPILE_TIMEOUT_MS = 60_000;
 
