@@ -2,8 +2,12 @@
  * An index over registry patterns: a tree per host (exact hosts, and `*.domain` suffixes)
  * over whole path components. It answers which patterns could match a reference, or
  * overlap another pattern, in time proportional to the reference's length and the
- * answers, instead of a pass over every pattern. Rules compile in O(n log n) and an
- * admission looks up its rule in O(components) with 20,000 rules as with 2.
+ * answers, instead of a pass over every pattern. Rules compile in O(n log n).
+ * {@link writeFlatIndex} writes the same tree as integers and a string table, which
+ * {@link FlatPatternIndex} reads as it is: admissions look up their rule there, with a
+ * binary search per host and component (O(components · log n): 20,000 rules cost about
+ * as much as 2). That form is built once per rule list, or in a reload's worker and
+ * handed over.
  *
  * The index only narrows: callers confirm each candidate with the exact predicate
  * (`matchLength`, `patternsOverlap`), so its answers are a superset and it never changes
