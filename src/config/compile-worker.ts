@@ -13,12 +13,15 @@ import { COMPILE_NICE, RULES_PER_PART, type CompileInput, type CompileOutput, ty
 
 const { text, source } = workerData as CompileInput;
 
-try {
-  // This thread only (on Linux a thread has a priority of its own): the thread answering
-  // admissions comes first when both want a core. Lowering one's priority needs no privilege.
-  setPriority(COMPILE_NICE);
-} catch {
-  // Not supported here: the compile runs at the usual priority.
+// This thread only: on Linux a thread has a priority of its own (elsewhere the call would
+// lower the whole process, so it is left alone). The thread answering admissions comes
+// first when both want a core. Lowering one's own priority needs no privilege.
+if (process.platform === 'linux') {
+  try {
+    setPriority(COMPILE_NICE);
+  } catch {
+    // Refused: the compile runs at the usual priority.
+  }
 }
 const port = parentPort;
 
