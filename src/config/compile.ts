@@ -2,27 +2,45 @@
  * Compiling a reloaded config without blocking the admissions the same thread answers.
  *
  * YAML parsing, validation and rule compilation of a large config take seconds (20,000
- * rules: see the bench), far past the webhook's timeout. A worker thread does all of it;
- * the result comes back serialised in parts of {@link RULES_PER_PART} rules, transferred
- * (not copied). The main thread then adopts it a part at a time, yielding to the event loop
- * between parts: each part is deserialised, frozen and added to the rule index, so the
- * first admission after the swap finds the index built. The config in force is swapped
- * only when all of it is in: a reload is atomic.
+ * rules: see the bench), far past the webhook's timeout. A worker thread does all of it,
+ * at a lower priority than this thread, and builds the rules' lookup index too, as
+ * integers and one string table that also hold the rules (`buildRuleIndex` in
+ * core/rules.ts; O(n log n)). The integers' buffer and the rest, serialised in parts of
+ * {@link RULES_PER_PART} rules (the rules as written, and the scopes), are transferred, not
+ * copied. This thread then adopts them a part at a time, yielding to the event loop
+ * between parts: each part's rules are made from the table (shared strings, frozen) and its
+ * inputs deserialised; the index is read as it is, never rebuilt, and belongs to the rule
+ * list before the swap, so the first admission after it finds it complete. The config in
+ * force is swapped only when all of it is in: a reload is atomic. What is left to block the
+ * event loop is a step of a part (1-3 ms of work on one core) and the collector's
+ * scavenges of what the adoption makes, which the ballast keeps to a few parts each (see
+ * {@link adopt}): 20,000 rules block it 13-37 ms at most on the shared 2-core development
+ * machine (README, "A reload of 20,000 rules").
  *
  * The worker is started per reload (reloads are rare) with a memory limit and a deadline;
  * a worker that fails, runs out of memory or out of time is a rejected reload, and the
- * last good config stays in force.
+ * last good config stays in force. It is terminated once its answer is adopted.
  */
 import { Worker } from 'node:worker_threads';
 import { deserialize } from 'node:v8';
-import type { Problem, Rule, RuleInput } from '../core/rules.js';
-import { RuleIndexBuilder } from '../core/rules.js';
+import type { Problem, Rule, RuleIndexData, RuleInput, RuleScope } from '../core/rules.js';
+import { adoptRuleIndex, RuleTableReader } from '../core/rules.js';
 import { ConfigError, deepFreeze, type Config } from './schema.js';
 
 /** Rules per part the main thread adopts at once (a few ms each on one core). */
 export const RULES_PER_PART = 250;
+/**
+ * Short-lived garbage allocated after each part (about ten times what a part keeps), so
+ * that the young generation is scavenged every few parts: see {@link adopt}.
+ */
+export const BALLAST_BYTES_PER_PART = 2 * 1024 * 1024;
 /** Heap of the compiling worker: 20,000 rules (1.3 MiB of YAML) need between 64 and 96 MiB. */
 export const COMPILE_MEMORY_MB = 128;
+/**
+ * The compiling thread's priority (nice value): below the thread answering admissions, so
+ * that on a busy core the compile waits, not admissions.
+ */
+export const COMPILE_NICE = 10;
 /** A compile that takes longer is abandoned (the last good config stays). */
 export const COMPILE_TIMEOUT_MS = 60_000;
 
@@ -32,9 +50,20 @@ export interface CompileInput {
   readonly source: string;
 }
 
-/** What the worker answers: the config in serialised parts, or why it is refused. */
+/** A part of {@link RULES_PER_PART} rules, serialised: what the rule table leaves out. */
+export interface CompilePart {
+  /** The rules as written (the config file's `rules`). */
+  readonly inputs: readonly RuleInput[];
+  /** [position in the rule list, scope] of the part's rules that have a scope. */
+  readonly scopes: readonly (readonly [number, RuleScope])[];
+}
+
+/**
+ * What the worker answers: the rules and their index as a table (its integers
+ * transferred), the rest in serialised parts; or why the config is refused.
+ */
 export type CompileOutput =
-  | { readonly kind: 'ok'; readonly parts: readonly ArrayBuffer[]; readonly rest: ArrayBuffer }
+  | { readonly kind: 'ok'; readonly table: RuleIndexData; readonly parts: readonly ArrayBuffer[]; readonly rest: ArrayBuffer }
   | { readonly kind: 'invalid'; readonly problems: readonly Problem[] }
   | { readonly kind: 'failed'; readonly message: string };
 
@@ -51,10 +80,16 @@ export interface CompileOptions {
 
 /** Parse, validate and compile `text` off the main thread. Throws ConfigError as parseConfig does. */
 export async function compileOffThread(text: string, source: string, opts: CompileOptions = {}): Promise<Config> {
-  const out = await runWorker({ text, source }, opts);
-  if (out.kind === 'invalid') throw new ConfigError(source, out.problems);
-  if (out.kind === 'failed') throw new ConfigError(source, [{ path: '(compile)', message: out.message }]);
-  return adopt(out, opts.pause ?? nextTurn);
+  const { out, stop } = await runWorker({ text, source }, opts);
+  try {
+    if (out.kind === 'invalid') throw new ConfigError(source, out.problems);
+    if (out.kind === 'failed') throw new ConfigError(source, [{ path: '(compile)', message: out.message }]);
+    return await adopt(out, source, opts.pause ?? nextTurn);
+  } finally {
+    // Only now: tearing down the worker's heap (hundreds of ms of a core) during the
+    // adoption would slow the adoption's steps and the collector's threads.
+    stop();
+  }
 }
 
 function nextTurn(): Promise<void> {
@@ -81,18 +116,21 @@ function startWorker(input: CompileInput, memoryMb: number): Worker {
   return new Worker(boot, { ...options, eval: true, execArgv: [] });
 }
 
-function runWorker(input: CompileInput, opts: CompileOptions): Promise<CompileOutput> {
+/** The worker's answer; `stop()` ends the worker (it waits for that once it has answered). */
+function runWorker(input: CompileInput, opts: CompileOptions): Promise<{ out: CompileOutput; stop: () => void }> {
   const memoryMb = opts.memoryMb ?? COMPILE_MEMORY_MB;
   const timeoutMs = opts.timeoutMs ?? COMPILE_TIMEOUT_MS;
   return new Promise((resolve) => {
     let settled = false;
     const worker = startWorker(input, memoryMb);
+    const stop = (): void => void worker.terminate();
     const settle = (out: CompileOutput): void => {
       if (settled) return;
       settled = true;
       timer.clear();
-      resolve(out);
-      void worker.terminate();
+      // Abandoned or failed: stopped at once. An answer: once it is adopted.
+      if (out.kind === 'failed') stop();
+      resolve({ out, stop });
     };
     const timer = (opts.setTimer ?? defaultTimer)(() => settle({ kind: 'failed', message: `compiling took longer than ${timeoutMs / 1000} s; abandoned` }), timeoutMs);
     worker.once('message', (out: CompileOutput) => settle(out));
@@ -106,25 +144,45 @@ function runWorker(input: CompileInput, opts: CompileOptions): Promise<CompileOu
   });
 }
 
-/** Deserialise, freeze and index the parts, a part per turn of the event loop. */
-async function adopt(out: Extract<CompileOutput, { kind: 'ok' }>, pause: () => Promise<void>): Promise<Config> {
+/**
+ * Make the rules from the table and take in the serialised parts, a part per turn of the
+ * event loop; the table's index becomes the rules' index as it is.
+ *
+ * Every object made here survives, and a scavenge of the young generation costs what
+ * survives in it: left alone, V8 scavenges when 8-16 MiB are in, so one pause copies the
+ * rules of dozens of parts (7 MiB for 20,000 rules, 30-50 ms). The ballast after each
+ * part fills the young generation with garbage that costs nothing to scavenge, so a
+ * scavenge comes every few parts and copies only those (3-8 ms each).
+ */
+async function adopt(out: Extract<CompileOutput, { kind: 'ok' }>, source: string, pause: () => Promise<void>): Promise<Config> {
   const rules: Rule[] = [];
   const inputs: RuleInput[] = [];
-  const index = new RuleIndexBuilder();
-  for (const part of out.parts) {
+  const table = new RuleTableReader(out.table);
+  for (let p = 0; p < out.parts.length; p++) {
     await pause();
-    const batch = deserialize(Buffer.from(part)) as { rules: Rule[]; inputs: RuleInput[] };
-    deepFreeze(batch);
-    for (const r of batch.rules) rules.push(r);
-    for (const r of batch.inputs) inputs.push(r);
-    index.add(batch.rules);
+    const part = deserialize(Buffer.from(out.parts[p] as ArrayBuffer)) as CompilePart;
+    deepFreeze(part);
+    const scopes = new Map(part.scopes);
+    for (const r of table.rules(p * RULES_PER_PART, (p + 1) * RULES_PER_PART, (i) => scopes.get(i))) rules.push(r);
+    for (const r of part.inputs) inputs.push(r);
+    ballast(BALLAST_BYTES_PER_PART);
   }
+  if (rules.length !== table.size) throw new ConfigError(source, [{ path: '(compile)', message: `the rule table holds ${table.size} rules, ${rules.length} adopted` }]);
   await pause();
   // Every rule is frozen already: freezing the lists themselves is enough.
   Object.freeze(rules);
   Object.freeze(inputs);
   const shell = deserialize(Buffer.from(out.rest)) as Config;
   const ruleSet = { ...shell.ruleSet, rules };
-  index.finish(rules);
+  adoptRuleIndex(rules, out.table);
   return deepFreeze({ ...shell, ruleSet, file: { ...shell.file, rules: inputs }, settings: { ...shell.settings, ruleSet } });
+}
+
+/** Where the ballast goes, so that no compiler drops it as unused. */
+let _ballastSink: unknown;
+
+/** Allocate `bytes` of young garbage, in arrays small enough not to be large objects. */
+function ballast(bytes: number): void {
+  for (let n = 0; n < bytes; n += 64 * 1024) _ballastSink = new Array<undefined>(8 * 1024);
+  _ballastSink = undefined;
 }

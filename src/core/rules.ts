@@ -11,7 +11,7 @@ import {
   specificity,
   type RegistryPattern,
 } from './patterns.js';
-import { PatternIndex } from './pattern-index.js';
+import { FlatPatternIndex, PatternIndex, StringTableBuilder, writeFlatIndex } from './pattern-index.js';
 import { parseReference, type ImageReference } from './reference.js';
 import { parseSelector, selectorMatches, type LabelSelector } from './selector.js';
 
@@ -312,8 +312,12 @@ export interface Candidate {
  */
 export function findRule(ruleSet: RuleSet, ref: ImageReference, ctx?: ScopeContext): { rule: Rule; matched: number } | undefined {
   let best: { rule: Rule; matched: number; score: number } | undefined;
+  const rules = ruleSet.rules;
   // Only the rules the index says could match, in file order (ties go to the first).
-  const candidates = indexOf(ruleSet.rules).froms.candidates(ref.registry, ref.repository).sort((a, b) => a.index - b.index);
+  const candidates = indexOf(rules)
+    .froms.candidates(ref.registry, ref.repository)
+    .map((at) => rules[at] as Rule)
+    .sort((a, b) => a.index - b.index);
   for (const rule of candidates) {
     const matched = matchLength(rule.from, ref.registry, ref.repository);
     if (matched < 0 || !inScope(rule, ctx)) continue;
@@ -323,51 +327,234 @@ export function findRule(ruleSet: RuleSet, ref: ImageReference, ctx?: ScopeConte
   return best && { rule: best.rule, matched: best.matched };
 }
 
+/**
+ * The lookup index of a rule list: `froms` answers positions in the list, `targets`
+ * position * MAX_TARGETS + the target's position in the rule.
+ */
 interface RuleIndexes {
-  readonly froms: PatternIndex<Rule>;
-  readonly targets: PatternIndex<RegistryPattern>;
+  readonly froms: FlatPatternIndex;
+  readonly targets: FlatPatternIndex;
 }
 
-/** Built once per rule list (a config load), on first use; rule lists are never mutated. */
+/** One per rule list (a config load); rule lists are never mutated. */
 const indexes = new WeakMap<readonly Rule[], RuleIndexes>();
 
+/** The index of a rule list: adopted with it (a reload), or built on first use. */
 function indexOf(rules: readonly Rule[]): RuleIndexes {
   let built = indexes.get(rules);
   if (built === undefined) {
-    const builder = new RuleIndexBuilder();
-    builder.add(rules);
-    built = builder.finish(rules);
+    built = readIndex(buildRuleIndex(rules));
+    indexes.set(rules, built);
   }
   return built;
 }
 
 /**
- * Builds the lookup index of a rule list a part at a time, so that a reload can adopt a
- * large rule list in slices between admissions instead of on the first admission after
- * it. `finish(rules)` makes it the index of `rules`, which must hold exactly the rules
- * added, in order.
+ * A rule list's lookup index, and optionally the rules themselves, as integers and one
+ * string table: what a worker thread builds and hands over (the integers' buffer is
+ * transferred, not copied), so that the thread answering admissions adopts it without
+ * building anything.
  */
-export class RuleIndexBuilder {
-  readonly #froms = new PatternIndex<Rule>();
-  readonly #targets = new PatternIndex<RegistryPattern>();
+export interface RuleIndexData {
+  readonly ints: Int32Array;
+  readonly strings: string;
+}
 
-  add(rules: readonly Rule[]): void {
-    for (const r of rules) {
-      this.#froms.add(r.from, r);
-      for (const t of r.targets) this.#targets.add(t.to, t.to);
-    }
+/** Layout version, first in `ints`. */
+const FORMAT = 1;
+// Positions in the header of `ints`.
+const H_STRINGS = 1; // count of strings, then where their starts are
+const H_FROMS = 3;
+const H_TARGETS = 4;
+const H_RULES = 5; // count of rules, then where their records' positions are
+const HEADER = 7;
+
+const VERIFY = 1;
+const COPY_ON_MISS = 2;
+const PIN_DIGEST = 4;
+const SCOPED = 8;
+
+/**
+ * Build a rule list's index as {@link RuleIndexData}: the same trees the compiler's
+ * {@link PatternIndex} makes, flattened. With `withRules`, the rules are written too, for
+ * {@link RuleTableReader} to make again elsewhere: all but their scopes, which the reader
+ * is given. Pure; O(n log n).
+ */
+export function buildRuleIndex(rules: readonly Rule[], withRules = false): RuleIndexData {
+  const table = new StringTableBuilder();
+  const out: number[] = new Array<number>(HEADER).fill(0);
+  out[0] = FORMAT;
+  if (withRules) {
+    // First, so that a reader going through the rules in order meets the strings in order.
+    out[H_RULES] = rules.length;
+    const at = out.length;
+    out[H_RULES + 1] = at;
+    for (let i = 0; i < rules.length; i++) out.push(0);
+    const pattern = (p: RegistryPattern): void => {
+      out.push(table.id(p.source), table.id(p.host), p.wildcard ? 1 : 0, p.path.length);
+      for (const c of p.path) out.push(table.id(c));
+    };
+    rules.forEach((r, i) => {
+      out[at + i] = out.length;
+      const flags = (r.verify ? VERIFY : 0) | (r.copyOnMiss ? COPY_ON_MISS : 0) | (r.pinDigest ? PIN_DIGEST : 0) | (r.scope === undefined ? 0 : SCOPED);
+      out.push(r.index, flags);
+      pattern(r.from);
+      out.push(r.targets.length);
+      for (const t of r.targets) {
+        pattern(t.to);
+        out.push(table.id(t.target));
+      }
+      out.push(r.exclude.length);
+      for (const p of r.exclude) pattern(p);
+    });
+  }
+  out[H_FROMS] = writeFlatIndex(
+    rules.map((r, i) => [r.from, i] as const),
+    table,
+    out,
+  );
+  out[H_TARGETS] = writeFlatIndex(
+    rules.flatMap((r, i) => r.targets.map((t, k) => [t.to, i * MAX_TARGETS + k] as const)),
+    table,
+    out,
+  );
+  const { strings, starts } = table.finish();
+  out[H_STRINGS] = starts.length - 1;
+  out[H_STRINGS + 1] = out.length;
+  for (const s of starts) out.push(s);
+  return { ints: Int32Array.from(out), strings };
+}
+
+function readIndex(data: RuleIndexData): RuleIndexes {
+  const { ints, strings } = data;
+  if (ints[0] !== FORMAT) throw new Error(`rule index: format ${ints[0] ?? '(none)'}, expected ${FORMAT}`);
+  const starts = ints[H_STRINGS + 1] as number;
+  return {
+    froms: new FlatPatternIndex(ints, strings, starts, ints[H_FROMS] as number),
+    targets: new FlatPatternIndex(ints, strings, starts, ints[H_TARGETS] as number),
+  };
+}
+
+/**
+ * Make `data` (from {@link buildRuleIndex} of the same rules, in order) the index of
+ * `rules`, without building it again: lookups read it as it is.
+ */
+export function adoptRuleIndex(rules: readonly Rule[], data: RuleIndexData): void {
+  indexes.set(rules, readIndex(data));
+}
+
+const NO_PATH: readonly string[] = Object.freeze([]);
+const NO_PATTERNS: readonly RegistryPattern[] = Object.freeze([]);
+
+/**
+ * Makes the rules written by `buildRuleIndex(rules, true)` again, frozen, a range at a
+ * time (a reload adopts them in slices between admissions). Each distinct string of the
+ * table becomes one string, shared by every rule that has it.
+ */
+export class RuleTableReader {
+  readonly #ints: Int32Array;
+  readonly #strings: string;
+  readonly #starts: number;
+  readonly #cache: (string | undefined)[] = [];
+  #pos = 0;
+
+  constructor(readonly data: RuleIndexData) {
+    this.#ints = data.ints;
+    this.#strings = data.strings;
+    if (this.#ints[0] !== FORMAT) throw new Error(`rule table: format ${this.#ints[0] ?? '(none)'}, expected ${FORMAT}`);
+    this.#starts = this.#int(H_STRINGS + 1);
   }
 
-  finish(rules: readonly Rule[]): RuleIndexes {
-    const built = { froms: this.#froms, targets: this.#targets };
-    indexes.set(rules, built);
-    return built;
+  /** How many rules the table holds. */
+  get size(): number {
+    return this.#int(H_RULES);
+  }
+
+  #int(i: number): number {
+    return this.#ints[i] as number;
+  }
+
+  #next(): number {
+    return this.#int(this.#pos++);
+  }
+
+  #string(): string {
+    const id = this.#next();
+    let s = this.#cache[id];
+    if (s === undefined) {
+      s = this.#strings.slice(this.#int(this.#starts + id), this.#int(this.#starts + id + 1));
+      this.#cache[id] = s;
+    }
+    return s;
+  }
+
+  #pattern(): RegistryPattern {
+    const source = this.#string();
+    const host = this.#string();
+    const wildcard = this.#next() === 1;
+    const n = this.#next();
+    let path = NO_PATH;
+    if (n > 0) {
+      // Sized at once: an array grown by push keeps room for 16 more.
+      const list = new Array<string>(n);
+      for (let i = 0; i < n; i++) list[i] = this.#string();
+      path = Object.freeze(list);
+    }
+    return Object.freeze({ source, host, wildcard, path });
+  }
+
+  /**
+   * Rules `start` to `end` (excluded), frozen. `scopeOf(i)` gives rule i's scope, for the
+   * rules that had one.
+   */
+  rules(start: number, end: number, scopeOf: (i: number) => RuleScope | undefined): Rule[] {
+    const out: Rule[] = [];
+    const records = this.#int(H_RULES + 1);
+    for (let i = start; i < end && i < this.size; i++) {
+      this.#pos = this.#int(records + i);
+      const index = this.#next();
+      const flags = this.#next();
+      const from = this.#pattern();
+      const targets = new Array<RuleTarget>(this.#next());
+      for (let k = 0; k < targets.length; k++) {
+        const to = this.#pattern();
+        targets[k] = Object.freeze({ to, target: this.#string() });
+      }
+      let exclude = NO_PATTERNS;
+      const excludes = this.#next();
+      if (excludes > 0) {
+        const list = new Array<RegistryPattern>(excludes);
+        for (let k = 0; k < excludes; k++) list[k] = this.#pattern();
+        exclude = Object.freeze(list);
+      }
+      const scope = (flags & SCOPED) === 0 ? undefined : scopeOf(i);
+      if ((flags & SCOPED) !== 0 && scope === undefined) throw new Error(`rule table: rules[${index}] has a scope, and none was given`);
+      const first = targets[0] as RuleTarget;
+      out.push(
+        Object.freeze({
+          index,
+          from,
+          to: first.to,
+          target: first.target,
+          targets: Object.freeze(targets),
+          verify: (flags & VERIFY) !== 0,
+          copyOnMiss: (flags & COPY_ON_MISS) !== 0,
+          pinDigest: (flags & PIN_DIGEST) !== 0,
+          scope,
+          exclude,
+        }),
+      );
+    }
+    return out;
   }
 }
 
 /** Is the reference already on some rule's target (so rewriting it again is wrong)? */
 export function onAnyTarget(ruleSet: RuleSet, ref: ImageReference): boolean {
-  for (const to of indexOf(ruleSet.rules).targets.candidates(ref.registry, ref.repository)) {
+  const rules = ruleSet.rules;
+  for (const v of indexOf(rules).targets.candidates(ref.registry, ref.repository)) {
+    const rule = rules[Math.floor(v / MAX_TARGETS)] as Rule;
+    const to = (rule.targets[v % MAX_TARGETS] as RuleTarget).to;
     if (matchLength(to, ref.registry, ref.repository) >= 0) return true;
   }
   return false;
