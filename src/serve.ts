@@ -27,7 +27,7 @@ import { drain } from './server/drain.js';
 import { buildMetricsServer } from './server/metrics-route.js';
 import { judgeRef } from './core/policy.js';
 import type { ImageReference } from './core/reference.js';
-import type { AdmissionObserver, SecretReader } from './ports.js';
+import { sleepOn, systemTimers, type AdmissionObserver, type SecretReader, type Timers } from './ports.js';
 import { tlsSecureContextOptions, tlsServerOptions } from './server/tls.js';
 import { Certificates, type FileSource, type GeneratedSource, type ManagedSource } from './server/certificates.js';
 import { Runtime } from './runtime.js';
@@ -60,6 +60,12 @@ export interface ServeOptions {
   readonly certCheckIntervalMs?: number | undefined;
   /** The wall clock (certificate rotation, report timestamps); the system's when omitted. Tests inject one. */
   readonly clock?: (() => Date) | undefined;
+  /**
+   * The timers every component starts (report flushes, config debounce, copy retries,
+   * lookup bounds, certificate checks, the shutdown waits); the system's, unref'd, when
+   * omitted. Tests inject fake ones and advance them.
+   */
+  readonly timers?: Timers | undefined;
   /** How long to keep serving after SIGTERM while endpoints are updated. */
   readonly shutdownDelayMs: number;
   /** After the delay, how long requests in flight may take before their connections are cut (default 15 s). */
@@ -107,6 +113,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
   const metrics = createMetrics();
   const now = (): number => performance.now();
   const wallClock = opts.clock ?? ((): Date => new Date());
+  const timers = opts.timers ?? systemTimers;
   // Every component's start, reload and stop goes through the runtime (src/runtime.ts).
   const runtime = new Runtime(initial.config, { log, reloads: metrics.configReloads });
   try {
@@ -268,7 +275,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
             // Everything else, in reverse start order (the final report write is done).
             after: () => runtime.stop(),
           },
-          { delayMs: opts.shutdownDelayMs, drainTimeoutMs: drainTimeoutMs(opts), flushTimeoutMs: SHUTDOWN_STEP_TIMEOUT_MS, sleep: opts.shutdownSleep ?? sleep, log },
+          { delayMs: opts.shutdownDelayMs, drainTimeoutMs: drainTimeoutMs(opts), flushTimeoutMs: SHUTDOWN_STEP_TIMEOUT_MS, sleep: opts.shutdownSleep ?? ((ms) => sleepOn(timers, ms)), log },
         );
         log.info({ cut: outcome.cut, reportWriteFailures: outcome.flushFailures }, 'shut down');
       })();
@@ -327,10 +334,6 @@ export const DEFAULT_DRAIN_TIMEOUT_MS = 15_000;
 
 function drainTimeoutMs(opts: ServeOptions): number {
   return opts.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 async function loadKubeModules() {

@@ -18,6 +18,7 @@ import { deserialize } from 'node:v8';
 import type { Problem, Rule, RuleInput } from '../core/rules.js';
 import { RuleIndexBuilder } from '../core/rules.js';
 import { ConfigError, deepFreeze, type Config } from './schema.js';
+import { setTimerOn, systemTimers, type SetTimer } from '../ports.js';
 
 /** Rules per part the main thread adopts at once (a few ms each on one core). */
 export const RULES_PER_PART = 250;
@@ -43,8 +44,8 @@ export interface CompileOptions {
   readonly pause?: (() => Promise<void>) | undefined;
   readonly memoryMb?: number | undefined;
   readonly timeoutMs?: number | undefined;
-  /** Starts the deadline timer (default `setTimeout`, unref'd). */
-  readonly setTimer?: ((fn: () => void, ms: number) => { clear(): void }) | undefined;
+  /** Starts the deadline timer (default: the system timers, unref'd). */
+  readonly setTimer?: SetTimer | undefined;
   /** Aborting stops the worker (the watcher stops): the compile is refused. */
   readonly signal?: AbortSignal | undefined;
 }
@@ -59,12 +60,6 @@ export async function compileOffThread(text: string, source: string, opts: Compi
 
 function nextTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
-}
-
-function defaultTimer(fn: () => void, ms: number): { clear(): void } {
-  const t = setTimeout(fn, ms);
-  t.unref();
-  return { clear: () => clearTimeout(t) };
 }
 
 /**
@@ -94,7 +89,7 @@ function runWorker(input: CompileInput, opts: CompileOptions): Promise<CompileOu
       resolve(out);
       void worker.terminate();
     };
-    const timer = (opts.setTimer ?? defaultTimer)(() => settle({ kind: 'failed', message: `compiling took longer than ${timeoutMs / 1000} s; abandoned` }), timeoutMs);
+    const timer = (opts.setTimer ?? setTimerOn(systemTimers))(() => settle({ kind: 'failed', message: `compiling took longer than ${timeoutMs / 1000} s; abandoned` }), timeoutMs);
     worker.once('message', (out: CompileOutput) => settle(out));
     worker.once('error', (err: Error & { code?: string }) =>
       settle({ kind: 'failed', message: err.code === 'ERR_WORKER_OUT_OF_MEMORY' ? `compiling needs more than ${memoryMb} MiB of memory` : `compiling failed: ${err.message}` }),
