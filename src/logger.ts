@@ -1,6 +1,7 @@
 /** pino logger: JSON lines, fixed messages, secrets redacted. */
 import { hostname } from 'node:os';
 import { pino, type Logger } from 'pino';
+import { systemTimers, type TimerHandle } from './ports.js';
 
 export type { Logger };
 
@@ -25,20 +26,19 @@ const REDACT = [
  */
 function stdoutDestination(): pino.DestinationStream {
   const dest = pino.destination({ dest: 1, sync: true, minLength: 8192 });
-  const timer = setInterval(() => {
+  const timer = systemTimers.every(250, () => {
     try {
       dest.flush();
     } catch {
       // stdout gone (the pipe closed): nothing to do.
     }
-  }, 250);
-  timer.unref();
+  });
   flushTimers.set(dest, timer);
   return dest;
 }
 
 /** The flush timer of each stdout destination, cleared by {@link closeLogger}. */
-const flushTimers = new WeakMap<pino.DestinationStream, NodeJS.Timeout>();
+const flushTimers = new WeakMap<pino.DestinationStream, TimerHandle>();
 
 /** pino's base fields, set explicitly so the fast line writer knows them. */
 const BASE = { pid: process.pid, hostname: hostname() };
@@ -73,7 +73,7 @@ export async function closeLogger(log: Logger): Promise<void> {
   await flushLogger(log);
   const dest = destinations.get(log);
   if (dest === undefined) return;
-  clearInterval(flushTimers.get(dest));
+  flushTimers.get(dest)?.cancel();
   flushTimers.delete(dest);
 }
 

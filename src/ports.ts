@@ -128,6 +128,17 @@ export const systemTimers: Timers = {
   random: () => Math.random(),
 };
 
+/** A one-shot timer in the shape older options take (`setTimer(fn, ms)`, cleared by `clear()`). */
+export type SetTimer = (fn: () => void, ms: number) => { clear(): void };
+
+/** `setTimer` over the given timers (the system's by default): unref'd like every timer here. */
+export function setTimerOn(timers: Timers = systemTimers): SetTimer {
+  return (fn, ms) => {
+    const handle = timers.after(ms, fn);
+    return { clear: () => handle.cancel() };
+  };
+}
+
 /** Resolves after `ms` on the given timers (never keeps the process alive); early when `signal` aborts. */
 export function sleepOn(timers: Timers, ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {

@@ -27,7 +27,7 @@ import { drain } from './server/drain.js';
 import { buildMetricsServer } from './server/metrics-route.js';
 import { judgeRef } from './core/policy.js';
 import type { ImageReference } from './core/reference.js';
-import type { AdmissionObserver, SecretReader } from './ports.js';
+import { setTimerOn, sleepOn, systemTimers, type AdmissionObserver, type SecretReader, type Timers } from './ports.js';
 import { tlsSecureContextOptions, tlsServerOptions } from './server/tls.js';
 import { Certificates, type FileSource, type GeneratedSource, type ManagedSource } from './server/certificates.js';
 import { Runtime } from './runtime.js';
@@ -60,6 +60,12 @@ export interface ServeOptions {
   readonly certCheckIntervalMs?: number | undefined;
   /** The wall clock (certificate rotation, report timestamps); the system's when omitted. Tests inject one. */
   readonly clock?: (() => Date) | undefined;
+  /**
+   * The timers every component starts (report flushes, config debounce, copy retries,
+   * lookup bounds, certificate checks, the shutdown waits); the system's, unref'd, when
+   * omitted. Tests inject fake ones and advance them.
+   */
+  readonly timers?: Timers | undefined;
   /** How long to keep serving after SIGTERM while endpoints are updated. */
   readonly shutdownDelayMs: number;
   /** After the delay, how long requests in flight may take before their connections are cut (default 15 s). */
@@ -107,6 +113,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
   const metrics = createMetrics();
   const now = (): number => performance.now();
   const wallClock = opts.clock ?? ((): Date => new Date());
+  const timers = opts.timers ?? systemTimers;
   // Every component's start, reload and stop goes through the runtime (src/runtime.ts).
   const runtime = new Runtime(initial.config, { log, reloads: metrics.configReloads });
   try {
@@ -125,7 +132,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
     // Kubernetes caches start in the background: an unreachable API degrades, never blocks.
     const kube = k8s === undefined
       ? undefined
-      : new k8s.setup.KubeRuntime({ kubeconfig: opts.kubeconfig, pullSecrets: initial.config.file.pullSecrets, log, metrics, serviceAccountWaitMs: initial.config.identity.lookup.waitMs });
+      : new k8s.setup.KubeRuntime({ kubeconfig: opts.kubeconfig, pullSecrets: initial.config.file.pullSecrets, log, metrics, serviceAccountWaitMs: initial.config.identity.lookup.waitMs, timers });
     if (kube) {
       runtime.add({
         name: 'kubernetes',
@@ -146,7 +153,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
     // Registry client and verifier when some rule says `verify: true`; a missing CA or auth
     // file is a config error, at start (exit 2) and at reload (rejected as a whole).
     const cloud = new CloudSources({ env: opts.env ?? {}, now: opts.credentialClock ?? now, log });
-    const verification = await Verification.start(initial.config, { metrics, log, now, secrets, cloud });
+    const verification = await Verification.start(initial.config, { metrics, log, now, secrets, cloud, timers });
     runtime.add({ name: 'verification', prepare: (next) => verification.prepare(next), stop: () => verification.close() });
 
     // The report: every decision, persisted in the cluster when there is one.
@@ -156,7 +163,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
     runtime.add({ name: 'report', prepare: (next) => ({ commit: () => report.setMode(next.mode) }) });
     const persister: ReportPersister | undefined =
       kube && k8s && opts.replica
-        ? new k8s.reportStore.ReportPersister({ store: k8s.reportStore.configMapStore(kube.client.config, opts.namespace), cache: report, replica: opts.replica, now: wallClock, log, flushSeconds: initial.config.report.flushSeconds, staleAfterMs: initial.config.report.staleAfterSeconds * 1000 })
+        ? new k8s.reportStore.ReportPersister({ store: k8s.reportStore.configMapStore(kube.client.config, opts.namespace), cache: report, replica: opts.replica, now: wallClock, timers, log, flushSeconds: initial.config.report.flushSeconds, staleAfterMs: initial.config.report.staleAfterSeconds * 1000 })
         : undefined;
     const stopPersister = persister ? once(() => persister.stop()) : undefined;
     if (persister && stopPersister) {
@@ -178,7 +185,8 @@ export async function serve(opts: ServeOptions): Promise<Running> {
     const copyClient = new RegistryClient({ now, log });
     const locations = new BlobLocations();
     const copies = new CopyQueue({
-      copy: (source, target, signal) => copyImage(source, target, { client: copyClient, endpoint: (h) => endpointFor(verification.endpoints, h), locations, signal, log }),
+      copy: (source, target, signal) => copyImage(source, target, { client: copyClient, endpoint: (h) => endpointFor(verification.endpoints, h), locations, signal, log, timers }),
+      timers,
       metrics,
       log,
       onOutcome: (o) => {
@@ -209,10 +217,10 @@ export async function serve(opts: ServeOptions): Promise<Running> {
     const watcher = new ConfigWatcher(opts.configPath, initial, {
       onReload: (config: Config) => void runtime.reload(config, `${opts.configPath} changed`),
       onReject: (err: Error) => runtime.rejected(`${opts.configPath} changed`, [err.message]),
-    });
+    }, { timers });
     runtime.add({ name: 'config file', start: () => void watcher.start(), stop: () => watcher.stop() });
 
-    const certs = runtime.add(new Certificates({ source: await certificateSource(kube, k8s), metrics, log }));
+    const certs = runtime.add(new Certificates({ source: await certificateSource(kube, k8s), metrics, log, timers }));
     await runtime.start();
 
     let shuttingDown = false;
@@ -221,6 +229,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
       metrics,
       log,
       now,
+      setTimer: setTimerOn(timers),
       https: tlsServerOptions(certs.initial),
       namespaces: kube ? { mode: kube.namespaceMode, labels: (ns: string) => kube.namespaces.labels(ns) } : undefined,
       nodes: kube?.nodes,
@@ -268,7 +277,7 @@ export async function serve(opts: ServeOptions): Promise<Running> {
             // Everything else, in reverse start order (the final report write is done).
             after: () => runtime.stop(),
           },
-          { delayMs: opts.shutdownDelayMs, drainTimeoutMs: drainTimeoutMs(opts), flushTimeoutMs: SHUTDOWN_STEP_TIMEOUT_MS, sleep: opts.shutdownSleep ?? sleep, log },
+          { delayMs: opts.shutdownDelayMs, drainTimeoutMs: drainTimeoutMs(opts), flushTimeoutMs: SHUTDOWN_STEP_TIMEOUT_MS, sleep: opts.shutdownSleep ?? ((ms) => sleepOn(timers, ms)), log },
         );
         log.info({ cut: outcome.cut, reportWriteFailures: outcome.flushFailures }, 'shut down');
       })();
@@ -327,10 +336,6 @@ export const DEFAULT_DRAIN_TIMEOUT_MS = 15_000;
 
 function drainTimeoutMs(opts: ServeOptions): number {
   return opts.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 async function loadKubeModules() {

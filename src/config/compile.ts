@@ -26,6 +26,7 @@ import { deserialize } from 'node:v8';
 import type { Problem, Rule, RuleIndexData, RuleInput, RuleScope } from '../core/rules.js';
 import { adoptRuleIndex, RuleTableReader } from '../core/rules.js';
 import { ConfigError, deepFreeze, type Config } from './schema.js';
+import { setTimerOn, systemTimers, type SetTimer } from '../ports.js';
 
 /** Rules per part the main thread adopts at once (a few ms each on one core). */
 export const RULES_PER_PART = 250;
@@ -72,8 +73,8 @@ export interface CompileOptions {
   readonly pause?: (() => Promise<void>) | undefined;
   readonly memoryMb?: number | undefined;
   readonly timeoutMs?: number | undefined;
-  /** Starts the deadline timer (default `setTimeout`, unref'd). */
-  readonly setTimer?: ((fn: () => void, ms: number) => { clear(): void }) | undefined;
+  /** Starts the deadline timer (default: the system timers, unref'd). */
+  readonly setTimer?: SetTimer | undefined;
   /** Aborting stops the worker (the watcher stops): the compile is refused. */
   readonly signal?: AbortSignal | undefined;
 }
@@ -94,12 +95,6 @@ export async function compileOffThread(text: string, source: string, opts: Compi
 
 function nextTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
-}
-
-function defaultTimer(fn: () => void, ms: number): { clear(): void } {
-  const t = setTimeout(fn, ms);
-  t.unref();
-  return { clear: () => clearTimeout(t) };
 }
 
 /**
@@ -132,7 +127,7 @@ function runWorker(input: CompileInput, opts: CompileOptions): Promise<{ out: Co
       if (out.kind === 'failed') stop();
       resolve({ out, stop });
     };
-    const timer = (opts.setTimer ?? defaultTimer)(() => settle({ kind: 'failed', message: `compiling took longer than ${timeoutMs / 1000} s; abandoned` }), timeoutMs);
+    const timer = (opts.setTimer ?? setTimerOn(systemTimers))(() => settle({ kind: 'failed', message: `compiling took longer than ${timeoutMs / 1000} s; abandoned` }), timeoutMs);
     worker.once('message', (out: CompileOutput) => settle(out));
     worker.once('error', (err: Error & { code?: string }) =>
       settle({ kind: 'failed', message: err.code === 'ERR_WORKER_OUT_OF_MEMORY' ? `compiling needs more than ${memoryMb} MiB of memory` : `compiling failed: ${err.message}` }),

@@ -10,6 +10,7 @@ import { dirname } from 'node:path';
 import { compileOffThread } from './compile.js';
 import { ConfigError, parseConfig, type Config } from './schema.js';
 import { messageOf, asError } from '../errors.js';
+import { systemTimers, type TimerHandle, type Timers } from '../ports.js';
 
 /** Read and validate a config file. Throws ConfigError (unreadable files included). */
 export async function loadConfigFile(path: string): Promise<{ config: Config; text: string }> {
@@ -41,7 +42,7 @@ export class ConfigWatcher implements ConfigSource {
   #config: Config;
   #text: string;
   #watcher: FSWatcher | undefined;
-  #timer: NodeJS.Timeout | undefined;
+  #timer: TimerHandle | undefined;
   #checking = false;
   #again = false;
   #stopped = false;
@@ -55,6 +56,8 @@ export class ConfigWatcher implements ConfigSource {
     private readonly opts: {
       intervalMs?: number;
       debounceMs?: number;
+      /** The debounce timer (the system's, unref'd, by default); tests pass fake ones. */
+      timers?: Timers;
       /** Parses, validates and compiles a new version; off the main thread by default (see compile.ts). */
       compile?: (text: string, source: string, signal: AbortSignal) => Promise<Config>;
     } = {},
@@ -84,7 +87,7 @@ export class ConfigWatcher implements ConfigSource {
     this.#abort.abort();
     unwatchFile(this.path);
     this.#watcher?.close();
-    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer?.cancel();
   }
 
   /** Re-read now; resolves when done. Also used by tests. */
@@ -106,10 +109,10 @@ export class ConfigWatcher implements ConfigSource {
 
   #schedule(): void {
     if (this.#stopped) return;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => {
+    this.#timer?.cancel();
+    this.#timer = (this.opts.timers ?? systemTimers).after(this.opts.debounceMs ?? 100, () => {
       this.check().catch((err: unknown) => this.events.onReject(asError(err)));
-    }, this.opts.debounceMs ?? 100);
+    });
   }
 
   async #checkOnce(): Promise<void> {

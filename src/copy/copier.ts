@@ -21,6 +21,7 @@ import {
 import { discard, firstHeader, readUpTo } from '../registry/body.js';
 import { CredentialError } from '../registry/credentials.js';
 import { messageOf, MirrorgateError } from '../errors.js';
+import { sleepOn, systemClock, systemTimers, type Clock, type Timers } from '../ports.js';
 
 /** `os/architecture[/variant]`, as an index's `platform` names it. */
 export interface Platform {
@@ -128,8 +129,16 @@ export interface CopyOptions {
   backoffMs?: number | undefined;
   /** Longest wait between attempts, also the cap on `Retry-After` (default 30000). */
   maxBackoffMs?: number | undefined;
-  /** Waits between attempts (tests pass a recorder). */
+  /**
+   * Waits between attempts (tests pass a recorder). By default a timer that keeps the
+   * process alive, as a `mirrorgate copy` backing off has nothing else that would; on
+   * `timers` when those are given.
+   */
   sleep?: ((ms: number) => Promise<void>) | undefined;
+  /** Timers of the waits between attempts (when no `sleep` is given) and their jitter. */
+  timers?: Timers | undefined;
+  /** The wall clock an HTTP-date `Retry-After` is counted from (the system's by default). */
+  clock?: Clock | undefined;
   onProgress?: ((p: CopyProgress) => void) | undefined;
   log?: CopyLog | undefined;
   signal?: AbortSignal | undefined;
@@ -639,11 +648,12 @@ class ChunkReader {
 // Requests, retries, limits
 
 /** A registry's answer with the endpoint that gave it, so a refusal can name the registry. */
-type Answer = RegistryResponse & { endpoint: RegistryEndpoint };
+type Answer = RegistryResponse & { endpoint: RegistryEndpoint; receivedAt: number };
 
 async function call(ctx: Ctx, ep: RegistryEndpoint, req: Parameters<RegistryClient['request']>[1]): Promise<Answer> {
   try {
-    return { ...(await ctx.opts.client.request(ep, { ...req, ...(ctx.opts.signal ? { signal: ctx.opts.signal } : {}) })), endpoint: ep };
+    const res = await ctx.opts.client.request(ep, { ...req, ...(ctx.opts.signal ? { signal: ctx.opts.signal } : {}) });
+    return { ...res, endpoint: ep, receivedAt: (ctx.opts.clock ?? systemClock).wall().getTime() };
   } catch (err) {
     if (err instanceof RegistryError) {
       const code: CopyErrorReason = err.reason === 'unauthorized' || err.reason === 'credentials' ? 'unauthorized' : 'unreachable';
@@ -683,7 +693,7 @@ async function expectStatus(res: Answer, ok: number[], what: string): Promise<vo
     throw new CopyError('unauthorized', `${what}: ${why} at ${res.endpoint.host} (HTTP ${status}${detail})${noCredentials(res.endpoint)}`, { status });
   }
   const transient = status === 429 || status >= 500;
-  const retryAfterMs = transient ? retryAfter(firstHeader(res.headers, 'retry-after')) : undefined;
+  const retryAfterMs = transient ? retryAfter(firstHeader(res.headers, 'retry-after'), res.receivedAt) : undefined;
   throw new CopyError('registry', `${what}: HTTP ${status}${detail}`, { status, transient, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) });
 }
 
@@ -699,18 +709,26 @@ async function errorDetail(res: RegistryResponse): Promise<string> {
   }
 }
 
-function retryAfter(v: string | undefined): number | undefined {
+/** `Retry-After` in ms: seconds, or an HTTP date counted from when the answer arrived (wall-clock ms). */
+function retryAfter(v: string | undefined, receivedAt: number): number | undefined {
   if (v === undefined) return undefined;
   if (/^\d+$/.test(v.trim())) return Number(v.trim()) * 1000;
   const at = Date.parse(v);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+  return Number.isNaN(at) ? undefined : Math.max(0, at - receivedAt);
+}
+
+/** A wait that keeps the process alive (the default of a copy without timers). */
+function heldSleep(ms: number): Promise<void> {
+  return new Promise<void>((r) => setTimeout(r, ms));
 }
 
 async function retrying<T>(ctx: Ctx, what: string, fn: () => Promise<T>): Promise<T> {
   const attempts = Math.max(1, ctx.opts.attempts ?? 4);
   const base = ctx.opts.backoffMs ?? 500;
   const cap = ctx.opts.maxBackoffMs ?? 30_000;
-  const sleep = ctx.opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const timers = ctx.opts.timers;
+  const sleep = ctx.opts.sleep ?? (timers ? (ms: number) => sleepOn(timers, ms) : heldSleep);
+  const random = (): number => (timers ?? systemTimers).random();
   for (let attempt = 1; ; attempt++) {
     try {
       return await fn();
@@ -718,7 +736,7 @@ async function retrying<T>(ctx: Ctx, what: string, fn: () => Promise<T>): Promis
       const e = err instanceof CopyError ? err : new CopyError('unreachable', `${what}: ${messageOf(err)}`, { cause: err });
       if (!e.transient || attempt >= attempts || ctx.opts.signal?.aborted) throw e;
       // Jitter spreads retries of parallel transfers; Retry-After wins when the registry gives one.
-      const wait = Math.min(cap, e.retryAfterMs ?? base * 2 ** (attempt - 1) * (0.5 + Math.random() / 2));
+      const wait = Math.min(cap, e.retryAfterMs ?? base * 2 ** (attempt - 1) * (0.5 + random() / 2));
       ctx.opts.log?.warn({ what, attempt, status: e.status, waitMs: Math.round(wait), reason: e.message }, 'registry request failed; retrying');
       await sleep(wait);
     }

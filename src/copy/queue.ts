@@ -8,6 +8,7 @@ import { formatReference, type ImageReference } from '../core/reference.js';
 import type { Metrics } from '../metrics.js';
 import { CopyError, type CopyResult } from './copier.js';
 import { messageOf } from '../errors.js';
+import { systemClock, systemTimers, type TimerHandle, type Timers } from '../ports.js';
 
 /** Copies one image; the queue passes a signal that aborts on {@link CopyQueue.close}. */
 export type CopyFn = (source: ImageReference, target: ImageReference, signal: AbortSignal) => Promise<CopyResult>;
@@ -46,8 +47,10 @@ export interface CopyQueueOptions {
   /** After a copy finished, the same target is not copied again for this long (default 60000),
    *  so the pods admitted while the mirror answer is still cached as absent do not re-copy it. */
   cooldownMs?: number | undefined;
-  /** Monotonic clock in ms. */
+  /** Monotonic clock in ms (default: the system clock's). */
   now?: (() => number) | undefined;
+  /** The retry timers (the system's, unref'd, by default); tests pass fake ones and advance them. */
+  timers?: Timers | undefined;
   /** Called after each copy's last attempt (e.g. to feed the report). Must not throw. */
   onOutcome?: ((o: CopyOutcome) => void) | undefined;
 }
@@ -70,13 +73,15 @@ export interface QueueStats {
 }
 
 export class CopyQueue {
-  readonly #o: Required<Omit<CopyQueueOptions, 'log' | 'onOutcome'>> & Pick<CopyQueueOptions, 'log' | 'onOutcome'>;
+  readonly #o: Required<Omit<CopyQueueOptions, 'log' | 'onOutcome' | 'timers'>> & Pick<CopyQueueOptions, 'log' | 'onOutcome'>;
+  readonly #timers: Timers;
   readonly #waiting: Job[] = [];
   /** Keys queued, running or waiting to retry: one copy per target at a time. */
   readonly #active = new Set<string>();
   /** Key → time it finished, for the cooldown; bounded by pruning expired entries. */
   readonly #recent = new Map<string, number>();
-  readonly #timers = new Set<NodeJS.Timeout>();
+  /** Retries waiting for their backoff. */
+  readonly #retries = new Set<TimerHandle>();
   readonly #running = new Set<Promise<void>>();
   readonly #abort = new AbortController();
   readonly #idleWaiters: (() => void)[] = [];
@@ -94,8 +99,9 @@ export class CopyQueue {
       attempts: Math.max(1, opts.attempts ?? 3),
       backoffMs: opts.backoffMs ?? 5000,
       cooldownMs: opts.cooldownMs ?? 60_000,
-      now: opts.now ?? (() => performance.now()),
+      now: opts.now ?? (() => systemClock.now()),
     };
+    this.#timers = opts.timers ?? systemTimers;
   }
 
   /**
@@ -126,7 +132,7 @@ export class CopyQueue {
 
   /** Current counts. */
   stats(): QueueStats {
-    return { ...this.#stats, queued: this.#waiting.length, running: this.#running.size, retrying: this.#timers.size };
+    return { ...this.#stats, queued: this.#waiting.length, running: this.#running.size, retrying: this.#retries.size };
   }
 
   /** Resolves when nothing is queued, running or waiting to retry. */
@@ -138,8 +144,8 @@ export class CopyQueue {
   /** Stop: drop the backlog and pending retries, abort running copies and wait for them. */
   async close(): Promise<void> {
     this.#closed = true;
-    for (const t of this.#timers) clearTimeout(t);
-    this.#timers.clear();
+    for (const t of this.#retries) t.cancel();
+    this.#retries.clear();
     for (const job of this.#waiting.splice(0)) this.#active.delete(job.key);
     this.#abort.abort();
     await Promise.allSettled([...this.#running]);
@@ -179,15 +185,15 @@ export class CopyQueue {
       if (retry) {
         const delay = this.#o.backoffMs * 2 ** (job.attempts - 1);
         this.#o.log?.warn({ source, target: job.key, attempt: job.attempts, retryInMs: delay, reason }, 'image copy failed; will retry');
-        const timer = setTimeout(() => {
-          this.#timers.delete(timer);
+        const timer = this.#timers.after(delay, () => {
+          this.#retries.delete(timer);
           if (this.#closed) return;
           // A retry is the same job: it goes first and does not count against the backlog bound.
           this.#waiting.unshift(job);
           this.#pump();
-        }, delay);
-        // Not unref'd: a pending retry is work in flight; close() clears it on shutdown.
-        this.#timers.add(timer);
+        });
+        // A pending retry is work in flight; close() cancels it on shutdown.
+        this.#retries.add(timer);
         return;
       }
       this.#stats.failed++;

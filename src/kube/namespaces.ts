@@ -5,6 +5,7 @@
  */
 import type { CoreV1Api, Watch } from '@kubernetes/client-node';
 import type { Logger } from '../logger.js';
+import type { Timers } from '../ports.js';
 import { ReflectedCache } from './reflector.js';
 
 export type NamespaceModeLabel = 'audit' | 'off' | 'enforce';
@@ -27,6 +28,8 @@ export interface NamespaceCacheOptions {
   readonly log: Logger;
   readonly resyncMs?: number | undefined;
   readonly backoff?: { readonly initialMs: number; readonly maxMs: number } | undefined;
+  /** Resync, backoff and waits (the system's by default). */
+  readonly timers?: Timers | undefined;
 }
 
 const MODES: readonly string[] = ['audit', 'off', 'enforce'];
@@ -54,6 +57,7 @@ export class NamespaceCache extends ReflectedCache<Kept> implements NamespaceLoo
         return { items: list.items, resourceVersion: list.metadata?.resourceVersion ?? '', continue: list.metadata?._continue };
       },
       watch: options.watch,
+      timers: options.timers,
       keep: (obj) => {
         const all = obj.metadata?.labels ?? {};
         const labels: Record<string, string> = {};

@@ -5,6 +5,7 @@
  */
 import type { CoreV1Api, Watch } from '@kubernetes/client-node';
 import type { Logger } from '../logger.js';
+import type { Timers } from '../ports.js';
 import { ARCH_LABEL, OS_LABEL, formatPlatform, parsePlatform, type Platform } from '../core/platforms.js';
 import { ReflectedCache } from './reflector.js';
 
@@ -14,6 +15,8 @@ export interface NodeCacheOptions {
   readonly log: Logger;
   readonly resyncMs?: number | undefined;
   readonly backoff?: { readonly initialMs: number; readonly maxMs: number } | undefined;
+  /** Resync, backoff and waits (the system's by default). */
+  readonly timers?: Timers | undefined;
 }
 
 /** Informer cache of node platforms. `start()` it; it never throws and never blocks. */
@@ -30,6 +33,7 @@ export class NodeCache extends ReflectedCache<string> {
         return { items: list.items, resourceVersion: list.metadata?.resourceVersion ?? '', continue: list.metadata?._continue };
       },
       watch: options.watch,
+      timers: options.timers,
       keep: (obj) => {
         const os = obj.metadata?.labels?.[OS_LABEL];
         const arch = obj.metadata?.labels?.[ARCH_LABEL];

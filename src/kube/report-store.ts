@@ -16,6 +16,7 @@ import type { Logger } from '../logger.js';
 import { mergeReports, parseReport, REPORT_SCHEMA_VERSION, type Report, type ReportCache } from '../report/rewrites.js';
 import { statusOf } from './errors.js';
 import { MirrorgateError } from '../errors.js';
+import { systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from '../ports.js';
 
 export const REPORT_CONFIGMAP = 'mirrorgate-report';
 /** ConfigMaps are capped at 1 MiB in etcd; keep well under it. */
@@ -141,7 +142,10 @@ export interface ReportPersisterOptions {
   readonly cache: ReportCache;
   /** This replica's key: its pod name. */
   readonly replica: string;
-  readonly now: () => Date;
+  /** The wall clock (timestamps, staleness of other replicas' keys); the system's by default. */
+  readonly now?: Clock['wall'] | undefined;
+  /** The flush timer (the system's, unref'd, by default); tests pass fake ones and advance them. */
+  readonly timers?: Timers | undefined;
   readonly log: Logger;
   readonly flushSeconds: number;
   /** A key older than this belongs to a replica that is gone (default 3 flush intervals, at least 2 min). */
@@ -151,7 +155,9 @@ export interface ReportPersisterOptions {
 }
 
 export class ReportPersister {
-  #timer: NodeJS.Timeout | undefined;
+  #timer: TimerHandle | undefined;
+  readonly #now: Clock['wall'];
+  readonly #timers: Timers;
   #flushSeconds: number;
   #flushing: Promise<void> | undefined;
   #writtenVersion = -1;
@@ -168,6 +174,8 @@ export class ReportPersister {
   constructor(private readonly opts: ReportPersisterOptions) {
     this.#staleAfterMs = opts.staleAfterMs ?? Math.max(3 * opts.flushSeconds * 1000, 120_000);
     this.#flushSeconds = opts.flushSeconds;
+    this.#now = opts.now ?? ((): Date => systemClock.wall());
+    this.#timers = opts.timers ?? systemTimers;
   }
 
   /**
@@ -189,11 +197,10 @@ export class ReportPersister {
   }
 
   #schedule(): void {
-    if (this.#timer) clearInterval(this.#timer);
-    this.#timer = setInterval(() => {
+    this.#timer?.cancel();
+    this.#timer = this.#timers.every(this.#flushSeconds * 1000, () => {
       this.flush().catch(() => undefined);
-    }, this.#flushSeconds * 1000);
-    this.#timer.unref();
+    });
   }
 
   /** Why the last flush failed, if it did (for readiness' degraded list). */
@@ -212,7 +219,7 @@ export class ReportPersister {
 
   /** Stop the timer and write a last time. */
   async stop(): Promise<void> {
-    if (this.#timer) clearInterval(this.#timer);
+    this.#timer?.cancel();
     this.#timer = undefined;
     // A flush in flight may have taken its snapshot before the last admissions: wait for
     // it, then write once more.
@@ -235,7 +242,7 @@ export class ReportPersister {
       const version = cache.version;
       try {
         const cm = await store.read();
-        const now = this.opts.now();
+        const now = this.#now();
         const adopted: { key: string; report: Report }[] = [];
         const ownValue = cm?.data[replica];
         const ownStored = ownValue === undefined ? undefined : decodeKey(ownValue, replica);
@@ -309,7 +316,7 @@ export class ReportPersister {
         const stored = decodeKey(value, key);
         if (stored) others.push(stored.report);
       }
-      return mergeReports([live, ...others], this.opts.now());
+      return mergeReports([live, ...others], this.#now());
     } catch (err) {
       this.opts.log.warn({ error: (err as Error).message }, 'report: cluster view unavailable; showing this replica only');
       return this.opts.cache.snapshot();

@@ -10,7 +10,7 @@
 import { Observable, type CoreV1Api, type ConfigurationOptions, type KubernetesObject, type RequestContext, type ResponseContext, type Watch } from '@kubernetes/client-node';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
-import type { ServiceAccountInfo, ServiceAccountLookup as AdmissionServiceAccounts } from '../ports.js';
+import { systemClock, systemTimers, type Clock, type ServiceAccountInfo, type ServiceAccountLookup as AdmissionServiceAccounts, type Timers } from '../ports.js';
 import { describe, keyOf, ReflectedCache, statusOf } from './reflector.js';
 
 /** The admission port (from the cache; on a miss, one direct GET bounded by `waitMs`, default 200), and whether the cache synced. */
@@ -41,8 +41,12 @@ export interface ServiceAccountCacheOptions {
    * it exists, and the cache answers before this memory is consulted.
    */
   readonly unknownTtlMs?: number | undefined;
-  /** Monotonic milliseconds (default performance.now). */
+  /** Monotonic milliseconds (default: the clock's). */
   readonly now?: (() => number) | undefined;
+  /** The bound of the direct GET, and the informer's resync, backoff and waits (the system's by default). */
+  readonly timers?: Timers | undefined;
+  /** Monotonic time of the informer, and of the unknown memory when `now` is not given (the system's by default). */
+  readonly clock?: Clock | undefined;
   /** Which annotations to keep (default: {@link IDENTITY_ANNOTATION_PREFIXES}). */
   readonly keepAnnotation?: ((key: string) => boolean) | undefined;
   readonly resyncMs?: number | undefined;
@@ -67,6 +71,7 @@ export class ServiceAccountCache extends ReflectedCache<Readonly<Record<string, 
   /** Direct GETs that answered nothing: until when, and what they answered. */
   readonly #unknown = new Map<string, { readonly until: number; readonly result: 'miss' | 'error' }>();
   readonly #now: () => number;
+  readonly #timers: Timers;
   #waitMs: number;
 
   constructor(options: ServiceAccountCacheOptions) {
@@ -83,11 +88,15 @@ export class ServiceAccountCache extends ReflectedCache<Readonly<Record<string, 
       log: options.log,
       resyncMs: options.resyncMs,
       backoff: options.backoff,
+      timers: options.timers,
+      clock: options.clock,
     });
     this.#o = options;
+    this.#timers = options.timers ?? systemTimers;
     this.#waitMs = options.waitMs ?? 200;
     this.#keep = keepAnnotation;
-    this.#now = options.now ?? (() => performance.now());
+    const clock = options.clock ?? systemClock;
+    this.#now = options.now ?? (() => clock.now());
   }
 
 
@@ -138,7 +147,7 @@ export class ServiceAccountCache extends ReflectedCache<Readonly<Record<string, 
   async #direct(namespace: string, name: string): Promise<ServiceAccountInfo | undefined> {
     const waitMs = this.#waitMs;
     const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(), waitMs);
+    const timer = this.#timers.after(waitMs, () => abort.abort());
     try {
       const sa = await this.#o.core.readNamespacedServiceAccount({ name, namespace }, withSignal(abort.signal));
       const annotations = this.#annotationsOf(sa);
@@ -162,7 +171,7 @@ export class ServiceAccountCache extends ReflectedCache<Readonly<Record<string, 
       );
       return undefined;
     } finally {
-      clearTimeout(timer);
+      timer.cancel();
     }
   }
 

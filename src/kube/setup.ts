@@ -6,6 +6,7 @@
  */
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
+import type { Timers } from '../ports.js';
 import { loadKubeClient, type KubeClient } from './client.js';
 import { NamespaceCache } from './namespaces.js';
 import { NodeCache } from './nodes.js';
@@ -27,6 +28,8 @@ export interface KubeSetupOptions {
   /** Informer relist period (default 10 minutes). */
   readonly resyncMs?: number | undefined;
   readonly backoff?: { readonly initialMs: number; readonly maxMs: number } | undefined;
+  /** The timers of the caches and the ServiceAccount lookup bound (the system's by default). */
+  readonly timers?: Timers | undefined;
 }
 
 export class KubeRuntime {
@@ -49,7 +52,7 @@ export class KubeRuntime {
     const log = options.log.child({ component: 'kube' });
     this.client = loadKubeClient({ file: options.kubeconfig });
     log.info({ server: this.client.server, source: this.client.source }, 'Kubernetes API configured');
-    const common = { core: this.client.core, watch: this.client.watch, log, resyncMs: options.resyncMs, backoff: options.backoff };
+    const common = { core: this.client.core, watch: this.client.watch, log, resyncMs: options.resyncMs, backoff: options.backoff, timers: options.timers };
     this.serviceAccounts = new ServiceAccountCache({ ...common, metrics: options.metrics, waitMs: options.serviceAccountWaitMs }).start();
     this.namespaces = new NamespaceCache(common).start();
     this.nodes = new NodeCache(common).start();

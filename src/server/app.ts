@@ -11,6 +11,7 @@ import { BodyError, parseJsonBody } from './json-body.js';
 import { healthRoutes, type Readiness } from './health-route.js';
 import { HEADERS_TIMEOUT_MS, MAX_RECEIVE_MS, installLimits } from './limits.js';
 import { mutateRoute, type MutateDeps } from './mutate-route.js';
+import type { SetTimer } from '../ports.js';
 
 /** UPDATE reviews carry object and oldObject; the API server itself caps bodies at 3 MiB. */
 export const BODY_LIMIT = 8 * 1024 * 1024;
@@ -23,8 +24,8 @@ export interface ServerDeps extends MutateDeps {
   readonly bodyBudget?: number | undefined;
   /** Deadline for a request's headers (default 10 s, see limits.ts). */
   readonly headersTimeoutMs?: number | undefined;
-  /** Starts a request's receive deadline (default `setTimeout`, unref'd); tests pass a fake. */
-  readonly setTimer?: ((fn: () => void, ms: number) => { clear(): void }) | undefined;
+  /** Starts a request's receive deadline (default: the system timers, unref'd); tests pass a fake. */
+  readonly setTimer?: SetTimer | undefined;
   readonly readiness: Readiness;
   /** TLS options; omitted only in tests that use inject(). */
   readonly https?: HttpsServerOptions | undefined;

@@ -16,6 +16,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { parseTimeoutParam } from './json-body.js';
+import { setTimerOn, systemTimers, type SetTimer } from '../ports.js';
 
 /** Deadline to receive a request that names no `?timeout=` (the API server's default). */
 export const DEFAULT_RECEIVE_MS = 10_000;
@@ -31,7 +32,8 @@ export interface LimitsOptions {
   readonly bodyBudget?: number | undefined;
   /** True while the server drains (answers carry `Connection: close`). */
   readonly draining?: (() => boolean) | undefined;
-  readonly setTimer?: ((fn: () => void, ms: number) => { clear(): void }) | undefined;
+  /** Starts a request's receive deadline (the system timers, unref'd, by default). */
+  readonly setTimer?: SetTimer | undefined;
   readonly onRefused?: ((why: 'budget' | 'deadline') => void) | undefined;
 }
 
@@ -42,12 +44,6 @@ export function receiveDeadlineMs(timeout: unknown): number {
   return Math.min(ms, MAX_RECEIVE_MS);
 }
 
-function defaultTimer(fn: () => void, ms: number): { clear(): void } {
-  const t = setTimeout(fn, ms);
-  t.unref();
-  return { clear: () => clearTimeout(t) };
-}
-
 /** Bytes of request bodies in flight, and what was refused. */
 export interface BodyBudget {
   readonly inFlight: () => number;
@@ -55,7 +51,7 @@ export interface BodyBudget {
 
 export function installLimits(app: FastifyInstance, opts: LimitsOptions): BodyBudget {
   const budget = opts.bodyBudget ?? DEFAULT_BODY_BUDGET;
-  const setTimer = opts.setTimer ?? defaultTimer;
+  const setTimer = opts.setTimer ?? setTimerOn(systemTimers);
   let inFlight = 0;
   const received = new WeakSet<FastifyRequest>();
   const deadlines = new WeakMap<FastifyRequest, { clear(): void }>();

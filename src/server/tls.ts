@@ -15,6 +15,7 @@ import type { ServerOptions } from 'node:https';
 import { dirname } from 'node:path';
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
 import { asError } from '../errors.js';
+import { systemTimers, type TimerHandle, type Timers } from '../ports.js';
 
 /** Where the serving certificate and its key live (PEM). */
 export interface TlsFiles {
@@ -81,6 +82,8 @@ export interface TlsWatchOptions {
   intervalMs?: number;
   /** Quiet time after the last change event before the files are read. Default 100 ms. */
   debounceMs?: number;
+  /** The debounce timer (the system's by default). */
+  timers?: Timers;
   /**
    * The pair being served now. Without it, the files as first read become the baseline
    * (no onReload for them).
@@ -102,11 +105,12 @@ export function watchTlsFiles(
 ): { stop(): void } {
   const interval = opts.intervalMs ?? 2000;
   const debounceMs = opts.debounceMs ?? 100;
+  const timers = opts.timers ?? systemTimers;
   let served: string | undefined = opts.initial ? fingerprint(opts.initial) : undefined;
   // The last content seen, valid or not, so an invalid pair is reported once, not per event.
   let seen: string | undefined = served;
   let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
+  let timer: TimerHandle | undefined;
   let checking = false;
   let again = false;
   const watchers: FSWatcher[] = [];
@@ -183,9 +187,8 @@ export function watchTlsFiles(
 
   const schedule = (): void => {
     if (stopped) return;
-    if (timer) clearTimeout(timer);
-    timer = setTimeout(run, debounceMs);
-    timer.unref();
+    timer?.cancel();
+    timer = timers.after(debounceMs, run);
   };
 
   const polled = [...new Set([files.certFile, files.keyFile])];
@@ -205,7 +208,7 @@ export function watchTlsFiles(
   return {
     stop(): void {
       stopped = true;
-      if (timer) clearTimeout(timer);
+      timer?.cancel();
       for (const file of polled) unwatchFile(file, schedule);
       for (const watcher of watchers) watcher.close();
     },

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { ConfigError } from '../../src/config/schema.js';
 import { ConfigWatcher, loadConfigFile } from '../../src/config/watch.js';
+import { FakeTimers } from '../support/fake-timers.js';
 
 async function tempConfig(t: { teardown(fn: () => unknown): void }, text: string): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'mg-config-'));
@@ -45,17 +46,28 @@ t.test('reloads a valid change, rejects an invalid one and keeps the last good c
   const file = await tempConfig(t, 'mode: enforce\n');
   const reloaded: string[] = [];
   const rejected: string[] = [];
+  const timers = new FakeTimers();
   const w = new ConfigWatcher(file, await loadConfigFile(file), {
     onReload: (c) => reloaded.push(c.mode),
     onReject: (e) => rejected.push(e.message),
-  }, { intervalMs: 50, debounceMs: 10 }).start();
+  }, { intervalMs: 50, debounceMs: 100, timers }).start();
   t.teardown(() => w.stop());
+  /** The file changed: once a change event started the debounce, let it pass. */
+  const debounced = async (): Promise<void> => {
+    await until(() => timers.pending > 0);
+    timers.advance(99);
+    t.ok(timers.pending > 0, 'still waiting out the quiet time');
+    timers.advance(1);
+    t.equal(timers.pending, 0, 'the read began once it passed');
+  };
 
   await replaceFile(file, 'mode: audit\n');
+  await debounced();
   await until(() => reloaded.length === 1);
   t.equal(w.current().mode, 'audit');
 
   await replaceFile(file, 'mode: nonsense\n');
+  await debounced();
   await until(() => rejected.length === 1);
   t.match(rejected[0], /mode: must be one of enforce, audit/);
   t.equal(w.current().mode, 'audit', 'last good config stays in force');
@@ -64,8 +76,10 @@ t.test('reloads a valid change, rejects an invalid one and keeps the last good c
   const next = `${file}.new`;
   await writeFile(next, 'mode: enforce\n');
   await rename(next, file);
+  await debounced();
   await until(() => reloaded.length === 2);
   t.equal(w.current().mode, 'enforce');
+  t.equal(reloaded.length + rejected.length, 3, 'each change read once');
 });
 
 t.test('an emptied file on reload is rejected: the last good policy stays', async (t) => {

@@ -5,6 +5,8 @@ import { BlobLocations, CopyError, copyImage, type CopyOptions } from '../../src
 import { RegistryClient, type RegistryEndpoint } from '../../src/registry/client.js';
 import { pushImage, pushIndex, startRegistry, type TestRegistry } from '../support/registry.js';
 import { headDigest, pushBigImage, startProxy } from './support.js';
+import { FakeTimers } from '../support/fake-timers.js';
+import type { Timers } from '../../src/ports.js';
 
 function ref(s: string): ImageReference {
   const p = parseReference(s);
@@ -124,6 +126,49 @@ void t.test('copyImage between two real registries', async (t) => {
     t.equal(await headDigest(mirror, 'dh/library/limited', 'v1'), r.digest);
   });
 
+  t.test('Retry-After as an HTTP date is counted from the injected wall clock; the backoff waits on the injected timers', async (t) => {
+    await pushImage(src, 'library/dated', 'v1');
+    let answered = 0;
+    const proxy = await startProxy(src.url, {
+      intercept: (req, res) => {
+        if (req.method !== 'GET' || !req.url?.includes('/manifests/') || answered >= 2) return false;
+        answered++;
+        // First an HTTP date 3 s after "now", then a 503 without Retry-After (the backoff applies).
+        if (answered === 1) res.writeHead(429, { 'retry-after': 'Sun, 22 Nov 2026 10:00:03 GMT' });
+        else res.writeHead(503);
+        res.end();
+        return true;
+      },
+    });
+    t.teardown(() => proxy.stop());
+    const fake = new FakeTimers();
+    // The fake timers, telling the test when the copy starts its next wait.
+    const started: (() => void)[] = [];
+    const nextWait = (): Promise<void> => new Promise((resolve) => started.push(resolve));
+    const timers: Timers = {
+      after: (ms, fn) => {
+        const handle = fake.after(ms, fn);
+        started.shift()?.();
+        return handle;
+      },
+      every: (ms, fn) => fake.every(ms, fn),
+      random: () => fake.random(),
+    };
+    const clock = { now: () => 0, wall: () => new Date('2026-11-22T10:00:00Z') };
+    const first = nextWait();
+    const copying = copyImage(ref(`${proxy.host}/library/dated:v1`), dstRef('dh/library/dated:v1'), opts({ timers, clock, backoffMs: 400 }));
+    await first;
+    t.same(fake.delays, [3000], 'waited until the date, by the injected clock');
+    const second = nextWait();
+    fake.advance(3000);
+    await second;
+    // 400 × 2 × (0.5 + 0.5 / 2): the fake timers' jitter is 0.5.
+    t.same(fake.delays, [3000, 600], 'then the backoff, with the timers\' jitter');
+    fake.advance(600);
+    const r = await copying;
+    t.equal(await headDigest(mirror, 'dh/library/dated', 'v1'), r.digest);
+  });
+
   t.test('persistent 5xx: bounded attempts, then a clear failure', async (t) => {
     const proxy = await startProxy(src.url, {
       intercept: (req, res) => {
@@ -220,3 +265,4 @@ async function getText(reg: TestRegistry, path: string): Promise<string> {
   });
   return res.text();
 }
+

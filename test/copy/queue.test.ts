@@ -7,6 +7,7 @@ import { CopyError, type CopyResult } from '../../src/copy/copier.js';
 import { CopyQueue, type CopyFn, type CopyOutcome } from '../../src/copy/queue.js';
 import { createMetrics } from '../../src/metrics.js';
 import { review } from '../support/app.js';
+import { FakeTimers } from '../support/fake-timers.js';
 
 function ref(s: string): ImageReference {
   const p = parseReference(s);
@@ -58,6 +59,15 @@ async function metric(m: ReturnType<typeof createMetrics>, name: string): Promis
 
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 
+/** Turns of the event loop until `cond` holds (the copies here are in memory: a few turns). */
+async function until(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    if (cond()) return;
+    await tick();
+  }
+  throw new Error('condition not met');
+}
+
 void t.test('CopyQueue', async (t) => {
   t.test('one copy per image at a time: a duplicate is not queued again', async (t) => {
     const c = controlled();
@@ -101,10 +111,12 @@ void t.test('CopyQueue', async (t) => {
     const metrics = createMetrics({ defaultMetrics: false });
     const attempts = new Map<string, number>();
     const outcomes: CopyOutcome[] = [];
+    const timers = new FakeTimers();
     const q = new CopyQueue({
       metrics,
-      backoffMs: 1,
+      backoffMs: 1000,
       attempts: 3,
+      timers,
       onOutcome: (o) => outcomes.push(o),
       copy: async (_s, target) => {
         const key = target.repository;
@@ -116,11 +128,24 @@ void t.test('CopyQueue', async (t) => {
         return result(target, 7);
       },
     });
+    /** Every attempt so far has failed and its retry waits. */
+    const waiting = (n: number): Promise<void> => until(() => q.stats().retrying === n && q.stats().running === 0);
     q.enqueue(ref('docker.io/flaky:1'), ref('mirror.example.com/flaky:1'));
     q.enqueue(ref('docker.io/gone:1'), ref('mirror.example.com/gone:1'));
     q.enqueue(ref('docker.io/down:1'), ref('mirror.example.com/down:1'));
+    await waiting(2);
+    t.same(Object.fromEntries(attempts), { flaky: 1, gone: 1, down: 1 }, 'first attempts; the permanent failure is final');
+    t.same(timers.delays, [1000, 1000], 'the first retries wait backoffMs');
+    timers.advance(999);
+    t.same(Object.fromEntries(attempts), { flaky: 1, gone: 1, down: 1 }, 'no retry before its backoff');
+    timers.advance(1);
+    await waiting(2);
+    t.same(Object.fromEntries(attempts), { flaky: 2, gone: 1, down: 2 });
+    t.same(timers.delays, [1000, 1000, 2000, 2000], 'doubled for the next');
+    timers.advance(2000);
     await q.idle();
     t.same(Object.fromEntries(attempts), { flaky: 3, gone: 1, down: 3 });
+    t.equal(timers.pending, 0, 'no retry after the last attempt');
     t.same(
       outcomes.map((o) => [o.target.repository, o.ok, o.attempts]).sort(),
       [
@@ -132,6 +157,19 @@ void t.test('CopyQueue', async (t) => {
     const text = await metric(metrics, 'mirrorgate_copies_total');
     t.match(text, /result="success"} 1/);
     t.match(text, /result="failure"} 2/);
+  });
+
+  t.test('close cancels a retry waiting for its backoff', async (t) => {
+    const metrics = createMetrics({ defaultMetrics: false });
+    const timers = new FakeTimers();
+    const q = new CopyQueue({ metrics, timers, copy: async () => Promise.reject(new CopyError('unreachable', 'ECONNREFUSED', { transient: true })) });
+    q.enqueue(ref('docker.io/down:1'), ref('mirror.example.com/down:1'));
+    await until(() => q.stats().retrying === 1);
+    t.equal(timers.pending, 1);
+    await q.close();
+    t.equal(timers.pending, 0, 'cancelled');
+    t.equal(q.stats().retrying, 0);
+    await q.idle();
   });
 
   t.test('close aborts running copies and drops the backlog', async (t) => {

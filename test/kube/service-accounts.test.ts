@@ -12,6 +12,7 @@ import { ServiceAccountCache } from '../../src/kube/service-accounts.js';
 import { createLogger } from '../../src/logger.js';
 import { createMetrics, type Metrics } from '../../src/metrics.js';
 import { LogSink } from '../support/app.js';
+import { FakeTimers } from '../support/fake-timers.js';
 import { kubeconfigFor, startKubeApi, waitFor, type KubeApi, type KubeObject } from '../support/kube-api.js';
 
 const BACKOFF = { initialMs: 20, maxMs: 100 };
@@ -24,7 +25,7 @@ function ns(name: string): KubeObject {
   return { apiVersion: 'v1', kind: 'Namespace', metadata: { name } };
 }
 
-async function setup(t: { teardown(fn: () => unknown): void }, opts: { api?: KubeApi; resyncMs?: number; waitMs?: number; now?: () => number; unknownTtlMs?: number } = {}) {
+async function setup(t: { teardown(fn: () => unknown): void }, opts: { api?: KubeApi; resyncMs?: number; waitMs?: number; now?: () => number; unknownTtlMs?: number; timers?: FakeTimers } = {}) {
   const api = opts.api ?? (await startKubeApi());
   t.teardown(() => api.close());
   const kubeconfig = await kubeconfigFor(api);
@@ -32,7 +33,7 @@ async function setup(t: { teardown(fn: () => unknown): void }, opts: { api?: Kub
   const log = createLogger({ level: 'debug', destination: logs });
   const metrics = createMetrics({ defaultMetrics: false });
   const client = loadKubeClient({ file: kubeconfig });
-  const cache = new ServiceAccountCache({ core: client.core, watch: client.watch, log, metrics, backoff: BACKOFF, resyncMs: opts.resyncMs ?? 0, waitMs: opts.waitMs, now: opts.now, unknownTtlMs: opts.unknownTtlMs });
+  const cache = new ServiceAccountCache({ core: client.core, watch: client.watch, log, metrics, backoff: BACKOFF, resyncMs: opts.resyncMs ?? 0, waitMs: opts.waitMs, now: opts.now, unknownTtlMs: opts.unknownTtlMs, timers: opts.timers });
   t.teardown(() => cache.stop());
   return { api, cache, logs, metrics };
 }
@@ -93,10 +94,26 @@ t.test('the ServiceAccount race: a miss in the cache, then a direct GET finds it
   t.equal(directGets(api), 1);
 
   t.equal(await cache.get('team-a', 'nobody'), undefined, 'absent: unknown');
+  t.same(await lookups(metrics), { cache: 1, direct: 1, miss: 1, error: 0 });
+});
+
+// Imitation only: a GET held back past the bound (on fake timers: it passes when the test says).
+t.test('a direct GET with no answer within waitMs answers unknown once the bound passes', async (t) => {
+  const timers = new FakeTimers();
+  const { api, cache, metrics, logs } = await setup(t, { waitMs: 200, timers });
+  api.put(ns('team-a'));
+  api.put(sa('team-a', 'slow', { 'eks.amazonaws.com/role-arn': 'arn:aws:iam::1:role/slow' }));
+  // Answered after a second of real time: found, unless the bound ends the wait first.
   api.delayNextGet(1000, '/serviceaccounts/slow');
-  api.put(sa('team-a', 'slow'));
-  t.equal(await cache.get('team-a', 'slow'), undefined, 'no answer within waitMs: unknown');
-  t.same(await lookups(metrics), { cache: 1, direct: 1, miss: 1, error: 1 });
+  // Not started: the cache is empty, so the lookup is a direct GET.
+  const answer = cache.get('team-a', 'slow');
+  await waitFor('the GET to arrive', () => directGets(api) === 1);
+  timers.advance(199);
+  t.equal(timers.pending, 1, 'the bound has not passed yet');
+  timers.advance(1);
+  t.equal(await answer, undefined, 'no answer within waitMs: unknown');
+  t.same(await lookups(metrics), { cache: 0, direct: 0, miss: 0, error: 1 });
+  t.match(logs.find('service account lookup failed; answering unknown'), [{ waitMs: 200, error: 'no answer within 200 ms' }]);
 });
 
 

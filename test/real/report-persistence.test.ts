@@ -19,6 +19,7 @@ import { createLogger } from '../../src/logger.js';
 import { ReportCache, type Report } from '../../src/report/rewrites.js';
 import { serve } from '../../src/serve.js';
 import { LogSink } from '../support/app.js';
+import { FakeTimers } from '../support/fake-timers.js';
 import { realKubeTestOptions, startRealKube, type RealKube } from '../support/kube-apiserver.js';
 import { eventually } from '../support/real-cluster.js';
 import { serveOptions, tempDir } from '../support/serve.js';
@@ -60,7 +61,7 @@ interface Replica {
 function replica(
   store: ConfigMapStore,
   name: string,
-  opts: { now?: () => Date; flushSeconds?: number; staleAfterMs?: number; maxBytes?: number } = {},
+  opts: { now?: () => Date; flushSeconds?: number; staleAfterMs?: number; maxBytes?: number; timers?: FakeTimers } = {},
 ): Replica {
   const now = opts.now ?? ((): Date => new Date(T0));
   const logs = new LogSink();
@@ -74,6 +75,7 @@ function replica(
     flushSeconds: opts.flushSeconds ?? 3600,
     staleAfterMs: opts.staleAfterMs,
     maxBytes: opts.maxBytes,
+    timers: opts.timers,
   });
   return {
     cache,
@@ -100,6 +102,34 @@ async function rewrittenIn(c: Cluster, key: string): Promise<number | undefined>
 
 async function mergedRewritten(store: ConfigMapStore): Promise<number | undefined> {
   return (await readMergedReport(store, new Date(T0))).registries['docker.io']?.rewritten;
+}
+
+/**
+ * The store, counting what the persister asks of it. A flush reads before anything else,
+ * and it starts at once when its timer fires: a read counted right after the fake timers
+ * moved is a flush the timer began.
+ */
+function counting(store: ConfigMapStore): { store: ConfigMapStore; reads(): number; writes(): number } {
+  let reads = 0;
+  let writes = 0;
+  return {
+    store: {
+      read: () => {
+        reads++;
+        return store.read();
+      },
+      create: (data) => {
+        writes++;
+        return store.create(data);
+      },
+      replace: (data, rv) => {
+        writes++;
+        return store.replace(data, rv);
+      },
+    },
+    reads: () => reads,
+    writes: () => writes,
+  };
 }
 
 /** A store that refuses objects over `limit` bytes, as the API server refuses ConfigMaps over 1 MiB. */
@@ -171,35 +201,60 @@ t.test('report persistence against the real API server', realKubeTestOptions(), 
 
   await t.test('flushes periodically, and not when nothing changed', async (t) => {
     const api = await cluster(t);
-    const { store } = api;
-    const a = replica(store, 'pod-a', { flushSeconds: 0.05 });
+    const counted = counting(api.store);
+    const timers = new FakeTimers();
+    const a = replica(counted.store, 'pod-a', { flushSeconds: 60, timers });
     await a.persister.start();
     t.teardown(() => a.persister.stop());
+    /** One interval on the fake timers: the flush it began, to its end. */
+    const interval = async (what: string): Promise<void> => {
+      const reads = counted.reads();
+      timers.advance(60_000);
+      t.equal(counted.reads(), reads + 1, `${what}: the timer began a flush`);
+      await a.persister.flush(); // the one in flight
+    };
     a.admit(1);
-    await eventually('first periodic flush', async () => (await rewrittenIn(api, 'pod-a')) === 1);
+    await interval('first');
+    t.equal(await rewrittenIn(api, 'pod-a'), 1, 'written at the first interval');
     a.admit(2);
-    await eventually('second periodic flush', async () => (await rewrittenIn(api, 'pod-a')) === 3);
-    // Idle: a few intervals pass without a write (the clock stands still, so no heartbeat is due).
-    // Counted by the API server itself (its request metrics for ConfigMaps).
-    const before = await api.configMapRequests('PUT');
-    const reads = await api.configMapRequests('GET');
-    await eventually('a few idle intervals (each flush reads the ConfigMap)', async () => (await api.configMapRequests('GET')) >= reads + 3);
-    t.equal(await api.configMapRequests('PUT'), before, 'no write while nothing changed');
+    await interval('second');
+    t.equal(await rewrittenIn(api, 'pod-a'), 3, 'and at the next');
+    // Idle: intervals pass without a write (the wall clock stands still, so no heartbeat is due).
+    // Counted by the API server itself too (its request metrics for ConfigMaps).
+    const writes = counted.writes();
+    const puts = await api.configMapRequests('PUT');
+    for (let i = 1; i <= 3; i++) await interval(`idle ${i}`);
+    t.equal(counted.writes(), writes, 'no write while nothing changed');
+    t.equal(await api.configMapRequests('PUT'), puts, 'none reached the API server');
   });
 
   await t.test('a reloaded flushSeconds applies to the next writes', async (t) => {
     const api = await cluster(t);
-    const a = replica(api.store, 'pod-a', { flushSeconds: 3600 });
+    const counted = counting(api.store);
+    const timers = new FakeTimers();
+    const a = replica(counted.store, 'pod-a', { flushSeconds: 3600, timers });
     await a.persister.start();
     t.teardown(() => a.persister.stop());
     a.admit(1);
-    // start() wrote the empty key; at the interval it started with, nothing would follow for an hour.
+    // start() wrote the empty key; at the interval it started with, nothing follows for an hour.
+    const reads = counted.reads();
+    timers.advance(60_000);
+    t.equal(counted.reads(), reads, 'no flush a minute in at 3600 s');
     const puts = await api.configMapRequests('PUT');
-    a.persister.setFlushSeconds(0.05);
-    await eventually('a periodic flush at the new interval', async () => (await rewrittenIn(api, 'pod-a')) === 1);
+    a.persister.setFlushSeconds(60);
+    // The next write comes an interval after the reload.
+    timers.advance(59_999);
+    t.equal(counted.reads(), reads, 'not before the new interval has passed');
+    timers.advance(1);
+    t.equal(counted.reads(), reads + 1, 'a flush at the new interval');
+    await a.persister.flush(); // the one in flight
+    t.equal(await rewrittenIn(api, 'pod-a'), 1);
     t.ok((await api.configMapRequests('PUT')) > puts, 'written by the timer, not by start() (the API server counted the update)');
     a.admit(2);
-    await eventually('the next one', async () => (await rewrittenIn(api, 'pod-a')) === 3);
+    timers.advance(60_000);
+    t.equal(counted.reads(), reads + 2, 'and the next one');
+    await a.persister.flush();
+    t.equal(await rewrittenIn(api, 'pod-a'), 3);
   });
 
   await t.test('a restart with the same replica name continues the counts, never doubles them', async (t) => {

@@ -26,6 +26,7 @@ import {
   type TlsPair,
 } from '../../src/server/tls.js';
 import { makeTestPki, newTestPki, tlsHandshake, writeTempCerts, type TempCerts } from '../support/certs.js';
+import { FakeTimers } from '../support/fake-timers.js';
 
 // Short intervals: the tests wait for events, they do not measure them.
 const WATCH = { intervalMs: 50, debounceMs: 20 };
@@ -252,17 +253,21 @@ void t.test('a Kubernetes Secret volume update (..data symlink swap) is picked u
 void t.test('stop() ends the watching', async (t) => {
   const certs = await tempCerts(t);
   const events: string[] = [];
-  const watcher = watchTlsFiles(certs, { onReload: () => events.push('reload'), onError: () => events.push('error') }, {
-    ...WATCH,
-    initial: await readTlsFiles(certs),
-  });
+  const timers = new FakeTimers();
+  const initial = await readTlsFiles(certs);
+  const watcher = watchTlsFiles(certs, { onReload: () => events.push('reload'), onError: () => events.push('error') }, { ...WATCH, timers, initial });
   watcher.stop();
+  // A watcher still running on the same files: once it has read the change, the stopped
+  // one was told of it too (the same polls, the same directory events), had it listened.
+  const seen: string[] = [];
+  const live = watchTlsFiles(certs, { onReload: (pair) => seen.push(pair.cert), onError: () => undefined }, { ...WATCH, initial });
+  t.teardown(() => live.stop());
   const other = newTestPki();
   await replaceFile(certs.keyFile, other.key);
   await replaceFile(certs.certFile, other.cert);
-  // Several polling intervals and debounce periods; nothing may arrive.
-  await new Promise((resolve) => setTimeout(resolve, 10 * WATCH.intervalMs));
-  t.same(events, []);
+  await until(() => seen.includes(other.cert), 'the running watcher to reload');
+  t.same(events, [], 'nothing reported by the stopped watcher');
+  t.same(timers.delays, [], 'it did not even start a check');
 });
 
 void t.test('a throwing handler does not escape the watcher', async (t) => {

@@ -19,18 +19,20 @@ import { pushImage, pushIndex, startRegistry, type TestRegistry } from '../suppo
 const SETTINGS: VerificationSettings = { timeoutMs: 2000, cacheSeconds: { present: 3600, absent: 30 }, refreshSeconds: 0, onUnreachable: 'original', platforms: 'off' };
 
 /** An HTTP proxy in front of the registry that counts manifest requests and can delay answers. */
-async function countingProxy(upstreamPort: number, delayMs = 0): Promise<{ host: string; manifestRequests: () => number; stop: () => Promise<void> }> {
+/** Forwards to the registry after `delayMs`, or once `hold` resolves when given (requests held in flight). */
+async function countingProxy(upstreamPort: number, delayMs = 0, hold?: Promise<void>): Promise<{ host: string; manifestRequests: () => number; stop: () => Promise<void> }> {
   let manifests = 0;
   const server = http.createServer((req, res) => {
     if ((req.url ?? '').includes('/manifests/')) manifests++;
-    setTimeout(() => {
+    const after = (fn: () => void): unknown => (hold ? hold.then(fn) : setTimeout(fn, delayMs));
+    after(() => {
       const up = http.request({ host: '127.0.0.1', port: upstreamPort, method: req.method, path: req.url, headers: req.headers }, (r) => {
         res.writeHead(r.statusCode ?? 502, r.headers);
         r.pipe(res);
       });
       up.on('error', () => res.writeHead(502).end());
       req.pipe(up);
-    }, delayMs);
+    });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as net.AddressInfo;
@@ -192,15 +194,18 @@ t.test('against a running registry', async (t) => {
   });
 
   t.test('many concurrent admissions for one image cause one registry request', async (t) => {
-    const slow = await countingProxy(portOf(reg), 150);
+    let release = (): void => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const slow = await countingProxy(portOf(reg), 0, held);
     t.teardown(() => slow.stop());
     const { verifier, metrics, client } = rig([{ host: slow.host, insecure: true }]);
     t.teardown(() => client.close());
     const target = `${slow.host}/dockerhub/library/nginx:1.14.2`;
     const first = Array.from({ length: 40 }, () => verifier.verify([target], 5000));
-    // More admissions while the request is in flight.
-    await new Promise((r) => setTimeout(r, 50));
+    // More admissions while the request is in flight: it reached the registry and is held there.
+    await waitFor('the HEAD at the registry', () => slow.manifestRequests() === 1);
     const second = Array.from({ length: 40 }, () => verifier.verify([target, target], 5000));
+    release();
     const all = await Promise.all([...first, ...second]);
     t.ok(all.every((a) => a.outcomes.get(target) === 'present'), 'all answered present');
     t.equal(slow.manifestRequests(), 1, 'one HEAD at the registry');
