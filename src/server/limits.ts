@@ -49,12 +49,30 @@ export interface BodyBudget {
   readonly inFlight: () => number;
 }
 
+/** What the hooks keep per request, on the request itself (no side table per request). */
+interface Receiving {
+  /** The body is in: the receive deadline no longer applies. */
+  received: boolean;
+  released: boolean;
+  readonly reserve: number;
+  timer: { clear(): void } | undefined;
+}
+
+const RECEIVING = Symbol('mirrorgate.receiving');
+type WithReceiving = FastifyRequest & { [RECEIVING]?: Receiving };
+
 export function installLimits(app: FastifyInstance, opts: LimitsOptions): BodyBudget {
   const budget = opts.bodyBudget ?? DEFAULT_BODY_BUDGET;
   const setTimer = opts.setTimer ?? setTimerOn(systemTimers);
   let inFlight = 0;
-  const received = new WeakSet<FastifyRequest>();
-  const deadlines = new WeakMap<FastifyRequest, { clear(): void }>();
+
+  // Runs for every request: one object and one timer per POST, no closures per request.
+  const release = (r: Receiving): void => {
+    if (r.released) return;
+    r.released = true;
+    inFlight -= r.reserve;
+    r.timer?.clear();
+  };
 
   app.addHook('onRequest', (req: FastifyRequest<{ Querystring: { timeout?: string } }>, reply: FastifyReply, done: (err?: Error) => void) => {
     if (req.method !== 'POST') return done();
@@ -71,35 +89,31 @@ export function installLimits(app: FastifyInstance, opts: LimitsOptions): BodyBu
       return;
     }
     inFlight += reserve;
-    let released = false;
-    const release = (): void => {
-      if (released) return;
-      released = true;
-      inFlight -= reserve;
-      timer.clear();
-    };
+    const r: Receiving = { received: false, released: false, reserve, timer: undefined };
+    (req as WithReceiving)[RECEIVING] = r;
     const deadline = receiveDeadlineMs(req.query.timeout);
-    const timer = setTimer(() => {
-      if (received.has(req)) return;
+    r.timer = setTimer(() => {
+      if (r.received) return;
       opts.onRefused?.('deadline');
       req.log.warn({ deadlineMs: deadline, url: req.url }, 'request not received in time; closing its connection');
-      release();
+      release(r);
       req.raw.destroy();
       req.socket.destroy();
     }, deadline);
-    deadlines.set(req, timer);
-    reply.raw.once('close', release);
-    req.raw.once('close', () => {
-      // A body that never completes ends with the connection: give its bytes back.
-      if (!received.has(req)) release();
-    });
+    // The response closes when it is sent and when the connection ends first (a body that
+    // never completes): either way the bytes go back to the budget.
+    reply.raw.once('close', () => release(r));
     done();
   });
 
   // The body is in: the receive deadline no longer applies, the bytes are held until answered.
   app.addHook('preValidation', (req, _reply, done) => {
-    received.add(req);
-    deadlines.get(req)?.clear();
+    const r = (req as WithReceiving)[RECEIVING];
+    if (r !== undefined) {
+      r.received = true;
+      r.timer?.clear();
+      r.timer = undefined;
+    }
     done();
   });
 
