@@ -4,7 +4,7 @@
  * the same TLS certificate, listen address and keep-alive as mirrorgate. What mirrorgate
  * costs on top of this is what the bench reports.
  *
- * Only `node:` modules, so `run.ts` can transpile this file and run it with plain `node`
+ * Only `node:` modules, so the harness (`servers.ts`) can transpile this file and run it with plain `node`
  * (no loader in the measured process). Run directly:
  * `node baseline-server.mjs --port P --host 127.0.0.1 --cert tls.crt --key tls.key`;
  * it prints one JSON line `{"msg":"listening","port":P}` when ready.

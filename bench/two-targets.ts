@@ -7,7 +7,7 @@
  * both targets at once), at c=1 and c=8, beside the one-target figures and the baseline
  * from the same run.
  *
- * The harness (servers, wrk, answer parsing) stays in run.ts and is handed in as
+ * The harness (servers, wrk, answer parsing: servers.ts, load.ts) is handed in by run.ts as
  * {@link TwoTargetsHarness}, so this module holds only the scenario.
  */
 import path from 'node:path';

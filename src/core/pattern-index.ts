@@ -1,13 +1,12 @@
 /**
  * An index over registry patterns: a tree per host (exact hosts, and `*.domain` suffixes)
- * over whole path components. It answers which patterns could match a reference, or
- * overlap another pattern, in time proportional to the reference's length and the
- * answers, instead of a pass over every pattern. Rules compile in O(n log n).
- * {@link writeFlatIndex} writes the same tree as integers and a string table, which
- * {@link FlatPatternIndex} reads as it is: admissions look up their rule there, with a
- * binary search per host and component (O(components · log n): 20,000 rules cost about
- * as much as 2). That form is built once per rule list, or in a reload's worker and
- * handed over.
+ * over whole path components, written by {@link writeFlatIndex} as integers and a string
+ * table, which {@link FlatPatternIndex} reads as it is. It answers which patterns could
+ * match a reference, or overlap another pattern, with a binary search per host and
+ * component (O(components · log n): 20,000 rules cost about as much as 2) plus the
+ * answers, instead of a pass over every pattern, so rules compile in O(n log n). Admissions
+ * look up their rule there; the form is built once per rule list, or in a reload's worker
+ * and handed over.
  *
  * The index only narrows: callers confirm each candidate with the exact predicate
  * (`matchLength`, `patternsOverlap`), so its answers are a superset and it never changes
@@ -16,101 +15,14 @@
 import type { RegistryPattern } from './patterns.js';
 import { normaliseRegistryHost } from './reference.js';
 
-interface Node<T> {
-  readonly values: T[];
-  readonly children: Map<string, Node<T>>;
+/** A node of the tree {@link writeFlatIndex} builds before writing it. */
+interface Node {
+  readonly values: number[];
+  readonly children: Map<string, Node>;
 }
 
-function node<T>(): Node<T> {
+function node(): Node {
   return { values: [], children: new Map() };
-}
-
-export class PatternIndex<T> {
-  readonly #exact = new Map<string, Node<T>>();
-  readonly #wildcard = new Map<string, Node<T>>();
-
-  add(pattern: RegistryPattern, value: T): void {
-    const roots = pattern.wildcard ? this.#wildcard : this.#exact;
-    const host = normaliseRegistryHost(pattern.host);
-    let at: Node<T> | undefined = roots.get(host);
-    if (at === undefined) {
-      at = node<T>();
-      roots.set(host, at);
-    }
-    for (const component of pattern.path) {
-      let next: Node<T> | undefined = at.children.get(component);
-      if (next === undefined) {
-        next = node<T>();
-        at.children.set(component, next);
-      }
-      at = next;
-    }
-    at.values.push(value);
-  }
-
-  /** The trees whose host pattern can match `registry`: its exact host and every `*.suffix`. */
-  #roots(registry: string): Node<T>[] {
-    // As matchLength compares hosts: ASCII case folded, index.docker.io is docker.io.
-    const host = normaliseRegistryHost(registry);
-    const roots: Node<T>[] = [];
-    const exact = this.#exact.get(host);
-    if (exact) roots.push(exact);
-    if (this.#wildcard.size > 0) {
-      // `.example.com` matches hosts with at least one label before it.
-      for (let i = host.indexOf('.', 1); i !== -1; i = host.indexOf('.', i + 1)) {
-        const w = this.#wildcard.get(host.slice(i));
-        if (w) roots.push(w);
-      }
-    }
-    return roots;
-  }
-
-  /** Values whose pattern may match `registry` + `repository` (a prefix of its path). */
-  candidates(registry: string, repository: string): T[] {
-    const out: T[] = [];
-    const components = repository === '' ? [] : repository.split('/');
-    for (let at of this.#roots(registry)) {
-      out.push(...at.values);
-      for (const c of components) {
-        const next = at.children.get(c);
-        if (next === undefined) break;
-        at = next;
-        out.push(...at.values);
-      }
-    }
-    return out;
-  }
-
-  /**
-   * Values whose pattern may overlap an exact-host `pattern`: those whose path is a prefix
-   * of its path, and those whose path extends it.
-   */
-  overlapping(pattern: RegistryPattern): T[] {
-    const out: T[] = [];
-    for (let at of this.#roots(pattern.host)) {
-      out.push(...at.values);
-      let whole = true;
-      for (const c of pattern.path) {
-        const next = at.children.get(c);
-        if (next === undefined) {
-          whole = false;
-          break;
-        }
-        at = next;
-        out.push(...at.values);
-      }
-      if (whole) for (const child of at.children.values()) collect(child, out);
-    }
-    return out;
-  }
-}
-
-function collect<T>(at: Node<T>, out: T[]): void {
-  const stack = [at];
-  for (let n = stack.pop(); n !== undefined; n = stack.pop()) {
-    out.push(...n.values);
-    for (const c of n.children.values()) stack.push(c);
-  }
 }
 
 /**
@@ -146,10 +58,10 @@ export class StringTableBuilder {
 
 /**
  * Write the index of `entries` (pattern, value) into `out`, as {@link FlatPatternIndex}
- * reads it at the position returned, with strings numbered by `table`. The same tree as
- * {@link PatternIndex}, its keys sorted (by UTF-16 code unit, as `<` compares strings), so
- * a lookup is a binary search per host and per component instead of a Map: a reader
- * needs no structure of its own. O(n log n).
+ * reads it at the position returned, with strings numbered by `table`: the tree with its
+ * keys sorted (by UTF-16 code unit, as `<` compares strings), so a lookup is a binary
+ * search per host and per component instead of a Map, and a reader needs no structure of
+ * its own. O(n log n).
  *
  * Layout from `at`: [exact hosts, their list's position, wildcard suffixes, their list's
  * position]; a host list is pairs [string, node]; a node is [values' position, values,
@@ -157,20 +69,20 @@ export class StringTableBuilder {
  * Positions are absolute in `out`.
  */
 export function writeFlatIndex(entries: Iterable<readonly [RegistryPattern, number]>, table: StringTableBuilder, out: number[]): number {
-  const exact = new Map<string, Node<number>>();
-  const wildcard = new Map<string, Node<number>>();
+  const exact = new Map<string, Node>();
+  const wildcard = new Map<string, Node>();
   for (const [pattern, value] of entries) {
     const roots = pattern.wildcard ? wildcard : exact;
     const host = normaliseRegistryHost(pattern.host);
-    let at: Node<number> | undefined = roots.get(host);
+    let at: Node | undefined = roots.get(host);
     if (at === undefined) {
-      at = node<number>();
+      at = node();
       roots.set(host, at);
     }
     for (const component of pattern.path) {
-      let next: Node<number> | undefined = at.children.get(component);
+      let next: Node | undefined = at.children.get(component);
       if (next === undefined) {
-        next = node<number>();
+        next = node();
         at.children.set(component, next);
       }
       at = next;
@@ -185,17 +97,17 @@ export function writeFlatIndex(entries: Iterable<readonly [RegistryPattern, numb
 }
 
 /** Pairs [string, node] in key order, then the nodes; returns where the pairs start. */
-function writePairs(children: Map<string, Node<number>>, table: StringTableBuilder, out: number[]): number {
+function writePairs(children: Map<string, Node>, table: StringTableBuilder, out: number[]): number {
   const keys = [...children.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   const at = out.length;
   for (const k of keys) out.push(table.id(k), 0);
   keys.forEach((k, i) => {
-    out[at + 2 * i + 1] = writeNode(children.get(k) as Node<number>, table, out);
+    out[at + 2 * i + 1] = writeNode(children.get(k) as Node, table, out);
   });
   return at;
 }
 
-function writeNode(n: Node<number>, table: StringTableBuilder, out: number[]): number {
+function writeNode(n: Node, table: StringTableBuilder, out: number[]): number {
   const at = out.length;
   out.push(at + 4, n.values.length, 0, n.children.size);
   for (const v of n.values) out.push(v);
@@ -204,10 +116,9 @@ function writeNode(n: Node<number>, table: StringTableBuilder, out: number[]): n
 }
 
 /**
- * The reader of {@link writeFlatIndex}: the same answers as {@link PatternIndex}'s
- * `candidates`, read straight from the integers and the string table it was written with,
- * so an index built elsewhere (a worker thread) is adopted without building anything.
- * A lookup allocates nothing but its answer.
+ * The reader of {@link writeFlatIndex}, straight from the integers and the string table it
+ * was written with, so an index built elsewhere (a worker thread) is adopted without
+ * building anything. A lookup allocates nothing but its answer.
  */
 export class FlatPatternIndex {
   readonly #ints: Int32Array;
@@ -278,6 +189,52 @@ export class FlatPatternIndex {
     return out;
   }
 
+  /**
+   * Values whose pattern may overlap an exact-host `pattern`: those whose path is a prefix
+   * of its path, and those whose path extends it; a value written once, at most once.
+   */
+  overlapping(pattern: RegistryPattern): number[] {
+    const out: number[] = [];
+    const host = normaliseRegistryHost(pattern.host);
+    const roots: number[] = [];
+    const exact = this.#find(this.#int(this.#at + 1), this.#int(this.#at), host, 0, host.length);
+    if (exact !== -1) roots.push(exact);
+    const wildcards = this.#int(this.#at + 2);
+    for (let i = host.indexOf('.', 1); wildcards > 0 && i !== -1; i = host.indexOf('.', i + 1)) {
+      const w = this.#find(this.#int(this.#at + 3), wildcards, host, i, host.length);
+      if (w !== -1) roots.push(w);
+    }
+    for (let node of roots) {
+      this.#values(node, out);
+      let whole = true;
+      for (const c of pattern.path) {
+        const next = this.#find(this.#int(node + 2), this.#int(node + 3), c, 0, c.length);
+        if (next === -1) {
+          whole = false;
+          break;
+        }
+        node = next;
+        this.#values(node, out);
+      }
+      if (whole) this.#below(node, out);
+    }
+    return out;
+  }
+
+  /** The values of every node below `node` (not its own). */
+  #below(node: number, out: number[]): void {
+    const stack = [node];
+    for (let n = stack.pop(); n !== undefined; n = stack.pop()) {
+      const pairs = this.#int(n + 2);
+      const count = this.#int(n + 3);
+      for (let i = 0; i < count; i++) {
+        const child = this.#int(pairs + 2 * i + 1);
+        this.#values(child, out);
+        stack.push(child);
+      }
+    }
+  }
+
   /** The values of `node` and of the nodes down `repository`'s components, as far as they go. */
   #walk(node: number, repository: string, out: number[]): void {
     this.#values(node, out);
@@ -294,4 +251,15 @@ export class FlatPatternIndex {
       from = slash + 1;
     }
   }
+}
+
+/** A {@link FlatPatternIndex} of `entries` alone, in integers and a string table of its own. O(n log n). */
+export function buildFlatPatternIndex(entries: Iterable<readonly [RegistryPattern, number]>): FlatPatternIndex {
+  const table = new StringTableBuilder();
+  const out: number[] = [];
+  const at = writeFlatIndex(entries, table, out);
+  const { strings, starts } = table.finish();
+  const startsAt = out.length;
+  for (const s of starts) out.push(s);
+  return new FlatPatternIndex(Int32Array.from(out), strings, startsAt, at);
 }

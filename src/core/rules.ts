@@ -11,7 +11,7 @@ import {
   specificity,
   type RegistryPattern,
 } from './patterns.js';
-import { FlatPatternIndex, PatternIndex, StringTableBuilder, writeFlatIndex } from './pattern-index.js';
+import { buildFlatPatternIndex, FlatPatternIndex, StringTableBuilder, writeFlatIndex } from './pattern-index.js';
 import { parseReference, type ImageReference } from './reference.js';
 import { parseSelector, selectorMatches, type LabelSelector } from './selector.js';
 
@@ -255,12 +255,14 @@ export function compileRules(inputs: readonly RuleInput[], basePath = 'rules', f
   // A target that some `from` matches again would make rewriting non-idempotent. The
   // index finds the candidates per target, so this is O(n log n), not a pass over every
   // pair (20,000 rules would be 400 million checks).
-  const froms = new PatternIndex<Rule>();
-  for (const r of rules) froms.add(r.from, r);
+  const froms = buildFlatPatternIndex(rules.map((r, i) => [r.from, i] as const));
   for (const a of rules) {
     const hits: { b: Rule; k: number }[] = [];
     a.targets.forEach((t, k) => {
-      for (const b of new Set(froms.overlapping(t.to))) if (patternsOverlap(t.to, b.from)) hits.push({ b, k });
+      for (const at of froms.overlapping(t.to)) {
+        const b = rules[at] as Rule;
+        if (patternsOverlap(t.to, b.from)) hits.push({ b, k });
+      }
     });
     hits.sort((x, y) => x.b.index - y.b.index || x.k - y.k);
     for (const { b, k } of hits) {
@@ -375,8 +377,8 @@ const PIN_DIGEST = 4;
 const SCOPED = 8;
 
 /**
- * Build a rule list's index as {@link RuleIndexData}: the same trees the compiler's
- * {@link PatternIndex} makes, flattened. With `withRules`, the rules are written too, for
+ * Build a rule list's index as {@link RuleIndexData}: a {@link writeFlatIndex} tree of the
+ * `from`s and one of the targets. With `withRules`, the rules are written too, for
  * {@link RuleTableReader} to make again elsewhere: all but their scopes, which the reader
  * is given. Pure; O(n log n).
  */

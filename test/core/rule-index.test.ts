@@ -5,8 +5,8 @@
  * decided the same, and as a pass over every rule (no index) decides it.
  */
 import t from 'tap';
-import { FlatPatternIndex, PatternIndex, StringTableBuilder, writeFlatIndex } from '../../src/core/pattern-index.js';
-import { matchLength, parsePattern, specificity, type RegistryPattern } from '../../src/core/patterns.js';
+import { buildFlatPatternIndex, FlatPatternIndex, StringTableBuilder, writeFlatIndex } from '../../src/core/pattern-index.js';
+import { matchLength, parsePattern, patternsOverlap, specificity, type RegistryPattern } from '../../src/core/patterns.js';
 import { parseReference } from '../../src/core/reference.js';
 import {
   adoptRuleIndex,
@@ -166,37 +166,62 @@ t.test('a rule table in file order other than its positions, and rules left out'
   for (const image of IMAGES) t.strictSame(decideRewrite(adoptedSet, image, CONTEXTS[1]), decideRewrite(r.ruleSet, image, CONTEXTS[1]), image);
 });
 
-t.test('the flat index answers the candidates the tree index answers', async (t) => {
-  const sources = [
-    'docker.io', 'docker.io/library', 'docker.io/library/busybox', 'index.docker.io/bitnami', 'DOCKER.IO/x',
-    '*.example.org', '*.eu.example.org', 'registry.eu.example.org', 'registry.eu.example.org/a/b/c',
-    'ghcr.io/acm', 'ghcr.io/acme', 'ghcr.io/acme-tools', 'ghcr.io/acme/x', 'ghcr.io', 'localhost:5000', 'localhost:5000/a',
-    // The same pattern twice: both values.
-    'quay.io/p', 'quay.io/p',
-  ];
-  const patterns = sources.map((s) => {
-    const p = parsePattern(s, true);
-    if (!p.ok) throw new Error(p.reason);
-    return p.pattern;
-  });
-  const tree = new PatternIndex<number>();
-  patterns.forEach((p, i) => tree.add(p, i));
+const INDEXED = [
+  'docker.io', 'docker.io/library', 'docker.io/library/busybox', 'index.docker.io/bitnami', 'DOCKER.IO/x',
+  '*.example.org', '*.eu.example.org', '*.example.org/team', 'registry.eu.example.org', 'registry.eu.example.org/a/b/c',
+  'ghcr.io/acm', 'ghcr.io/acme', 'ghcr.io/acme-tools', 'ghcr.io/acme/x', 'ghcr.io', 'localhost:5000', 'localhost:5000/a',
+  // The same pattern twice: both values.
+  'quay.io/p', 'quay.io/p',
+].map((s) => {
+  const p = parsePattern(s, true);
+  if (!p.ok) throw new Error(p.reason);
+  return p.pattern;
+});
+
+const ascending = (a: number, b: number): number => a - b;
+
+t.test('the flat index answers exactly the patterns that match, each as often as it was written', async (t) => {
+  // Written with a table and starts of its own, as buildRuleIndex lays them out among other data.
   const table = new StringTableBuilder();
-  const out: number[] = [];
-  const at = writeFlatIndex(patterns.map((p, i) => [p, i] as [RegistryPattern, number]), table, out);
+  const out: number[] = [0, 0, 0];
+  const at = writeFlatIndex(INDEXED.map((p, i) => [p, i] as [RegistryPattern, number]), table, out);
   const { strings, starts } = table.finish();
   const startsAt = out.length;
   out.push(...starts);
   const flat = new FlatPatternIndex(Int32Array.from(out), strings, startsAt, at);
+  const alone = buildFlatPatternIndex(INDEXED.map((p, i) => [p, i] as const));
   const lookups: [string, string][] = [
     ['docker.io', 'library/busybox'], ['index.docker.io', 'library/nginx'], ['Docker.IO', 'x/y'], ['docker.io', ''],
-    ['a.example.org', 'x'], ['x.eu.example.org', 'y'], ['registry.eu.example.org', 'a/b/c/d'], ['registry.eu.example.org', 'a/b'],
+    ['a.example.org', 'x'], ['a.example.org', 'team/x'], ['x.eu.example.org', 'y'], ['registry.eu.example.org', 'a/b/c/d'], ['registry.eu.example.org', 'a/b'],
     ['example.org', 'x'], ['ghcr.io', 'acme/x/y'], ['ghcr.io', 'acme-tools'], ['ghcr.io', 'acm'], ['ghcr.io', 'ac'], ['ghcr.io', 'acmez'],
     ['localhost:5000', 'a/b'], ['localhost:5001', 'a'], ['quay.io', 'p/q'], ['quay.io', ''], ['nowhere.example.com', 'x'], ['ghcr.io', 'acme//x'],
   ];
+  let found = 0;
   for (const [registry, repository] of lookups) {
-    t.strictSame(flat.candidates(registry, repository), tree.candidates(registry, repository), `${registry} ${repository}`);
+    const expected = INDEXED.flatMap((p, i) => (matchLength(p, registry, repository) >= 0 ? [i] : []));
+    found += expected.length;
+    t.strictSame(flat.candidates(registry, repository).sort(ascending), expected, `${registry} ${repository}`);
+    t.strictSame(alone.candidates(registry, repository).sort(ascending), expected, `${registry} ${repository}, built alone`);
   }
+  t.ok(found > 30, 'the lookups find patterns');
+});
+
+t.test('the flat index answers exactly the patterns that overlap an exact-host pattern', async (t) => {
+  const flat = buildFlatPatternIndex(INDEXED.map((p, i) => [p, i] as const));
+  const queries = [
+    'docker.io', 'index.docker.io/library', 'Docker.IO/library/busybox/x', 'docker.io/librar', 'a.example.org', 'a.example.org/team/x/y',
+    'example.org', 'registry.eu.example.org/a', 'registry.eu.example.org/a/b/c/d', 'ghcr.io/acme', 'ghcr.io/ac', 'localhost:5000',
+    'localhost:5001/a', 'quay.io', 'quay.io/p/q', 'nowhere.example.com/x',
+  ];
+  let found = 0;
+  for (const q of queries) {
+    const p = parsePattern(q, false);
+    if (!p.ok) throw new Error(p.reason);
+    const expected = INDEXED.flatMap((x, i) => (patternsOverlap(p.pattern, x) ? [i] : []));
+    found += expected.length;
+    t.strictSame(flat.overlapping(p.pattern).sort(ascending), expected, q);
+  }
+  t.ok(found > 20, 'the queries overlap patterns');
 });
 
 t.test('a table of another format is refused', async (t) => {
