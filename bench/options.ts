@@ -22,13 +22,18 @@ export interface Options {
   /** `--only drain`: nothing but the drain scenario (see drain.ts), `drainRuns` SIGTERMs. */
   drainOnly: boolean;
   drainRuns: number;
+  /** The Node.js binary that runs both servers (default: the image's runtime, see resolveNode). */
+  node: string | undefined;
 }
 
 export const USAGE = `Usage: npm run bench -- [--only baseline|mirrorgate|reload|drain] [--duration 10] [--warmup 2] [--rate 500]
                           [--no-pin] [--no-verify] [--no-reload] [--drain-runs 5] [--cli dist/cli.js]
+                          [--node PATH]
 
 Runs mirrorgate (node dist/cli.js, build first: npm run build) and a bare node:https
-baseline on the same generated AdmissionReview mix and prints a table and a JSON line.`;
+baseline on the same generated AdmissionReview mix and prints a table and a JSON line.
+Both servers run on the Node.js the image ships (24, from scripts/node24.sh) unless
+--node names another binary.`;
 
 export function parseOptions(argv: string[]): Options | undefined {
   const { values } = parseArgs({
@@ -43,6 +48,7 @@ export function parseOptions(argv: string[]): Options | undefined {
       'no-verify': { type: 'boolean', default: false },
       'no-reload': { type: 'boolean', default: false },
       'drain-runs': { type: 'string', default: '5' },
+      node: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -71,5 +77,6 @@ export function parseOptions(argv: string[]): Options | undefined {
     reloadOnly,
     drainOnly,
     drainRuns: Math.round(positive('drain-runs', values['drain-runs'], 1)),
+    node: values.node === undefined ? undefined : path.resolve(values.node),
   };
 }

@@ -19,6 +19,8 @@ export class Processes {
   #tmpDir: string | undefined;
   /** Synchronous last-resort cleanups of things not spawned here (the registry). */
   readonly #lastResort = new Set<() => void>();
+  /** The Node.js binary the servers run on (see resolveNode); this process's until set. */
+  node: string = process.execPath;
 
   /** Cleans up on exit, SIGINT and SIGTERM from now on. */
   constructor() {
@@ -131,4 +133,23 @@ export function command(prefix: readonly string[] | undefined, cmd: string, args
   if (prefix === undefined || prefix.length === 0) return [cmd, [...args]];
   const [first, ...rest] = prefix;
   return [first ?? cmd, [...rest, cmd, ...args]];
+}
+
+/**
+ * The Node.js the servers run on: `--node`, else the image's runtime (Node.js 24, the
+ * binary scripts/node24.sh pins and installs once; `NODE24=/path` names another), else
+ * this process's node with a note. The bench measures what ships, on both servers alike.
+ */
+export function resolveNode(wanted: string | undefined, root: string): { node: string; note?: string } {
+  if (wanted !== undefined) return { node: wanted };
+  const r = spawnSync('bash', [path.join(root, 'scripts', 'node24.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const found = r.status === 0 ? r.stdout.trim() : '';
+  if (found !== '') return { node: found };
+  return { node: process.execPath, note: `no Node.js 24 (scripts/node24.sh failed): both servers run on ${process.version}, not the image's runtime` };
+}
+
+/** `node --version` of a binary. */
+export function nodeVersion(node: string): string {
+  const r = spawnSync(node, ['--version'], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : 'unknown';
 }

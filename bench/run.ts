@@ -13,10 +13,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { renderDrain, runDrain, type DrainResult } from './drain.js';
-import { HarnessError, log } from './harness.js';
+import { HarnessError, log, ROOT } from './harness.js';
 import { checkAnswers, openLoop, post, readAnswer, runWrk, timeUpdate, WRK_LUA, writeBodies } from './load.js';
 import { parseOptions, USAGE, type Options, type ServerKind } from './options.js';
-import { Processes, setUpPinning, stopChild } from './processes.js';
+import { nodeVersion, Processes, resolveNode, setUpPinning, stopChild } from './processes.js';
 import { renderReload, runReloadBench, type ReloadResult } from './reload.js';
 import { buildReport, fmtInt, fmtMs, POINT_LABELS, renderTable, type ServerResults } from './report.js';
 import { largeOnly, largeUpdateReview, reviewMix, summarize } from './reviews.js';
@@ -33,6 +33,9 @@ async function main(): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
+  const runtime = resolveNode(opts.node, ROOT);
+  procs.node = runtime.node;
+  if (runtime.note !== undefined) log(`bench: ${runtime.note}`);
   if (opts.reloadOnly) {
     const reload = await reloadScenario(opts);
     process.stdout.write(renderReload(reload, undefined).join('\n') + '\n');
@@ -142,7 +145,7 @@ async function main(): Promise<number> {
   // Last, in this process, once every server has stopped.
   const reload = opts.reload ? await reloadScenario(opts) : undefined;
 
-  const report = { ...buildReport(opts, pin !== undefined, summarize(mix), summarize(large), update, results, verification, reload), twoTargets };
+  const report = { ...buildReport(opts, pin !== undefined, summarize(mix), summarize(large), update, results, verification, reload, nodeVersion(procs.node)), twoTargets };
   process.stdout.write(renderTable(report));
   process.stdout.write(`${JSON.stringify(report)}\n`);
   return 0;

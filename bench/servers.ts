@@ -66,7 +66,7 @@ export async function startServer(
   const logFile = path.join(dir, `${name}.log`);
   // Output goes to a file, not to a pipe this process would have to drain on the load CPU.
   const fd = openSync(logFile, 'a');
-  const [cmd, cmdArgs] = command(pin?.server, process.execPath, args);
+  const [cmd, cmdArgs] = command(pin?.server, procs.node, args);
   const child = procs.track(spawn(cmd, cmdArgs, { cwd: ROOT, stdio: ['ignore', fd, fd] }));
   closeSync(fd);
   const started = performance.now();
