@@ -56,30 +56,54 @@ export interface Metrics extends AdmissionMetrics {
 }
 
 /**
- * prom-client hashes the label object on every inc(); on the admission path we keep
- * the labelled child per label set instead. The sets are bounded by the label limiter.
+ * Counts of the admission path, kept as plain numbers by key and added to their
+ * prom-client counter when it is collected (a scrape, or `get()`). prom-client hashes and
+ * validates the label object on every inc(), a labelled child included, which cost an
+ * admission more than all its counting. `labels` is worked out once per key. Bounded:
+ * beyond `max` keys a count goes to prom-client directly.
  */
-function cachedChildren<L extends string>(counter: Counter<L>): (labels: Record<L, string>, key: string) => { inc(): void } {
-  const children = new Map<string, { inc(): void }>();
-  return (labels, key) => {
-    let child = children.get(key);
-    if (child === undefined) {
-      child = counter.labels(labels);
-      children.set(key, child);
+export class PendingCounts<L extends string> {
+  readonly #byKey = new Map<string, { readonly labels: Partial<Record<L, string>>; n: number }>();
+  constructor(private readonly max = 1000) {}
+
+  inc(counter: Counter<L>, key: string, labels: () => Partial<Record<L, string>>): void {
+    const e = this.#byKey.get(key);
+    if (e !== undefined) {
+      e.n++;
+      return;
     }
-    return child;
-  };
+    if (this.#byKey.size >= this.max) {
+      counter.inc(labels());
+      return;
+    }
+    this.#byKey.set(key, { labels: labels(), n: 1 });
+  }
+
+  /** Add what was counted since the last collect to `counter`. */
+  flush(counter: Counter<L>): void {
+    for (const e of this.#byKey.values()) {
+      if (e.n === 0) continue;
+      counter.inc(e.labels, e.n);
+      e.n = 0;
+    }
+  }
 }
 
 export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: number } = {}): Metrics {
   const registry = new Registry();
   if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
   const limiter = new LabelLimiter(opts.maxRegistries ?? 50);
+  const admissionCounts = new PendingCounts<'operation' | 'result'>();
+  const rewriteCounts = new PendingCounts<'source_registry' | 'target_registry' | 'mode'>();
+  const violationCounts = new PendingCounts<'registry' | 'mode'>();
   const admissionRequests = new Counter({
     name: 'mirrorgate_admission_requests_total',
     help: 'Admission requests answered, by operation (create, update, ephemeralcontainers, other) and result (allowed, patched, denied, error, invalid).',
     labelNames: ['operation', 'result'] as const,
     registers: [registry],
+    collect() {
+      admissionCounts.flush(this);
+    },
   });
   const admissionDuration = new Histogram({
     name: 'mirrorgate_admission_duration_seconds',
@@ -92,12 +116,18 @@ export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: 
     help: 'Container images rewritten (mode=enforce) or that would be (mode=audit), by source and target registry.',
     labelNames: ['source_registry', 'target_registry', 'mode'] as const,
     registers: [registry],
+    collect() {
+      rewriteCounts.flush(this);
+    },
   });
   const policyViolations = new Counter({
     name: 'mirrorgate_policy_violations_total',
     help: 'Container images not from an allowed registry (denied in enforce mode, reported in audit mode).',
     labelNames: ['registry', 'mode'] as const,
     registers: [registry],
+    collect() {
+      violationCounts.flush(this);
+    },
   });
   const configReloads = new Counter({
     name: 'mirrorgate_config_reloads_total',
@@ -170,9 +200,6 @@ export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: 
     labelNames: ['observer'] as const,
     registers: [registry],
   });
-  const admissionChild = cachedChildren(admissionRequests);
-  const rewriteChild = cachedChildren(imageRewrites);
-  const violationChild = cachedChildren(policyViolations);
   return {
     registry,
     certificateExpiry,
@@ -192,22 +219,22 @@ export function createMetrics(opts: { defaultMetrics?: boolean; maxRegistries?: 
     serviceAccountLookups,
     registryLabel: (r) => limiter.value(r),
     countAdmission: (operation, result, seconds) => {
-      admissionChild({ operation, result }, `${operation}\0${result}`).inc();
+      admissionCounts.inc(admissionRequests, `${operation}\0${result}`, () => ({ operation, result }));
       admissionDuration.observe(seconds);
     },
-    countInvalid: (operation) => admissionChild({ operation, result: 'invalid' }, `${operation}\0invalid`).inc(),
+    countInvalid: (operation) => admissionCounts.inc(admissionRequests, `${operation}\0invalid`, () => ({ operation, result: 'invalid' })),
     countObserverFailure: (observer) => observerFailures.inc({ observer }),
     countRefused: (reason) => requestsRefused.inc({ reason }),
     // Registries as rules, policy and the report compare them (DNS is case-insensitive,
-    // index.docker.io is docker.io): DOCKER.IO/x and docker.io/y are one series.
-    countRewrite: (source, target, mode) => {
-      const s = limiter.value(normaliseRegistryHost(source));
-      const t = limiter.value(normaliseRegistryHost(target));
-      rewriteChild({ source_registry: s, target_registry: t, mode }, `${s}\0${t}\0${mode}`).inc();
-    },
-    countViolation: (registry, mode) => {
-      const r = limiter.value(normaliseRegistryHost(registry));
-      violationChild({ registry: r, mode }, `${r}\0${mode}`).inc();
-    },
+    // index.docker.io is docker.io): DOCKER.IO/x and docker.io/y are one series. Keyed by
+    // the names as written; the label values are worked out the first time.
+    countRewrite: (source, target, mode) =>
+      rewriteCounts.inc(imageRewrites, `${source}\0${target}\0${mode}`, () => ({
+        source_registry: limiter.value(normaliseRegistryHost(source)),
+        target_registry: limiter.value(normaliseRegistryHost(target)),
+        mode,
+      })),
+    countViolation: (registry, mode) =>
+      violationCounts.inc(policyViolations, `${registry}\0${mode}`, () => ({ registry: limiter.value(normaliseRegistryHost(registry)), mode })),
   };
 }
