@@ -109,9 +109,17 @@ export function infoLineWriter(log: Logger, msg: string): (fields: LineFields) =
   let bindings = '';
   for (const [key, value] of Object.entries({ ...BASE, ...log.bindings() })) bindings += `,${JSON.stringify(key)}:${JSON.stringify(value)}`;
   const tail = `,"msg":${JSON.stringify(msg)}}\n`;
+  // pino's isoTime has millisecond resolution: lines of the same millisecond share its text.
+  let lastMs = -1;
+  let head = '';
   return (fields) => {
     if (!log.isLevelEnabled('info')) return;
-    let line = `{"level":"info","time":"${new Date().toISOString()}"${bindings}`;
+    const ms = Date.now();
+    if (ms !== lastMs) {
+      lastMs = ms;
+      head = `{"level":"info","time":"${new Date(ms).toISOString()}"${bindings}`;
+    }
+    let line = head;
     for (const key in fields) {
       const value = fields[key];
       if (value !== undefined) line += `,${JSON.stringify(key)}:${JSON.stringify(value)}`;
