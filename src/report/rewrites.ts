@@ -265,7 +265,7 @@ export class ReportCache {
     if (denied) decisions = decisions.filter((d) => d.violation !== undefined);
     if (decisions.length === 0) return;
     const date = this.now();
-    const at = date.toISOString();
+    const at = this.#iso(date);
     const seen = new Set<string>();
     let trendDone = 0;
     let trendTotal = 0;
@@ -350,6 +350,19 @@ export class ReportCache {
   }
 
   readonly #charge = (chars: number): boolean => fits(this.#usageBudget, chars);
+
+  #isoMs = Number.NaN;
+  #isoText = '';
+
+  /** `date.toISOString()`, made once per millisecond: admissions of the same one share it. */
+  #iso(date: Date): string {
+    const ms = date.getTime();
+    if (ms !== this.#isoMs) {
+      this.#isoText = date.toISOString();
+      this.#isoMs = ms;
+    }
+    return this.#isoText;
+  }
 
   #checked(u: ImageUsage, mirror: 'present' | 'absent', at: string): void {
     u.mirror = mirror;

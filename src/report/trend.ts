@@ -17,8 +17,17 @@ export interface TrendPoint {
 
 const HOUR_MS = 3_600_000;
 
+/** The last hour asked for and its text: every admission of an hour asks for the same one. */
+let lastHour = Number.NaN;
+let lastHourText = '';
+
 export function hourOf(at: Date): string {
-  return new Date(Math.floor(at.getTime() / HOUR_MS) * HOUR_MS).toISOString();
+  const h = Math.floor(at.getTime() / HOUR_MS);
+  if (h !== lastHour) {
+    lastHourText = new Date(h * HOUR_MS).toISOString();
+    lastHour = h;
+  }
+  return lastHourText;
 }
 
 /**
