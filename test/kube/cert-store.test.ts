@@ -12,7 +12,8 @@ import { reconcile } from '../../src/kube/cert-rotation.js';
 import { KEYS, splitPem, TLS_SECRET, type RotationPolicy } from '../../src/core/rotation.js';
 import { createLogger } from '../../src/logger.js';
 import { LogSink } from '../support/app.js';
-import { kubeconfigFor, startKubeApi, waitFor, type KubeApi, type KubeObject } from '../support/kube-api.js';
+import { kubeconfigFor, startKubeApi, type KubeApi, type KubeObject } from '../support/kube-api.js';
+import { waitFor } from '../support/wait.js';
 import { kubeCertStore } from '../../src/kube/cert-rotation.js';
 
 const NS = 'mirrorgate';

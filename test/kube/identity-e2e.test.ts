@@ -19,7 +19,8 @@ import t from 'tap';
 import { serve, type Running } from '../../src/serve.js';
 import { patchOf, review } from '../support/app.js';
 import { getText, metricSample, postJson } from '../support/http.js';
-import { kubeconfigFor, startKubeApi, waitFor, type KubeApi } from '../support/kube-api.js';
+import { kubeconfigFor, startKubeApi, type KubeApi } from '../support/kube-api.js';
+import { waitFor } from '../support/wait.js';
 import { serveOptions } from '../support/serve.js';
 
 interface Answer {

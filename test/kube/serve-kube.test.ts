@@ -13,7 +13,8 @@ import t from 'tap';
 import { KubeConfigError, loadKubeClient } from '../../src/kube/client.js';
 import { serve } from '../../src/serve.js';
 import { LogSink, review } from '../support/app.js';
-import { kubeconfigFor, startKubeApi, waitFor } from '../support/kube-api.js';
+import { kubeconfigFor, startKubeApi } from '../support/kube-api.js';
+import { waitFor } from '../support/wait.js';
 import { serveOptions } from '../support/serve.js';
 
 const CONFIG = `mode: enforce

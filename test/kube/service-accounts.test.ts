@@ -13,7 +13,8 @@ import { createLogger } from '../../src/logger.js';
 import { createMetrics, type Metrics } from '../../src/metrics.js';
 import { LogSink } from '../support/app.js';
 import { FakeTimers } from '../support/fake-timers.js';
-import { kubeconfigFor, startKubeApi, waitFor, type KubeApi, type KubeObject } from '../support/kube-api.js';
+import { kubeconfigFor, startKubeApi, type KubeApi, type KubeObject } from '../support/kube-api.js';
+import { waitFor } from '../support/wait.js';
 
 const BACKOFF = { initialMs: 20, maxMs: 100 };
 

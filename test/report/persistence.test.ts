@@ -15,7 +15,8 @@ import { configMapStore, readMergedReport, ReportPersister, REPORT_CONFIGMAP, ty
 import { createLogger } from '../../src/logger.js';
 import { ReportCache, type Report } from '../../src/report/rewrites.js';
 import { LogSink } from '../support/app.js';
-import { kubeconfigFor, startKubeApi, waitFor, type KubeApi } from '../support/kube-api.js';
+import { kubeconfigFor, startKubeApi, type KubeApi } from '../support/kube-api.js';
+import { waitFor } from '../support/wait.js';
 
 const NS = 'mirrorgate';
 const T0 = Date.parse('2026-11-22T10:00:00Z');
