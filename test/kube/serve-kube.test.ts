@@ -106,11 +106,13 @@ t.test('a reload applies identity.serviceAccountWaitMs to the next lookups', asy
   const kube = running.kube;
   if (!kube) throw new Error('kube expected');
   await waitFor('caches synced', () => kube.namespaces.synced() && kube.serviceAccounts.synced());
-  // The direct GET of an unknown ServiceAccount hangs longer than either bound: the log says which bound cut it.
+  // The direct GET of an unknown ServiceAccount is held until the admission is answered: the log says which bound cut it.
   const lookupBound = async (account: string): Promise<unknown> => {
-    api.onNext({ method: 'GET', path: `/serviceaccounts/${account}`, delayMs: 2000 });
+    const get = api.holdNext('GET', `/serviceaccounts/${account}`);
     const before = logs.find('service account lookup failed; answering unknown').length;
     await running.app.inject({ method: 'POST', url: '/mutate', payload: review({ namespace: 'team-a', object: { metadata: {}, spec: { serviceAccountName: account, containers: [{ name: 'app', image: 'nginx:1' }] } } }).body });
+    await get.reached; // the GET was made (and held): the bound, not an answer, ended the lookup
+    get.release();
     return logs.find('service account lookup failed; answering unknown')[before]?.waitMs;
   };
   t.equal(await lookupBound('ghost-1'), 100, 'as started');
