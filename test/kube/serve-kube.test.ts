@@ -13,6 +13,7 @@ import t from 'tap';
 import { KubeConfigError, loadKubeClient } from '../../src/kube/client.js';
 import { serve } from '../../src/serve.js';
 import { LogSink, review } from '../support/app.js';
+import { FakeTimers } from '../support/fake-timers.js';
 import { kubeconfigFor, startKubeApi } from '../support/kube-api.js';
 import { waitFor } from '../support/wait.js';
 import { serveOptions } from '../support/serve.js';
@@ -80,6 +81,33 @@ t.test('namespace audit label, pull-secret replication, degraded readiness', asy
   await api.start();
   await waitFor('recovered', async () => (await running.app.inject({ method: 'GET', url: '/readyz' })).json<{ degraded: string[] }>().degraded.length === 0);
   t.equal(api.get('secrets', 'mirrorgate', 'mirror-pull') !== undefined, true);
+});
+
+// Imitation: a 500 on the source list on demand. serve hands its timers to pull-secret
+// replication too: the failed source list is retried on them, when they say.
+t.test('pull-secret replication runs on the timers serve is given', async (t) => {
+  const api = await startKubeApi();
+  t.teardown(() => api.close());
+  api.put({ kind: 'Namespace', metadata: { name: 'mirrorgate' } });
+  api.put({ kind: 'Secret', metadata: { name: 'mirror-pull', namespace: 'mirrorgate' }, type: 'kubernetes.io/dockerconfigjson', data: { '.dockerconfigjson': 'e30=' } });
+  const sourceList = /^\/api\/v1\/namespaces\/mirrorgate\/secrets$/;
+  api.onNext({ method: 'GET', path: sourceList, watch: false, status: 500 });
+  const dir = await tempDir(t);
+  await writeFile(join(dir, 'config.yaml'), CONFIG);
+  const logs = new LogSink();
+  const timers = new FakeTimers();
+  // A jitter no other timer of serve's lands on: the default first backoff, 250 ms × 0.8492.
+  timers.randomValue = 0.123;
+  const running = await serve(serveOptions(dir, { noKube: false, kubeconfig: await kubeconfigFor(api), logDestination: logs, timers }));
+  t.teardown(() => running.shutdown('test over'));
+  const replicator = running.kube?.replicator;
+  if (!replicator) throw new Error('replicator expected');
+  await waitFor('the failed source list', () => logs.find('Kubernetes API unreachable; cache not synced yet').some((l) => l.informer === 'secrets/mirrorgate'));
+  t.ok(timers.delays.includes(212), `its retry waits on the given timers (${timers.delays.join(', ')})`);
+  t.equal(replicator.synced(), false);
+  timers.advance(212);
+  await waitFor('the retried list to sync the source', () => replicator.synced());
+  t.equal(api.requests.filter((r) => sourceList.test(r.path) && !r.watch).length, 2, 'listed twice: the failure and the retry');
 });
 
 t.test('KubeConfig: a missing file or no config at all is a clear error', async (t) => {
