@@ -62,7 +62,8 @@ export interface ServeOptions {
   readonly clock?: (() => Date) | undefined;
   /**
    * The timers every component starts (report flushes, config debounce, copy retries,
-   * lookup bounds, certificate checks, the shutdown waits); the system's, unref'd, when
+   * the Kubernetes caches and pull-secret replication, lookup bounds, certificate checks,
+   * the shutdown waits); the system's, unref'd, when
    * omitted. Tests inject fake ones and advance them.
    */
   readonly timers?: Timers | undefined;

@@ -10,7 +10,7 @@ import t from 'tap';
 import { serve } from '../src/serve.js';
 import { LogSink, review } from './support/app.js';
 import { getResponse, postJson } from './support/http.js';
-import { waitFor } from './support/kube-api.js';
+import { waitFor } from './support/wait.js';
 import { serveOptions, tempDir } from './support/serve.js';
 import { readFile } from 'node:fs/promises';
 

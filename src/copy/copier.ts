@@ -22,6 +22,7 @@ import { discard, firstHeader, readUpTo } from '../registry/body.js';
 import { CredentialError } from '../registry/credentials.js';
 import { messageOf, MirrorgateError } from '../errors.js';
 import { sleepOn, systemClock, systemTimers, type Clock, type Timers } from '../ports.js';
+import { backoffMs, retryable, type RetryPolicy } from '../retry.js';
 
 /** `os/architecture[/variant]`, as an index's `platform` names it. */
 export interface Platform {
@@ -123,11 +124,11 @@ export interface CopyOptions {
   chunkThreshold?: number | undefined;
   /** Size of each chunk of a chunked upload (default 16 MiB). */
   chunkSize?: number | undefined;
-  /** Attempts per request on 429/5xx/network errors (default 4). */
+  /** Attempts per request on 429/5xx/network errors (default: {@link REQUEST_RETRY}, 4). */
   attempts?: number | undefined;
-  /** First backoff in ms, doubled each retry (default 500). */
+  /** First backoff in ms, doubled each retry (default: {@link REQUEST_RETRY}, 500). */
   backoffMs?: number | undefined;
-  /** Longest wait between attempts, also the cap on `Retry-After` (default 30000). */
+  /** Longest wait between attempts, also the cap on `Retry-After` (default: {@link REQUEST_RETRY}, 30000). */
   maxBackoffMs?: number | undefined;
   /**
    * Waits between attempts (tests pass a recorder). By default a timer that keeps the
@@ -722,10 +723,23 @@ function heldSleep(ms: number): Promise<void> {
   return new Promise<void>((r) => setTimeout(r, ms));
 }
 
+/**
+ * The request layer's retries (src/retry.ts): one registry request (a manifest, one blob's
+ * transfer) on 429, 5xx, a reset or refused connection, a timeout; `Retry-After` wins over
+ * the backoff, capped. Short, for what heals in seconds; the copy queue retries the whole
+ * copy later when these are used up. Worst case per request: 4 tries, waiting at most
+ * 0.5 + 1 + 2 = 3.5 s in all (jitter only shortens), or 3 × 30 s = 90 s when every answer
+ * says `Retry-After` of 30 s or more.
+ */
+export const REQUEST_RETRY: RetryPolicy = { attempts: 4, baseMs: 500, capMs: 30_000, jitter: 0.5 };
+
 async function retrying<T>(ctx: Ctx, what: string, fn: () => Promise<T>): Promise<T> {
-  const attempts = Math.max(1, ctx.opts.attempts ?? 4);
-  const base = ctx.opts.backoffMs ?? 500;
-  const cap = ctx.opts.maxBackoffMs ?? 30_000;
+  const policy: RetryPolicy = {
+    ...REQUEST_RETRY,
+    attempts: ctx.opts.attempts ?? REQUEST_RETRY.attempts,
+    baseMs: ctx.opts.backoffMs ?? REQUEST_RETRY.baseMs,
+    capMs: ctx.opts.maxBackoffMs ?? REQUEST_RETRY.capMs,
+  };
   const timers = ctx.opts.timers;
   const sleep = ctx.opts.sleep ?? (timers ? (ms: number) => sleepOn(timers, ms) : heldSleep);
   const random = (): number => (timers ?? systemTimers).random();
@@ -734,9 +748,9 @@ async function retrying<T>(ctx: Ctx, what: string, fn: () => Promise<T>): Promis
       return await fn();
     } catch (err) {
       const e = err instanceof CopyError ? err : new CopyError('unreachable', `${what}: ${messageOf(err)}`, { cause: err });
-      if (!e.transient || attempt >= attempts || ctx.opts.signal?.aborted) throw e;
+      if (!retryable(policy, attempt, { transient: e.transient, aborted: ctx.opts.signal?.aborted })) throw e;
       // Jitter spreads retries of parallel transfers; Retry-After wins when the registry gives one.
-      const wait = Math.min(cap, e.retryAfterMs ?? base * 2 ** (attempt - 1) * (0.5 + random() / 2));
+      const wait = backoffMs(policy, attempt, random, e.retryAfterMs);
       ctx.opts.log?.warn({ what, attempt, status: e.status, waitMs: Math.round(wait), reason: e.message }, 'registry request failed; retrying');
       await sleep(wait);
     }

@@ -9,6 +9,29 @@ import type { Metrics } from '../metrics.js';
 import { CopyError, type CopyResult } from './copier.js';
 import { messageOf } from '../errors.js';
 import { systemClock, systemTimers, type TimerHandle, type Timers } from '../ports.js';
+import { backoffMs, retryable, type RetryPolicy } from '../retry.js';
+
+/**
+ * The job layer's retries (src/retry.ts): a whole copy, tried again later when it failed
+ * after the request layer (src/copy/copier.ts, `REQUEST_RETRY`) used up its tries. Long
+ * waits, no jitter (the copies of one queue are already spread). Worst case per image:
+ * 3 copies, waiting 5 + 10 = 15 s between them; with the request layer's 4 tries each,
+ * a request (one blob's transfer, one manifest) is sent at most 4 × 3 = 12 times, and the
+ * waits add up to at most 15 s + 3 × 3.5 s = 25.5 s (15 s + 3 × 90 s = 285 s when every
+ * answer says `Retry-After` of 30 s or more), plus the requests' own time (each bounded by
+ * the registry client's 30 s timeout).
+ */
+export const JOB_RETRY: RetryPolicy = { attempts: 3, baseMs: 5000, capMs: Number.POSITIVE_INFINITY, jitter: 0 };
+
+/**
+ * Whether a failed copy may succeed later: waiting does not bring back an image missing at
+ * the source, nor fix credentials or digests. An `unreachable` registry (a TLS handshake or
+ * connection the request layer does not retry at once, any unexpected error) may be back
+ * by the next try.
+ */
+export function healsByWaiting(err: unknown): boolean {
+  return !(err instanceof CopyError && !err.transient && err.reason !== 'unreachable');
+}
 
 /** Copies one image; the queue passes a signal that aborts on {@link CopyQueue.close}. */
 export type CopyFn = (source: ImageReference, target: ImageReference, signal: AbortSignal) => Promise<CopyResult>;
@@ -40,9 +63,9 @@ export interface CopyQueueOptions {
   concurrency?: number | undefined;
   /** Copies waiting to start; beyond it new ones are dropped (default 100). */
   maxQueued?: number | undefined;
-  /** Attempts per copy (default 3); failures that cannot heal by waiting are not retried. */
+  /** Attempts per copy (default: {@link JOB_RETRY}, 3); failures that cannot heal by waiting are not retried. */
   attempts?: number | undefined;
-  /** First retry delay in ms, doubled each time (default 5000). */
+  /** First retry delay in ms, doubled each time (default: {@link JOB_RETRY}, 5000). */
   backoffMs?: number | undefined;
   /** After a copy finished, the same target is not copied again for this long (default 60000),
    *  so the pods admitted while the mirror answer is still cached as absent do not re-copy it. */
@@ -73,7 +96,7 @@ export interface QueueStats {
 }
 
 export class CopyQueue {
-  readonly #o: Required<Omit<CopyQueueOptions, 'log' | 'onOutcome' | 'timers'>> & Pick<CopyQueueOptions, 'log' | 'onOutcome'>;
+  readonly #o: Required<Omit<CopyQueueOptions, 'log' | 'onOutcome' | 'timers' | 'attempts' | 'backoffMs'>> & Pick<CopyQueueOptions, 'log' | 'onOutcome'> & { readonly retry: RetryPolicy };
   readonly #timers: Timers;
   readonly #waiting: Job[] = [];
   /** Keys queued, running or waiting to retry: one copy per target at a time. */
@@ -96,8 +119,7 @@ export class CopyQueue {
       onOutcome: opts.onOutcome,
       concurrency: Math.max(1, opts.concurrency ?? 2),
       maxQueued: Math.max(0, opts.maxQueued ?? 100),
-      attempts: Math.max(1, opts.attempts ?? 3),
-      backoffMs: opts.backoffMs ?? 5000,
+      retry: { ...JOB_RETRY, attempts: Math.max(1, opts.attempts ?? JOB_RETRY.attempts), baseMs: opts.backoffMs ?? JOB_RETRY.baseMs },
       cooldownMs: opts.cooldownMs ?? 60_000,
       now: opts.now ?? (() => systemClock.now()),
     };
@@ -180,10 +202,8 @@ export class CopyQueue {
       this.#finish(job, { source: job.source, target: job.target, ok: true, result, attempts: job.attempts });
     } catch (err) {
       const reason = messageOf(err);
-      // Waiting does not bring back an image missing at the source, nor fix credentials or digests.
-      const retry = !this.#closed && job.attempts < this.#o.attempts && !(err instanceof CopyError && !err.transient && err.reason !== 'unreachable');
-      if (retry) {
-        const delay = this.#o.backoffMs * 2 ** (job.attempts - 1);
+      if (retryable(this.#o.retry, job.attempts, { transient: healsByWaiting(err), aborted: this.#closed })) {
+        const delay = backoffMs(this.#o.retry, job.attempts, () => this.#timers.random());
         this.#o.log?.warn({ source, target: job.key, attempt: job.attempts, retryInMs: delay, reason }, 'image copy failed; will retry');
         const timer = this.#timers.after(delay, () => {
           this.#retries.delete(timer);

@@ -14,6 +14,7 @@
  */
 import type { CoreV1Api, KubernetesObject, V1Secret, Watch } from '@kubernetes/client-node';
 import type { Logger } from '../logger.js';
+import type { Clock, Timers } from '../ports.js';
 import { describe, keyOf, Reflector, statusOf, type ReflectorStatus } from './reflector.js';
 
 /** Label on every copy. */
@@ -34,6 +35,10 @@ export interface PullSecretReplicatorOptions {
   readonly log: Logger;
   readonly resyncMs?: number | undefined;
   readonly backoff?: { readonly initialMs: number; readonly maxMs: number } | undefined;
+  /** The source watches' resync, backoff and waits, and their jitter (the system's by default). */
+  readonly timers?: Timers | undefined;
+  /** Monotonic time of the source watches (the system's by default). */
+  readonly clock?: Clock | undefined;
 }
 
 /** What admission needs: a fire-and-forget request. */
@@ -103,6 +108,8 @@ export class PullSecretReplicator implements PullSecretEnsurer {
         log: this.#o.log,
         resyncMs: this.#o.resyncMs,
         backoff: this.#o.backoff,
+        timers: this.#o.timers,
+        clock: this.#o.clock,
       });
       this.#sources.set(ns, { names, reflector });
       reflector.start();

@@ -28,7 +28,7 @@ export interface KubeSetupOptions {
   /** Informer relist period (default 10 minutes). */
   readonly resyncMs?: number | undefined;
   readonly backoff?: { readonly initialMs: number; readonly maxMs: number } | undefined;
-  /** The timers of the caches and the ServiceAccount lookup bound (the system's by default). */
+  /** The timers of the caches, pull-secret replication and the ServiceAccount lookup bound (the system's by default). */
   readonly timers?: Timers | undefined;
 }
 
@@ -84,6 +84,7 @@ export class KubeRuntime {
       log: this.#o.log.child({ component: 'pull-secrets' }),
       resyncMs: this.#o.resyncMs,
       backoff: this.#o.backoff,
+      timers: this.#o.timers,
     });
     this.#replicator.configure(sources);
   }

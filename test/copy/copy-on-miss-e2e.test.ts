@@ -14,7 +14,7 @@ import t from 'tap';
 import { serve } from '../../src/serve.js';
 import { patchOf, review } from '../support/app.js';
 import { getText, metricSample, postJson } from '../support/http.js';
-import { waitFor } from '../support/kube-api.js';
+import { waitFor } from '../support/wait.js';
 import { pushImage, startRegistry } from '../support/registry.js';
 import { serveOptions } from '../support/serve.js';
 import { headDigest, pollDigest, startProxy } from './support.js';

@@ -12,7 +12,7 @@ import { reconcile } from '../../src/kube/cert-rotation.js';
 import { KEYS, splitPem, TLS_SECRET, type RotationPolicy } from '../../src/core/rotation.js';
 import { createLogger } from '../../src/logger.js';
 import { LogSink } from '../support/app.js';
-import { kubeconfigFor, startKubeApi, waitFor, type KubeApi, type KubeObject } from '../support/kube-api.js';
+import { kubeconfigFor, startKubeApi, type KubeApi, type KubeObject } from '../support/kube-api.js';
 import { kubeCertStore } from '../../src/kube/cert-rotation.js';
 
 const NS = 'mirrorgate';
@@ -76,12 +76,13 @@ t.test('a concurrent change of the webhook configuration fails the patch test; r
   const { api, store } = await setup(t);
   const now = new Date();
   // Hold the first caBundle patch while someone else edits the configuration.
-  api.onNext({ method: 'PATCH', path: 'mutatingwebhookconfigurations', delayMs: 300 });
+  const held = api.holdNext('PATCH', 'mutatingwebhookconfigurations');
   const running = reconcile(store, policy(() => now), log);
-  await waitFor('the held PATCH to arrive', () => api.requests.some((r) => r.method === 'PATCH'));
+  await held.reached;
   const mwc = api.get('mutatingwebhookconfigurations', undefined, WEBHOOK)!;
   const webhooks = (mwc.webhooks as { clientConfig: Record<string, unknown> }[]).map((w) => ({ ...w, clientConfig: { ...w.clientConfig, caBundle: Buffer.from('stranger').toString('base64') } }));
   api.put({ ...mwc, metadata: { ...mwc.metadata, labels: { edited: 'by-someone-else' } }, webhooks });
+  held.release();
 
   const result = await running;
   t.same(result.steps, ['create', 'publish-bundle']);

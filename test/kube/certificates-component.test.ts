@@ -15,7 +15,8 @@ import { createMetrics } from '../../src/metrics.js';
 import { Certificates, FIRST_RECONCILE_BACKOFF, type ManagedSource } from '../../src/server/certificates.js';
 import { LogSink } from '../support/app.js';
 import { FakeTimers } from '../support/fake-timers.js';
-import { kubeconfigFor, startKubeApi, waitFor } from '../support/kube-api.js';
+import { kubeconfigFor, startKubeApi } from '../support/kube-api.js';
+import { waitFor } from '../support/wait.js';
 
 const NS = 'mirrorgate';
 

@@ -19,7 +19,8 @@ import t from 'tap';
 import { serve, type Running } from '../../src/serve.js';
 import { patchOf, review } from '../support/app.js';
 import { getText, metricSample, postJson } from '../support/http.js';
-import { kubeconfigFor, startKubeApi, waitFor, type KubeApi } from '../support/kube-api.js';
+import { kubeconfigFor, startKubeApi, type KubeApi } from '../support/kube-api.js';
+import { waitFor } from '../support/wait.js';
 import { serveOptions } from '../support/serve.js';
 
 interface Answer {
@@ -162,7 +163,7 @@ t.test('identity wiring through /mutate against the loopback Kubernetes API', as
     if (kube === undefined) throw new Error('kube');
     // Hold back the informer's next list or watch so the new ServiceAccount cannot reach
     // the cache before the pod: exactly the window of the race.
-    api.onNext({ path: /^\/api\/v1\/serviceaccounts$/, delayMs: 1500, times: 3 });
+    const informer = api.holdNext(undefined, /^\/api\/v1\/serviceaccounts$/, { times: 3 });
     api.dropWatches();
     const direct = await hook.lookups('direct');
     api.put({ kind: 'ServiceAccount', metadata: { name: 'fresh', namespace: 'team-a', annotations: { 'eks.amazonaws.com/role-arn': 'arn:aws:iam::111122223333:role/fresh' } } });
@@ -178,6 +179,7 @@ t.test('identity wiring through /mutate against the loopback Kubernetes API', as
       api.requests.some((r) => r.method === 'GET' && r.path === '/api/v1/namespaces/team-a/serviceaccounts/fresh'),
       'one direct GET of the ServiceAccount',
     );
+    informer.release();
   });
 
   // Imitation only: the real server refuses a pod whose ServiceAccount does not exist
@@ -198,10 +200,12 @@ t.test('identity wiring through /mutate against the loopback Kubernetes API', as
   // Imitation only: a hanging answer and an outage of the API server.
   await t.test('the API hanging or down: admitted without wiring, fast', async (t) => {
     // Hanging: the direct GET is bounded by serviceAccountWaitMs.
-    api.onNext({ method: 'GET', path: '/serviceaccounts/slow', delayMs: 5000 });
+    const get = api.holdNext('GET', '/serviceaccounts/slow');
     let started = performance.now();
     const slow = await hook.admit({ namespace: 'team-a', object: pod('slow') });
     let took = performance.now() - started;
+    await get.reached; // the GET was made (and held): the bound, not an answer, ended the lookup
+    get.release();
     t.equal(slow.allowed, true);
     t.match(slow.warnings?.join('\n'), /service account team-a\/slow is not known yet/);
     t.ok(took < 1000, `answered in ${Math.round(took)} ms, well within 1 s`);

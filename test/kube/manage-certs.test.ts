@@ -13,7 +13,8 @@ import t from 'tap';
 import { KEYS, TLS_SECRET } from '../../src/core/rotation.js';
 import { serve, type Running } from '../../src/serve.js';
 import { LogSink } from '../support/app.js';
-import { kubeconfigFor, startKubeApi, waitFor, type KubeApi } from '../support/kube-api.js';
+import { kubeconfigFor, startKubeApi, type KubeApi } from '../support/kube-api.js';
+import { waitFor } from '../support/wait.js';
 import { serveOptions } from '../support/serve.js';
 
 const NS = 'mirrorgate';

@@ -10,7 +10,8 @@ import { Reflector } from '../../src/kube/reflector.js';
 import { createLogger } from '../../src/logger.js';
 import { LogSink } from '../support/app.js';
 import { FakeTimers } from '../support/fake-timers.js';
-import { kubeconfigFor, startKubeApi, waitFor } from '../support/kube-api.js';
+import { kubeconfigFor, startKubeApi } from '../support/kube-api.js';
+import { waitFor } from '../support/wait.js';
 
 t.test('list failures back off on the injected timers, doubling, jittered by the injected random', async (t) => {
   const api = await startKubeApi();

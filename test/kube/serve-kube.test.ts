@@ -13,7 +13,9 @@ import t from 'tap';
 import { KubeConfigError, loadKubeClient } from '../../src/kube/client.js';
 import { serve } from '../../src/serve.js';
 import { LogSink, review } from '../support/app.js';
-import { kubeconfigFor, startKubeApi, waitFor } from '../support/kube-api.js';
+import { FakeTimers } from '../support/fake-timers.js';
+import { kubeconfigFor, startKubeApi } from '../support/kube-api.js';
+import { waitFor } from '../support/wait.js';
 import { serveOptions } from '../support/serve.js';
 
 const CONFIG = `mode: enforce
@@ -81,6 +83,33 @@ t.test('namespace audit label, pull-secret replication, degraded readiness', asy
   t.equal(api.get('secrets', 'mirrorgate', 'mirror-pull') !== undefined, true);
 });
 
+// Imitation: a 500 on the source list on demand. serve hands its timers to pull-secret
+// replication too: the failed source list is retried on them, when they say.
+t.test('pull-secret replication runs on the timers serve is given', async (t) => {
+  const api = await startKubeApi();
+  t.teardown(() => api.close());
+  api.put({ kind: 'Namespace', metadata: { name: 'mirrorgate' } });
+  api.put({ kind: 'Secret', metadata: { name: 'mirror-pull', namespace: 'mirrorgate' }, type: 'kubernetes.io/dockerconfigjson', data: { '.dockerconfigjson': 'e30=' } });
+  const sourceList = /^\/api\/v1\/namespaces\/mirrorgate\/secrets$/;
+  api.onNext({ method: 'GET', path: sourceList, watch: false, status: 500 });
+  const dir = await tempDir(t);
+  await writeFile(join(dir, 'config.yaml'), CONFIG);
+  const logs = new LogSink();
+  const timers = new FakeTimers();
+  // A jitter no other timer of serve's lands on: the default first backoff, 250 ms × 0.8492.
+  timers.randomValue = 0.123;
+  const running = await serve(serveOptions(dir, { noKube: false, kubeconfig: await kubeconfigFor(api), logDestination: logs, timers }));
+  t.teardown(() => running.shutdown('test over'));
+  const replicator = running.kube?.replicator;
+  if (!replicator) throw new Error('replicator expected');
+  await waitFor('the failed source list', () => logs.find('Kubernetes API unreachable; cache not synced yet').some((l) => l.informer === 'secrets/mirrorgate'));
+  t.ok(timers.delays.includes(212), `its retry waits on the given timers (${timers.delays.join(', ')})`);
+  t.equal(replicator.synced(), false);
+  timers.advance(212);
+  await waitFor('the retried list to sync the source', () => replicator.synced());
+  t.equal(api.requests.filter((r) => sourceList.test(r.path) && !r.watch).length, 2, 'listed twice: the failure and the retry');
+});
+
 t.test('KubeConfig: a missing file or no config at all is a clear error', async (t) => {
   const dir = await tempDir(t);
   t.throws(() => loadKubeClient({ file: join(dir, 'nope') }), new KubeConfigError(`kubeconfig ${join(dir, 'nope')} does not exist`));
@@ -105,11 +134,13 @@ t.test('a reload applies identity.serviceAccountWaitMs to the next lookups', asy
   const kube = running.kube;
   if (!kube) throw new Error('kube expected');
   await waitFor('caches synced', () => kube.namespaces.synced() && kube.serviceAccounts.synced());
-  // The direct GET of an unknown ServiceAccount hangs longer than either bound: the log says which bound cut it.
+  // The direct GET of an unknown ServiceAccount is held until the admission is answered: the log says which bound cut it.
   const lookupBound = async (account: string): Promise<unknown> => {
-    api.onNext({ method: 'GET', path: `/serviceaccounts/${account}`, delayMs: 2000 });
+    const get = api.holdNext('GET', `/serviceaccounts/${account}`);
     const before = logs.find('service account lookup failed; answering unknown').length;
     await running.app.inject({ method: 'POST', url: '/mutate', payload: review({ namespace: 'team-a', object: { metadata: {}, spec: { serviceAccountName: account, containers: [{ name: 'app', image: 'nginx:1' }] } } }).body });
+    await get.reached; // the GET was made (and held): the bound, not an answer, ended the lookup
+    get.release();
     return logs.find('service account lookup failed; answering unknown')[before]?.waitMs;
   };
   t.equal(await lookupBound('ghost-1'), 100, 'as started');

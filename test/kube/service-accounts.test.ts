@@ -13,7 +13,8 @@ import { createLogger } from '../../src/logger.js';
 import { createMetrics, type Metrics } from '../../src/metrics.js';
 import { LogSink } from '../support/app.js';
 import { FakeTimers } from '../support/fake-timers.js';
-import { kubeconfigFor, startKubeApi, waitFor, type KubeApi, type KubeObject } from '../support/kube-api.js';
+import { kubeconfigFor, startKubeApi, type KubeApi, type KubeObject } from '../support/kube-api.js';
+import { waitFor } from '../support/wait.js';
 
 const BACKOFF = { initialMs: 20, maxMs: 100 };
 
@@ -81,8 +82,8 @@ t.test('the ServiceAccount race: a miss in the cache, then a direct GET finds it
   cache.start();
   await cache.waitForSync(5000);
   await waitFor('watch open', () => api.openWatches() === 1);
-  // The watch is down for a moment (reconnecting); the SA is created meanwhile.
-  api.onNext({ method: 'GET', watch: true, delayMs: 1500 });
+  // The watch is down (its reconnection held); the SA is created meanwhile.
+  const watch = api.holdNext('GET', undefined, { watch: true });
   api.dropWatches();
   api.put(sa('team-a', 'fresh', { 'eks.amazonaws.com/role-arn': 'arn:aws:iam::1:role/fresh' }));
 
@@ -95,6 +96,7 @@ t.test('the ServiceAccount race: a miss in the cache, then a direct GET finds it
 
   t.equal(await cache.get('team-a', 'nobody'), undefined, 'absent: unknown');
   t.same(await lookups(metrics), { cache: 1, direct: 1, miss: 1, error: 0 });
+  watch.release();
 });
 
 // Imitation only: a GET held back past the bound (on fake timers: it passes when the test says).
@@ -103,17 +105,19 @@ t.test('a direct GET with no answer within waitMs answers unknown once the bound
   const { api, cache, metrics, logs } = await setup(t, { waitMs: 200, timers });
   api.put(ns('team-a'));
   api.put(sa('team-a', 'slow', { 'eks.amazonaws.com/role-arn': 'arn:aws:iam::1:role/slow' }));
-  // Answered after a second of real time: found, unless the bound ends the wait first.
-  api.delayNextGet(1000, '/serviceaccounts/slow');
+  // Held until the test is over: found, unless the bound ends the wait first.
+  const get = api.holdNext('GET', '/serviceaccounts/slow', { watch: false });
   // Not started: the cache is empty, so the lookup is a direct GET.
   const answer = cache.get('team-a', 'slow');
-  await waitFor('the GET to arrive', () => directGets(api) === 1);
+  await get.reached;
+  t.equal(directGets(api), 1);
   timers.advance(199);
   t.equal(timers.pending, 1, 'the bound has not passed yet');
   timers.advance(1);
   t.equal(await answer, undefined, 'no answer within waitMs: unknown');
   t.same(await lookups(metrics), { cache: 0, direct: 0, miss: 0, error: 1 });
   t.match(logs.find('service account lookup failed; answering unknown'), [{ waitMs: 200, error: 'no answer within 200 ms' }]);
+  get.release();
 });
 
 
@@ -132,12 +136,13 @@ t.test('a failing API is asked once per TTL; other accounts are not held back', 
   t.equal(await cache.get('team-a', 'other'), undefined, 'another account');
   t.equal(directGets(api), 2, 'is asked for on its own');
   clock += 1001;
-  // Meanwhile the account appeared without the watch seeing it yet.
-  api.onNext({ method: 'GET', watch: true, delayMs: 1500 });
+  // Meanwhile the account appeared without the watch seeing it (its reconnection held).
+  const watch = api.holdNext('GET', undefined, { watch: true });
   api.dropWatches();
   api.put(sa('team-a', 'flaky', { 'azure.workload.identity/client-id': 'c1' }));
   t.same((await cache.get('team-a', 'flaky'))?.annotations, { 'azure.workload.identity/client-id': 'c1' }, 'found by a direct GET after the TTL');
   t.same(await lookups(metrics), { cache: 0, direct: 1, miss: 1, error: 11 });
+  watch.release();
 });
 
 // Imitation only: an expired watch history (410) on demand, and dropped watches.
@@ -149,10 +154,13 @@ t.test('history expired (410): relist, whether as an ERROR event or an HTTP 410'
       cache.start();
       await cache.waitForSync(5000);
       await waitFor('watch open', () => api.openWatches() === 1);
-      api.onNext({ method: 'GET', watch: true, delayMs: 100 });
+      // The resumed watch is held until the change it misses is compacted away.
+      const watch = api.holdNext('GET', undefined, { watch: true });
       api.dropWatches();
+      await watch.reached;
       api.put(sa('team-a', 'missed', { 'cloud.google.com/workload-identity-provider': 'projects/1/locations/global/workloadIdentityPools/p/providers/q' }));
       api.compact();
+      watch.release();
       await waitFor('relisted', () => lists(api) >= 2);
       await waitFor('missed object listed', () => cache.cached('team-a', 'missed') !== undefined);
       t.equal(directGets(api), 0, 'found by the relist, not a direct GET');

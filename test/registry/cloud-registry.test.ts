@@ -29,7 +29,7 @@ import { endpointFor, loadEndpoints } from '../../src/verify/endpoints.js';
 import { LogSink, patchOf, review } from '../support/app.js';
 import { acrDouble, FakeClock, startAwsDouble, startEntraDouble, startGoogleDouble } from '../support/cloud.js';
 import { getText, metricSample, postJson } from '../support/http.js';
-import { waitFor } from '../support/kube-api.js';
+import { waitFor } from '../support/wait.js';
 import { pushImage, startRegistry, type Credentials } from '../support/registry.js';
 import { serveOptions } from '../support/serve.js';
 import { startTokenServer } from '../support/token-server.js';

@@ -15,7 +15,8 @@ import { configMapStore, readMergedReport, ReportPersister, REPORT_CONFIGMAP, ty
 import { createLogger } from '../../src/logger.js';
 import { ReportCache, type Report } from '../../src/report/rewrites.js';
 import { LogSink } from '../support/app.js';
-import { kubeconfigFor, startKubeApi, waitFor, type KubeApi } from '../support/kube-api.js';
+import { kubeconfigFor, startKubeApi, type KubeApi } from '../support/kube-api.js';
+import { waitFor } from '../support/wait.js';
 
 const NS = 'mirrorgate';
 const T0 = Date.parse('2026-11-22T10:00:00Z');
@@ -108,18 +109,19 @@ t.test('stop writes the final counts, also those recorded while a flush was in f
   await a.persister.flush();
   t.equal(rewrittenIn(api, 'pod-a'), 1);
   // A periodic flush is writing (its PUT held back) when more pods arrive and SIGTERM comes.
-  api.onNext({ method: 'PUT', delayMs: 300 });
+  const held = api.holdNext('PUT');
   a.admit(1);
   const inFlight = a.persister.flush();
-  const puts = api.requests.filter((r) => r.method === 'PUT').length;
-  await waitFor('the PUT to arrive', () => api.requests.filter((r) => r.method === 'PUT').length > puts);
+  await held.reached;
   a.admit(5);
-  await a.persister.stop();
+  const stopped = a.persister.stop();
+  held.release();
+  await stopped;
   await inFlight;
   t.equal(rewrittenIn(api, 'pod-a'), 7, 'nothing recorded before stop() is lost');
 });
 
-// Imitation only: PUTs delayed to force the two flushes to overlap (409 conflicts on demand).
+// Imitation only: a PUT held to force the two flushes to overlap (409 conflicts on demand).
 t.test('two replicas flushing at the same moment: conflicts are retried, no write is lost', async (t) => {
   const { api, store } = await cluster(t);
   const a = replica(store, 'pod-a');
@@ -129,9 +131,14 @@ t.test('two replicas flushing at the same moment: conflicts are retried, no writ
   for (let round = 1; round <= 5; round++) {
     a.admit(1);
     b.admit(2);
-    // Hold the first write back so that both read the same resourceVersion.
-    api.onNext({ method: 'PUT', delayMs: 50 });
-    await Promise.all([a.persister.flush(), b.persister.flush()]);
+    // Hold the first write back until the other one has landed: both read the same
+    // resourceVersion, so the held one certainly conflicts and is retried.
+    const held = api.holdNext('PUT');
+    const flushes = [a.persister.flush(), b.persister.flush()];
+    await held.reached;
+    await Promise.race(flushes);
+    held.release();
+    await Promise.all(flushes);
     t.equal(rewrittenIn(api, 'pod-a'), 1 + round, `round ${round}: pod-a`);
     t.equal(rewrittenIn(api, 'pod-b'), 2 * round, `round ${round}: pod-b`);
   }
@@ -142,9 +149,11 @@ t.test('two replicas flushing at the same moment: conflicts are retried, no writ
 
 
 
-// Imitation only: PUTs delayed round by round to force the adoption race.
+// Imitation only: a PUT held to force the adoption race. Rounds: the writes as they come;
+// the first held until the other one arrives (released while it is handled); the first
+// held until the other one has landed (the held one certainly conflicts).
 t.test('rolling update: two new replicas racing to adopt one key never count it twice', async (t) => {
-  for (let round = 0; round < 4; round++) {
+  for (const hold of ['none', 'until-arrived', 'until-landed'] as const) {
     const { api, store } = await cluster(t);
     let clock = T0;
     const now = (): Date => new Date(clock);
@@ -156,14 +165,22 @@ t.test('rolling update: two new replicas racing to adopt one key never count it 
     const n2 = replica(store, 'pod-new-2', { now, staleAfterMs: 1000 });
     n1.admit(1);
     n2.admit(2);
-    api.onNext({ method: 'PUT', delayMs: 30 * round });
-    await Promise.all([n1.persister.flush(), n2.persister.flush()]);
+    const puts = api.requests.filter((r) => r.method === 'PUT').length;
+    const held = hold === 'none' ? undefined : api.holdNext('PUT');
+    const flushes = [n1.persister.flush(), n2.persister.flush()];
+    if (held !== undefined) {
+      await held.reached;
+      if (hold === 'until-arrived') await waitFor('the other PUT', () => api.requests.filter((r) => r.method === 'PUT').length === puts + 2);
+      else await Promise.race(flushes);
+      held.release();
+    }
+    await Promise.all(flushes);
     await Promise.all([n1.persister.stop(), n2.persister.stop()]);
-    t.same(Object.keys(stored(api)).sort(), ['pod-new-1', 'pod-new-2'], `round ${round}: old key gone`);
-    t.equal(n1.logs.find('adopted report keys of replicas that are gone').length + n2.logs.find('adopted report keys of replicas that are gone').length, 1, `round ${round}: adopted once`);
-    t.equal(await mergedRewritten(store), 13, `round ${round}: 10 + 1 + 2`);
+    t.same(Object.keys(stored(api)).sort(), ['pod-new-1', 'pod-new-2'], `${hold}: old key gone`);
+    t.equal(n1.logs.find('adopted report keys of replicas that are gone').length + n2.logs.find('adopted report keys of replicas that are gone').length, 1, `${hold}: adopted once`);
+    t.equal(await mergedRewritten(store), 13, `${hold}: 10 + 1 + 2`);
     const live = (n1.cache.snapshot().registries['docker.io']?.rewritten ?? 0) + (n2.cache.snapshot().registries['docker.io']?.rewritten ?? 0);
-    t.equal(live, 13, `round ${round}: live counts agree`);
+    t.equal(live, 13, `${hold}: live counts agree`);
   }
 });
 

@@ -32,7 +32,8 @@
  *
  * Test controls: {@link KubeApi.dropWatches}, {@link KubeApi.stop}/{@link KubeApi.start}
  * (API down and up again on the same port), {@link KubeApi.requests} (request log),
- * {@link KubeApi.onNext} (delay or fail the next matching request), direct store access
+ * {@link KubeApi.onNext} (fail the next matching request), {@link KubeApi.holdNext} (hold the
+ * next matching request until the test releases it), direct store access
  * with {@link KubeApi.put}, {@link KubeApi.get}, {@link KubeApi.remove}.
  *
  * @example
@@ -97,25 +98,50 @@ export interface LoggedRequest {
   readonly watch: boolean;
 }
 
-/** What {@link KubeApi.onNext} matches and does to the next matching request. */
-export interface RequestHook {
+/** Which requests a hook applies to ({@link KubeApi.onNext}, {@link KubeApi.holdNext}). */
+export interface RequestMatch {
   /** HTTP method; any when omitted. */
   readonly method?: string;
   /** A substring of the path, or a pattern; any when omitted. */
   readonly path?: string | RegExp;
   /** Only watch (true) or only non-watch (false) requests; either when omitted. */
   readonly watch?: boolean;
-  /** Wait this long before handling (or failing) it. */
-  readonly delayMs?: number;
-  /** Answer with this status and a Status body instead of handling it. */
-  readonly status?: number;
   /** How many matching requests the hook applies to (default 1). */
   readonly times?: number;
+}
+
+/** What {@link KubeApi.onNext} matches and does to the next matching request. */
+export interface RequestHook extends RequestMatch {
+  /** Answer with this status and a Status body instead of handling it. */
+  readonly status: number;
+}
+
+/**
+ * Requests held by {@link KubeApi.holdNext}: they are logged and their bodies read, then
+ * they wait, unanswered, until {@link HeldRequests.release} (or the API's close()).
+ */
+export interface HeldRequests {
+  /** Resolves once the first matching request is being held. */
+  readonly reached: Promise<void>;
+  /** How many matching requests are being held now. */
+  held(): number;
+  /** Handle every held request now, and hold no further ones (the rest of `times` is dropped). Idempotent. */
+  release(): void;
 }
 
 export interface KubeApiOptions {
   /** How a watch from a too-old resourceVersion is refused: ERROR event (default) or HTTP 410. */
   readonly tooOldAs?: 'event' | 'http';
+}
+
+/** A hook as kept: what it matches, how many more requests it takes, and what it does to them. */
+interface Hook {
+  readonly match: RequestMatch;
+  left: number;
+  /** Answer with this status instead of handling the request. */
+  readonly status?: number;
+  /** Wait on this before handling the request. */
+  readonly hold?: () => Promise<void>;
 }
 
 interface Watcher {
@@ -155,10 +181,14 @@ export interface KubeApi {
   compact(): void;
   /** Number of open watch streams. */
   openWatches(): number;
-  /** Delay or fail the next matching request(s). Hooks apply in the order added. */
+  /** Fail the next matching request(s). Hooks (these and {@link holdNext}'s) apply in the order added. */
   onNext(hook: RequestHook): void;
-  /** Shorthand: delay the next GET matching `path` (any GET when omitted). */
-  delayNextGet(delayMs: number, path?: string | RegExp): void;
+  /**
+   * Hold the next request(s) with `method` (any when undefined) whose path matches `path`
+   * (any when omitted) until the test releases them: wait for `reached`, act while the
+   * request is in flight, then `release()`. No real time is involved.
+   */
+  holdNext(method: string | undefined, path?: string | RegExp, options?: Pick<RequestMatch, 'watch' | 'times'>): HeldRequests;
   /** Shorthand: fail the next GET matching `path` with `status` (a Status body). */
   failNextGet(status: number, path?: string | RegExp): void;
   /** API down: stop listening and cut every connection (watches included). Data is kept. */
@@ -178,7 +208,8 @@ export async function startKubeApi(options: KubeApiOptions = {}): Promise<KubeAp
   let rv = 1;
   let compactedAt = 0;
   const watchers = new Set<Watcher>();
-  const hooks: { hook: RequestHook; left: number }[] = [];
+  const hooks: Hook[] = [];
+  const holds = new Set<HeldRequests>();
   const requests: LoggedRequest[] = [];
   const cleanup: string[] = [];
 
@@ -283,7 +314,11 @@ export async function startKubeApi(options: KubeApiOptions = {}): Promise<KubeAp
     const body = await readBody(req);
 
     const hook = takeHook(method, u.pathname, isWatch);
-    if (hook?.delayMs !== undefined) await new Promise((r) => setTimeout(r, hook.delayMs));
+    if (hook?.hold !== undefined) {
+      await hook.hold();
+      // The client gave up (or stop() cut it) while it was held: nobody to answer.
+      if (req.socket.destroyed || res.destroyed) return;
+    }
     if (hook?.status !== undefined) {
       status(res, hook.status, reasonFor(hook.status), `injected failure (${hook.status})`);
       return;
@@ -453,17 +488,17 @@ export async function startKubeApi(options: KubeApiOptions = {}): Promise<KubeAp
     if (req.socket.destroyed || res.destroyed || !running) endWatch(w);
   }
 
-  function takeHook(method: string, path: string, watch: boolean): RequestHook | undefined {
+  function takeHook(method: string, path: string, watch: boolean): Hook | undefined {
     for (let i = 0; i < hooks.length; i++) {
       const h = hooks[i];
       if (!h) continue;
-      const { hook } = h;
+      const hook = h.match;
       if (hook.method !== undefined && hook.method.toUpperCase() !== method) continue;
       if (hook.watch !== undefined && hook.watch !== watch) continue;
       if (hook.path !== undefined && !(typeof hook.path === 'string' ? path.includes(hook.path) : hook.path.test(path))) continue;
       h.left -= 1;
       if (h.left <= 0) hooks.splice(i, 1);
-      return hook;
+      return h;
     }
     return undefined;
   }
@@ -504,9 +539,39 @@ export async function startKubeApi(options: KubeApiOptions = {}): Promise<KubeAp
       history.length = 0;
     },
     openWatches: () => watchers.size,
-    onNext: (hook) => hooks.push({ hook, left: hook.times ?? 1 }),
-    delayNextGet: (delayMs, path) => hooks.push({ hook: { method: 'GET', watch: false, delayMs, ...(path !== undefined ? { path } : {}) }, left: 1 }),
-    failNextGet: (code, path) => hooks.push({ hook: { method: 'GET', watch: false, status: code, ...(path !== undefined ? { path } : {}) }, left: 1 }),
+    onNext: (hook) => hooks.push({ match: hook, left: hook.times ?? 1, status: hook.status }),
+    holdNext: (method, path, options = {}) => {
+      let reached!: () => void;
+      let released = false;
+      let held = 0;
+      const waiting: (() => void)[] = [];
+      const entry: Hook = {
+        match: { ...(method !== undefined ? { method } : {}), ...(path !== undefined ? { path } : {}), ...options },
+        left: options.times ?? 1,
+        hold: () => {
+          if (released) return Promise.resolve();
+          held += 1;
+          reached();
+          return new Promise<void>((r) => waiting.push(r));
+        },
+      };
+      const handle: HeldRequests = {
+        reached: new Promise<void>((r) => (reached = r)),
+        held: () => held,
+        release: () => {
+          released = true;
+          holds.delete(handle);
+          const i = hooks.indexOf(entry);
+          if (i >= 0) hooks.splice(i, 1);
+          held = 0;
+          for (const go of waiting.splice(0)) go();
+        },
+      };
+      hooks.push(entry);
+      holds.add(handle);
+      return handle;
+    },
+    failNextGet: (code, path) => hooks.push({ match: { method: 'GET', watch: false, ...(path !== undefined ? { path } : {}) }, left: 1, status: code }),
     stop,
     start: async () => {
       if (running) return;
@@ -515,6 +580,8 @@ export async function startKubeApi(options: KubeApiOptions = {}): Promise<KubeAp
     },
     close: async () => {
       await stop();
+      // Requests still held end now (their connections are gone): nothing is left pending.
+      for (const h of [...holds]) h.release();
       await Promise.all(cleanup.map((p) => rm(p, { recursive: true, force: true })));
     },
   };
@@ -737,15 +804,4 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 
 function clone<T>(v: T): T {
   return structuredClone(v);
-}
-
-/** Poll `check` until it returns true (or a value other than false/undefined); fails after `timeoutMs`. */
-export async function waitFor<T>(what: string, check: () => T | Promise<T>, timeoutMs = 5000): Promise<Exclude<T, false | undefined>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v !== false && v !== undefined) return v as Exclude<T, false | undefined>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }

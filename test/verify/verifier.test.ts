@@ -13,7 +13,7 @@ import { RegistryClient, type RegistryEndpoint } from '../../src/registry/client
 import { MAX_CHECKS_PER_ADMISSION, MAX_IN_FLIGHT_PER_REGISTRY, RegistryVerifier } from '../../src/verify/verifier.js';
 import { LogSink } from '../support/app.js';
 import { FakeTimers } from '../support/fake-timers.js';
-import { waitFor } from '../support/kube-api.js';
+import { waitFor } from '../support/wait.js';
 import { pushImage, pushIndex, startRegistry, type TestRegistry } from '../support/registry.js';
 
 const SETTINGS: VerificationSettings = { timeoutMs: 2000, cacheSeconds: { present: 3600, absent: 30 }, refreshSeconds: 0, onUnreachable: 'original', platforms: 'off' };
