@@ -53,6 +53,15 @@ export function getStatus(port: number, urlPath: string, ca: string): Promise<nu
   });
 }
 
+/**
+ * V8's heap as in the Deployment's container, for both servers. Node sizes the heap from
+ * the cgroup's memory limit (256 Mi: an old generation of 128 MB, and a young generation
+ * scaled from it); a bench machine has no such limit, so V8 would size both from the host's
+ * memory (on Node 24 that doubled peak RSS, baseline included) and collect far later than
+ * in a pod. test/server/memory.test.ts runs the webhook the same way.
+ */
+export const POD_HEAP = ['--max-old-space-size=128'] as const;
+
 export async function startServer(
   procs: Processes,
   kind: ServerKind,
@@ -66,7 +75,7 @@ export async function startServer(
   const logFile = path.join(dir, `${name}.log`);
   // Output goes to a file, not to a pipe this process would have to drain on the load CPU.
   const fd = openSync(logFile, 'a');
-  const [cmd, cmdArgs] = command(pin?.server, procs.node, args);
+  const [cmd, cmdArgs] = command(pin?.server, procs.node, [...POD_HEAP, ...args]);
   const child = procs.track(spawn(cmd, cmdArgs, { cwd: ROOT, stdio: ['ignore', fd, fd] }));
   closeSync(fd);
   const started = performance.now();
