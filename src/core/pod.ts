@@ -1,16 +1,18 @@
 /**
  * Pod mutation planning: given a pod as received and the compiled settings, decide
- * what each container's image becomes, which pull secrets are added, what policy
- * says, and build the minimal JSONPatch. Pure: no I/O, no clock, no logger.
+ * which containers are in scope, ask decide.ts what each one's image becomes and what
+ * policy says of it, which pull secrets are added, and build the minimal JSONPatch.
+ * Pure: no I/O, no clock, no logger.
  */
 import type { Operation } from 'fast-json-patch';
 import { escapePointer, isObject, type JsonObject } from './json.js';
-import { judgeImage, judgeRef, type Policy } from './policy.js';
+import type { Policy } from './policy.js';
 import { secretsNeeded, type PullSecret } from './pull-secrets.js';
 import { MAX_REFERENCE_LENGTH, parseReference, type ImageReference } from './reference.js';
 import { clip, quoteClipped } from './text.js';
 import { planIdentity, type IdentitySettings, type ServiceAccountInfo } from './identity/wiring.js';
-import { decideRewrite, type Candidate, type Rule, type RuleSet, type ScopeContext } from './rules.js';
+import type { RuleSet, ScopeContext } from './rules.js';
+import { decideContainerImage, isRewrite, type DecideOptions, type ImageDecision, type Mode, type VerifyAnswers } from './decide.js';
 import { formatPlatform, podPlatforms, type Platform } from './platforms.js';
 
 export const ANNOTATION_REWRITE = 'mirrorgate.io/rewrite';
@@ -19,7 +21,7 @@ export const ANNOTATION_ORIGINAL_IMAGES = 'mirrorgate.io/original-images';
 export const ANNOTATION_SERVED_BY = 'mirrorgate.io/served-by';
 export const ANNOTATION_MIRROR_POD = 'kubernetes.io/config.mirror';
 
-export type Mode = 'enforce' | 'audit';
+export { isRewrite, type ContainerAction, type Mode, type OnUnreachable, type VerifyAnswers, type VerifyOutcome } from './decide.js';
 export type ContainerList = 'initContainers' | 'containers' | 'ephemeralContainers';
 const LISTS: readonly ContainerList[] = ['initContainers', 'containers', 'ephemeralContainers'];
 
@@ -144,63 +146,8 @@ export interface PlanInput {
   readonly platforms?: readonly Platform[] | undefined;
 }
 
-/** What a registry check said about a rewrite target (see verification). */
-export type VerifyOutcome = 'present' | 'absent' | 'unreachable';
-
-/** How a rule's verified rewrite falls back when the mirror cannot answer. */
-export type OnUnreachable = 'original' | 'rewrite' | 'deny';
-
-export interface VerifyAnswers {
-  /** Outcome per rewritten reference (the target string). Missing means not checked. */
-  readonly outcomes: ReadonlyMap<string, VerifyOutcome>;
-  readonly onUnreachable: OnUnreachable;
-  /** For 'absent' answers about an image that is there without some platforms: which ones. */
-  readonly missing?: ReadonlyMap<string, string> | undefined;
-  /** The manifest digest of each 'present' answer (what a pin names). */
-  readonly digests?: ReadonlyMap<string, string> | undefined;
-  /** 'unreachable' answers whose cause was mirrorgate's own registry credentials (a refused exchange). */
-  readonly credentialsRefused?: ReadonlySet<string> | undefined;
-}
-
-export type ContainerAction =
-  | 'rewritten' // enforce: the image is patched
-  | 'would-rewrite' // audit: it would be
-  | 'missing' // a verified rule found the target absent: original kept
-  | 'unverified' // the mirror could not be asked: original kept (onUnreachable: original)
-  | 'unchanged' // no rule, already on a target, or no image
-  | 'opted-out' // the pod's rewrite annotation is "false"
-  | 'invalid'; // the reference does not parse
-
-/** A rewrite made (enforce) or that would be made (audit): the one predicate for both. */
-export function isRewrite(d: { readonly action: ContainerAction }): boolean {
-  return d.action === 'rewritten' || d.action === 'would-rewrite';
-}
-
-export interface ContainerDecision {
-  readonly container: ContainerView;
-  readonly action: ContainerAction;
-  /** The image before and after planning (after = before unless rewritten). */
-  readonly original: string | undefined;
-  readonly final: string | undefined;
-  /** Normalised registry of the original image ('invalid' when it does not parse). */
-  readonly sourceRegistry: string | undefined;
-  /** The original image parsed, when it parses. */
-  readonly sourceRef: ImageReference | undefined;
-  /** The rewrite target parsed, when there is one. */
-  readonly targetRef: ImageReference | undefined;
-  readonly rule: Rule | undefined;
-  /** The rewrite target, also for would-rewrite/missing/unverified. */
-  readonly target: string | undefined;
-  /** Which of the rule's targets `target` is on (0: the first); undefined without a rule. */
-  readonly targetIndex?: number | undefined;
-  /** `pinDigest`: the digest the mirror answered, appended to `target` in `final` (enforce). */
-  readonly pinnedDigest?: string | undefined;
-  /** `pinDigest`: why the rewrite carries no digest (no verified answer, no or a bad digest). */
-  readonly pinSkipped?: string | undefined;
-  /** Set when policy rejects the final image. */
-  readonly violation: string | undefined;
-  readonly violationRegistry: string | undefined;
-}
+/** One container's image as decideContainerImage decided it, with the container it is for. */
+export type ContainerDecision = ImageDecision<ContainerView>;
 
 export interface Plan {
   /** Why the whole pod was left alone, when it was. */
@@ -264,97 +211,22 @@ function planPodOnce(input: PlanInput, settings: Settings, verify?: VerifyAnswer
   const unreachableDenials: string[] = [];
 
   const ctx: ScopeContext = { namespace: input.namespace ?? '', namespaceLabels: input.namespaceLabels, podLabels: pod.labels ?? {} };
+  // The same for every container: one object per pod.
+  const opts: DecideOptions = { ctx, mode, optedOut, verify };
   for (const container of scope) {
-    const image = container.image as string;
-    const d = decideRewrite(settings.ruleSet, image, ctx);
-    if (d.kind === 'invalid') {
-      decisions.push(decision(container, 'invalid', image, image, 'invalid', undefined, undefined, undefined));
-      continue;
-    }
-    const sourceRegistry = d.ref.registry;
-    if (d.kind === 'unchanged') {
-      decisions.push(decision(container, 'unchanged', image, image, sourceRegistry, undefined, undefined, d.ref));
-      continue;
-    }
-    if (optedOut) {
-      decisions.push(decision(container, 'opted-out', image, image, sourceRegistry, d.rule, d.rewritten, d.ref, d.rewrittenRef));
-      continue;
-    }
-    let action: ContainerAction = mode === 'audit' ? 'would-rewrite' : 'rewritten';
-    // The target that serves: the first in order that holds the image (all are asked at once).
-    let chosen = d.candidates[0] as Candidate;
-    let pin: PinResult | undefined;
-    if (d.rule.verify) {
-      const outcomes = d.candidates.map((c) => verify?.outcomes.get(c.rewritten));
-      if (outcomes.some((o) => o === undefined)) {
-        for (const c of d.candidates) if (!toVerify.includes(c.rewritten)) toVerify.push(c.rewritten);
-      } else {
-        const present = outcomes.indexOf('present');
-        const unreachable = outcomes.indexOf('unreachable');
-        if (present !== -1) {
-          chosen = d.candidates[present] as Candidate;
-          if (d.rule.pinDigest) pin = pinTo(chosen, verify?.digests?.get(chosen.rewritten));
-        } else if (unreachable === -1) action = 'missing';
-        else {
-          // No target holds it; the first that could not be asked is the one a fallback uses.
-          chosen = d.candidates[unreachable] as Candidate;
-          const fallback = verify?.onUnreachable ?? 'original';
-          // A pin names what the mirror answered; without an answer there is nothing to pin.
-          if (d.rule.pinDigest && fallback === 'rewrite') pin = { skipped: 'the mirror could not be asked (onUnreachable: rewrite)' };
-          if (fallback === 'original') action = 'unverified';
-          else if (fallback === 'deny') {
-            const why = verify?.credentialsRefused?.has(chosen.rewritten) === true ? 'registry credentials refused' : 'registry unreachable';
-            unreachableDenials.push(`${containerLabel(container.name)}: cannot verify that ${chosen.rewritten} is in the mirror (${why})`);
-          }
-        }
-      }
-    }
-    const keep = action === 'missing' || action === 'unverified';
-    // A literal, not a spread of decision(): this runs for every rewritten container.
-    const target = chosen.rewritten;
-    const pinned = pin !== undefined && 'digest' in pin ? pin : undefined;
-    decisions.push({
-      container,
-      action,
-      original: image,
-      final: keep ? image : (pinned?.image ?? target),
-      sourceRegistry,
-      sourceRef: d.ref,
-      targetRef: pinned?.ref ?? chosen.ref,
-      rule: d.rule,
-      target,
-      violation: undefined,
-      violationRegistry: undefined,
-      targetIndex: chosen.index,
-      pinnedDigest: pinned?.digest,
-      pinSkipped: pin !== undefined && 'skipped' in pin ? pin.skipped : undefined,
-    });
+    const d = decideContainerImage(settings, container.image as string, opts, container);
+    decisions.push(d);
+    if (d.toVerify !== undefined) for (const c of d.toVerify) if (!toVerify.includes(c.rewritten)) toVerify.push(c.rewritten);
+    if (d.unreachableDenial !== undefined) unreachableDenials.push(`${containerLabel(container.name)}: ${d.unreachableDenial}`);
   }
-
-  // Policy is judged on what would run after this webhook: in audit mode that is the
-  // image as it would be in enforce mode, so the report shows the real gap.
-  const judged = decisions.map((dec): ContainerDecision => {
-    if (settings.policy === undefined || dec.final === undefined) return dec;
-    const finalImage = dec.action === 'would-rewrite' ? (dec.target as string) : dec.final;
-    const finalRef = isRewrite(dec) ? dec.targetRef : dec.sourceRef;
-    const verdict = finalRef ? judgeRef(settings.policy, finalRef, finalImage) : judgeImage(settings.policy, finalImage);
-    if (verdict.allowed) return dec;
-    let why = verdict.message;
-    if (dec.action === 'missing') {
-      const lacks = dec.target === undefined ? undefined : verify?.missing?.get(dec.target);
-      why = `${why}; its mirror copy ${dec.target ?? ''} is not in the mirror yet${lacks === undefined ? '' : ` for ${lacks}`}`;
-    }
-    if (dec.action === 'unverified') why = `${why}; the mirror could not be checked for ${dec.target ?? ''}`;
-    return { ...dec, violation: why, violationRegistry: verdict.registry };
-  });
 
   const warnings: string[] = [];
   const auditAnnotations: Record<string, string> = {};
   const operations: Operation[] = [];
-  const violations = judged.filter((d) => d.violation !== undefined);
-  const rewrites = judged.filter(isRewrite);
+  const violations = decisions.filter((d) => d.violation !== undefined);
+  const rewrites = decisions.filter(isRewrite);
 
-  for (const d of judged) {
+  for (const d of decisions) {
     const n = d.rule?.targets.length ?? 1;
     if (d.action === 'missing') {
       // The platforms the (first) mirror copy lacks, when it is there for others only.
@@ -396,7 +268,7 @@ function planPodOnce(input: PlanInput, settings: Settings, verify?: VerifyAnswer
     }
     return {
       skipped: undefined,
-      decisions: judged,
+      decisions,
       operations,
       warnings: summarise(warnings),
       auditAnnotations,
@@ -427,7 +299,7 @@ function planPodOnce(input: PlanInput, settings: Settings, verify?: VerifyAnswer
     if (violations.length > 0) auditAnnotations.violations = JSON.stringify(violations.map((d) => ({ container: clip(d.container.name, MAX_NAME_QUOTED), image: d.final === undefined ? undefined : clip(d.final, MAX_REFERENCE_LENGTH), reason: d.violation })));
     return {
       skipped: undefined,
-      decisions: judged,
+      decisions,
       operations: [],
       warnings: summarise(warnings),
       auditAnnotations,
@@ -437,7 +309,7 @@ function planPodOnce(input: PlanInput, settings: Settings, verify?: VerifyAnswer
   }
   if (toVerify.length > 0) {
     // Not final until the registries have answered: build no patch yet.
-    return { skipped: undefined, decisions: judged, operations, warnings: summarise(warnings), auditAnnotations, denial: undefined, toVerify };
+    return { skipped: undefined, decisions, operations, warnings: summarise(warnings), auditAnnotations, denial: undefined, toVerify };
   }
 
   for (const d of rewrites) {
@@ -453,7 +325,7 @@ function planPodOnce(input: PlanInput, settings: Settings, verify?: VerifyAnswer
     const multi = rewrites.filter((d) => (d.rule?.targets.length ?? 1) > 1);
     if (multi.length > 0) annotations[ANNOTATION_SERVED_BY] = servedByValue(pod, multi);
     operations.push(...annotationOps(pod, annotations));
-    const secrets = pullSecretsToAdd(pod, judged, settings.pullSecrets, ctx);
+    const secrets = pullSecretsToAdd(pod, decisions, settings.pullSecrets, ctx);
     operations.push(...pullSecretOps(pod, secrets));
     addedPullSecrets = secrets;
     operations.push(...wiring.operations);
@@ -462,38 +334,7 @@ function planPodOnce(input: PlanInput, settings: Settings, verify?: VerifyAnswer
     if (wiring.unknown !== undefined) warnings.push(wiring.unknown);
     if (wiring.applied.length > 0) auditAnnotations.wired = wiring.applied.join(',');
   }
-  return { skipped: undefined, decisions: judged, operations, warnings: summarise(warnings), auditAnnotations, denial: undefined, toVerify, addedPullSecrets };
-}
-
-function decision(
-  container: ContainerView,
-  action: ContainerAction,
-  original: string,
-  final: string,
-  sourceRegistry: string,
-  rule: Rule | undefined,
-  target: string | undefined,
-  sourceRef: ImageReference | undefined,
-  targetRef?: ImageReference,
-): ContainerDecision {
-  return { container, action, original, final, sourceRegistry, sourceRef, targetRef, rule, target, violation: undefined, violationRegistry: undefined };
-}
-
-/** A pin to the digest the mirror answered, or why there is none. */
-type PinResult = { readonly digest: string; readonly image: string; readonly ref: ImageReference } | { readonly skipped: string };
-
-/**
- * `target/repo:tag@digest` for a verified target. A reference that already names a digest
- * is pinned as it is (undefined: nothing to add). The digest must be one the grammar
- * accepts: it goes into the pod spec.
- */
-function pinTo(chosen: Candidate, digest: string | undefined): PinResult | undefined {
-  if (chosen.ref.digest !== undefined) return undefined;
-  if (digest === undefined) return { skipped: 'the mirror answered no digest' };
-  const image = `${chosen.rewritten}@${digest}`;
-  const parsed = parseReference(image);
-  if (!parsed.ok || parsed.ref.digest !== digest) return { skipped: `the mirror answered a digest that is not valid (${clip(digest, 80)})` };
-  return { digest, image, ref: parsed.ref };
+  return { skipped: undefined, decisions, operations, warnings: summarise(warnings), auditAnnotations, denial: undefined, toVerify, addedPullSecrets };
 }
 
 /** What audit mode says an image would become: the target, with the pin enforce mode would add. */
