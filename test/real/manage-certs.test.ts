@@ -37,7 +37,12 @@ rules:
 interface Api {
   readonly ns: string;
   secret(): Promise<Obj | undefined>;
-  putSecret(s: Obj): Promise<void>;
+  /**
+   * Read the Secret, change it, write it back. The webhook writes this Secret too (its
+   * served annotation, at every certificate check: 100 ms here), so a write may meet a newer
+   * resourceVersion: read and try again on 409, as `kubectl edit` and every controller do.
+   */
+  updateSecret(change: (s: Obj) => Obj): Promise<void>;
   webhookConfiguration(): Promise<Obj>;
 }
 
@@ -114,8 +119,14 @@ t.test('managed certificates against the real API server', realKubeTestOptions()
         const a = await kube.request('GET', `/api/v1/namespaces/${ns}/secrets/${TLS_SECRET}`);
         return a.status === 200 ? (JSON.parse(a.body) as Obj) : undefined;
       },
-      putSecret: async (s) => {
-        await kube.must('PUT', `/api/v1/namespaces/${ns}/secrets/${TLS_SECRET}`, s);
+      updateSecret: async (change) => {
+        for (let attempt = 1; ; attempt++) {
+          const a = await kube.request('GET', `/api/v1/namespaces/${ns}/secrets/${TLS_SECRET}`);
+          if (a.status !== 200) throw new Error(`GET secret: ${a.status} ${a.body}`);
+          const put = await kube.request('PUT', `/api/v1/namespaces/${ns}/secrets/${TLS_SECRET}`, change(JSON.parse(a.body) as Obj));
+          if (put.status >= 200 && put.status <= 299) return;
+          if (put.status !== 409 || attempt >= 20) throw new Error(`PUT secret: ${put.status} ${put.body}`);
+        }
       },
       webhookConfiguration: () => kube.must<Obj>('GET', `/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/${ns}`),
     };
@@ -146,9 +157,7 @@ t.test('managed certificates against the real API server', realKubeTestOptions()
 
     // Someone (another replica, an operator) renews the serving certificate in the Secret.
     const renewed = createServingCert({ cert: data[KEYS.ca]!, key: data[KEYS.caKey]! }, defaultServingNames('mirrorgate', api.ns), { days: 200 });
-    const secret = (await api.secret()) as Obj;
-    const secretMap = secret.data as Record<string, string>;
-    await api.putSecret({ ...secret, data: { ...secretMap, [KEYS.cert]: Buffer.from(renewed.cert).toString('base64'), [KEYS.key]: Buffer.from(renewed.key).toString('base64') } });
+    await api.updateSecret((secret) => ({ ...secret, data: { ...(secret.data as Record<string, string>), [KEYS.cert]: Buffer.from(renewed.cert).toString('base64'), [KEYS.key]: Buffer.from(renewed.key).toString('base64') } }));
 
     await eventually('new connections see the renewed certificate', async () => samePem((await getTls(`${running.url}/healthz`, bundle, false, api.ns)).cert, renewed.cert));
     const old = await getTls(`${running.url}/healthz`, bundle, agent, api.ns);
@@ -175,8 +184,7 @@ t.test('managed certificates against the real API server', realKubeTestOptions()
 
     // A valid certificate with a key that is not its own: no TLS context can be built from it.
     const broken = createServingCert({ cert: data[KEYS.ca]!, key: data[KEYS.caKey]! }, defaultServingNames('mirrorgate', api.ns), { days: 200 });
-    const secret = (await api.secret()) as Obj;
-    await api.putSecret({ ...secret, data: { ...(secret.data as Record<string, string>), [KEYS.cert]: Buffer.from(broken.cert).toString('base64') } });
+    await api.updateSecret((secret) => ({ ...secret, data: { ...(secret.data as Record<string, string>), [KEYS.cert]: Buffer.from(broken.cert).toString('base64') } }));
 
     const fresh = await eventually('a new pair issued', async () => {
       const cert = (await getTls(`${running.url}/healthz`, bundle, false, api.ns)).cert;
