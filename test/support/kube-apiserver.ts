@@ -151,6 +151,19 @@ function plainGet(url: string): Promise<HttpAnswer> {
   });
 }
 
+function plainPost(url: string, body: string): Promise<HttpAnswer> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+    });
+    req.setTimeout(5_000, () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
 /**
  * Poll `probe` until it says ready, with a growing pause (50 ms up to 1 s) between tries.
  * Fails with the process's output when it exits or the deadline passes.
@@ -215,54 +228,80 @@ export async function startRealKube(): Promise<RealKube> {
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    const [etcdPort, peerPort, apiPort] = [await freePort(), await freePort(), await freePort()];
-    const etcd = startProc('etcd', bins.etcd, [
-      `--data-dir=${join(dir, 'etcd')}`,
-      `--listen-client-urls=http://127.0.0.1:${etcdPort}`,
-      `--advertise-client-urls=http://127.0.0.1:${etcdPort}`,
-      `--listen-peer-urls=http://127.0.0.1:${peerPort}`,
-      `--initial-advertise-peer-urls=http://127.0.0.1:${peerPort}`,
-      `--initial-cluster=default=http://127.0.0.1:${peerPort}`,
-      '--unsafe-no-fsync',
-      '--log-level=error',
-    ]);
-    procs.push(etcd);
-    await waitReady(etcd, 'etcd', async () => {
-      const a = await plainGet(`http://127.0.0.1:${etcdPort}/health`);
-      return a.status === 200 && a.body.includes('"true"');
-    });
-
     const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     writeFileSync(join(dir, 'sa.pub'), publicKey.export({ type: 'spki', format: 'pem' }));
     writeFileSync(join(dir, 'sa.key'), privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
     const adminToken = randomBytes(24).toString('hex');
     writeFileSync(join(dir, 'tokens.csv'), `${adminToken},admin,admin-uid,"system:masters"\n`, { mode: 0o600 });
-    const certDir = join(dir, 'apiserver-certs');
-    const api = startProc('kube-apiserver', bins.kubeApiserver, [
-      `--etcd-servers=http://127.0.0.1:${etcdPort}`,
-      '--bind-address=127.0.0.1',
-      '--advertise-address=127.0.0.1',
-      `--secure-port=${apiPort}`,
-      `--cert-dir=${certDir}`,
-      '--authorization-mode=Node,RBAC',
-      `--token-auth-file=${join(dir, 'tokens.csv')}`,
-      `--service-account-key-file=${join(dir, 'sa.pub')}`,
-      `--service-account-signing-key-file=${join(dir, 'sa.key')}`,
-      '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
-      '--service-cluster-ip-range=10.96.0.0/16',
-      '--allow-privileged=true',
-      '--enable-priority-and-fairness=false',
-      '--v=0',
-    ]);
-    procs.push(api);
-    const url = `https://127.0.0.1:${apiPort}`;
-    await waitReady(api, 'kube-apiserver', async () => {
-      const a = await kubeRequest(url, adminToken, 'GET', '/readyz');
-      return a.status === 200;
-    });
-    // With --cert-dir and no --tls-cert-file the server made a self-signed chain.
-    const caFile = join(certDir, 'apiserver.crt');
-    readFileSync(caFile);
+    // Ports are picked free, but test files start their servers at the same time: another
+    // file's etcd or API server can take a port between the pick and the bind. Readiness
+    // therefore asks for this instance by name (etcd's member name, the API server's admin
+    // token, which no other server accepts), and a start that lost its port starts again
+    // on new ones.
+    const etcdName = `mg-${randomBytes(4).toString('hex')}`;
+    let url = '';
+    let caFile = '';
+    for (let attempt = 1; ; attempt++) {
+      const started: Proc[] = [];
+      try {
+        const [etcdPort, peerPort, apiPort] = [await freePort(), await freePort(), await freePort()];
+        const etcd = startProc('etcd', bins.etcd, [
+          `--name=${etcdName}`,
+          `--data-dir=${join(dir, `etcd-${attempt}`)}`,
+          `--listen-client-urls=http://127.0.0.1:${etcdPort}`,
+          `--advertise-client-urls=http://127.0.0.1:${etcdPort}`,
+          `--listen-peer-urls=http://127.0.0.1:${peerPort}`,
+          `--initial-advertise-peer-urls=http://127.0.0.1:${peerPort}`,
+          `--initial-cluster=${etcdName}=http://127.0.0.1:${peerPort}`,
+          '--unsafe-no-fsync',
+          '--log-level=error',
+        ]);
+        started.push(etcd);
+        await waitReady(etcd, 'etcd', async () => {
+          const health = await plainGet(`http://127.0.0.1:${etcdPort}/health`);
+          if (health.status !== 200 || !health.body.includes('"true"')) return false;
+          const members = await plainPost(`http://127.0.0.1:${etcdPort}/v3/cluster/member/list`, '{}');
+          return members.status === 200 && members.body.includes(`"name":"${etcdName}"`);
+        });
+
+        const certDir = join(dir, `apiserver-certs-${attempt}`);
+        const api = startProc('kube-apiserver', bins.kubeApiserver, [
+          `--etcd-servers=http://127.0.0.1:${etcdPort}`,
+          '--bind-address=127.0.0.1',
+          '--advertise-address=127.0.0.1',
+          `--secure-port=${apiPort}`,
+          `--cert-dir=${certDir}`,
+          '--authorization-mode=Node,RBAC',
+          `--token-auth-file=${join(dir, 'tokens.csv')}`,
+          `--service-account-key-file=${join(dir, 'sa.pub')}`,
+          `--service-account-signing-key-file=${join(dir, 'sa.key')}`,
+          '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
+          '--service-cluster-ip-range=10.96.0.0/16',
+          '--allow-privileged=true',
+          '--enable-priority-and-fairness=false',
+          '--v=0',
+        ]);
+        started.push(api);
+        const candidate = `https://127.0.0.1:${apiPort}`;
+        // With --cert-dir and no --tls-cert-file the server makes a self-signed chain there.
+        const candidateCa = join(certDir, 'apiserver.crt');
+        await waitReady(api, 'kube-apiserver', async () => {
+          // /readyz is open to anyone; only this server knows the admin token.
+          const ready = await kubeRequest(candidate, adminToken, 'GET', '/readyz');
+          if (ready.status !== 200) return false;
+          const own = await kubeRequest(candidate, adminToken, 'GET', '/api/v1/namespaces/default');
+          return own.status === 200 && existsSync(candidateCa);
+        });
+        readFileSync(candidateCa);
+        procs.push(...started);
+        url = candidate;
+        caFile = candidateCa;
+        break;
+      } catch (err) {
+        for (const p of started.reverse()) await stopProc(p);
+        if (attempt >= 3) throw err;
+      }
+    }
     const adminKubeconfig = join(dir, 'admin.kubeconfig');
     writeFileSync(adminKubeconfig, kubeconfig(url, caFile, 'admin', adminToken), { mode: 0o600 });
 
