@@ -138,22 +138,11 @@ function kubeRequest(base: string, token: string, method: string, path: string, 
   });
 }
 
-function plainGet(url: string): Promise<HttpAnswer> {
+/** A plain-HTTP request on loopback (etcd's client URL): the status and body. */
+function plainRequest(url: string, body?: string): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(url, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
-    });
-    req.setTimeout(5_000, () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-function plainPost(url: string, body: string): Promise<HttpAnswer> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+    const headers = body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
+    const req = httpRequest(url, { method: body === undefined ? 'GET' : 'POST', headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
@@ -258,9 +247,9 @@ export async function startRealKube(): Promise<RealKube> {
         ]);
         started.push(etcd);
         await waitReady(etcd, 'etcd', async () => {
-          const health = await plainGet(`http://127.0.0.1:${etcdPort}/health`);
+          const health = await plainRequest(`http://127.0.0.1:${etcdPort}/health`);
           if (health.status !== 200 || !health.body.includes('"true"')) return false;
-          const members = await plainPost(`http://127.0.0.1:${etcdPort}/v3/cluster/member/list`, '{}');
+          const members = await plainRequest(`http://127.0.0.1:${etcdPort}/v3/cluster/member/list`, '{}');
           return members.status === 200 && members.body.includes(`"name":"${etcdName}"`);
         });
 
